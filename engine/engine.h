@@ -1,0 +1,309 @@
+/*
+ * engine.h: the public interface of thawd's training engine.
+ *
+ * The engine is a C library that knows nothing of HTTP, JSON, SQL or the daemon. A caller
+ * (the daemon's workers, or `thawd run`) fills an eng_job_spec, then calls eng_job_run(),
+ * which builds the model, loads the data and executes the job's stages in order (freeze,
+ * lr_find, fit_one_cycle, unfreeze, save, ...). Progress, results and written files are
+ * reported through eng_callbacks; the caller's progress callback also decides whether to
+ * go on, cancel, or interrupt (checkpoint and stop, so the job can be resumed later).
+ *
+ * Conventions: functions returning int return 0 (ENG_OK) or a negative ENG_E* code.
+ * Functions that can fail because of user input take an optional eng_error * whose text
+ * names the problem. Pointers are "borrowed" unless a comment says otherwise.
+ * Thread-safety: distinct jobs may run concurrently on distinct threads; nothing in this
+ * header shares mutable state between calls except eng_blas_set_threads().
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+enum eng_status {
+    ENG_OK = 0,
+    ENG_ENOMEM = -1,       /* an allocation sized by the job failed */
+    ENG_EINVAL = -2,       /* invalid argument or spec (err says which field) */
+    ENG_ESHAPE = -3,       /* tensor shapes do not fit (e.g. weights vs architecture) */
+    ENG_EIO = -4,          /* a file could not be read or written */
+    ENG_EFORMAT = -5,      /* a file is malformed (bad magic, truncated, out of bounds) */
+    ENG_ECANCELED = -6,    /* the progress callback asked to cancel */
+    ENG_EINTERRUPTED = -7, /* the progress callback asked to interrupt; a checkpoint was written */
+    ENG_ENUMERIC = -8,     /* training diverged (non-finite loss) where that is fatal */
+    ENG_ENOSUGGEST = -9,   /* an LR refers to an lr_find suggestion that could not be made */
+};
+
+/* Returns a static, human-readable name for an ENG_* code. Thread-safe. */
+const char *eng_strerror(int code);
+
+/* Optional out-parameter carrying a message for the user (like jansson's json_error_t).
+ * `field` is a dotted path into the spec when the problem is one field ("stages.2.epochs"),
+ * or empty. */
+typedef struct eng_error {
+    char field[96];
+    char text[256];
+} eng_error;
+
+/* ---- limits ------------------------------------------------------------------------------ */
+
+#define ENG_MAX_GROUPS  8  /* layer groups (fastai parameter groups) */
+#define ENG_MAX_HIDDEN  8  /* hidden layers of an mlp or head */
+#define ENG_MAX_CLASSES 1000
+#define ENG_NAME_MAX    64 /* names of saves and stages, NUL included */
+#define ENG_PATH_MAX    1024
+
+/* ---- data -------------------------------------------------------------------------------- */
+
+typedef enum eng_data_kind {
+    ENG_DATA_SYNTHETIC, /* Gaussian class blobs generated from a seed (tests, demos) */
+    ENG_DATA_IDX,       /* IDX files (MNIST family), raw or .gz */
+} eng_data_kind;
+
+typedef struct eng_data_spec {
+    eng_data_kind kind;
+    /* ENG_DATA_SYNTHETIC: n_train + n_valid samples of `features` values in `classes`
+     * classes; class centres drawn from `seed`, samples = centre + noise * N(0,1). */
+    uint32_t n_train, n_valid, features, classes;
+    float noise;
+    uint64_t seed;
+    /* ENG_DATA_IDX: image and label files of the training and validation splits. */
+    char train_images[ENG_PATH_MAX], train_labels[ENG_PATH_MAX];
+    char valid_images[ENG_PATH_MAX], valid_labels[ENG_PATH_MAX];
+    /* Optional class subset (relabelled 0..n_subset-1 in the given order); 0 = all. */
+    uint32_t n_subset;
+    int32_t subset[ENG_MAX_CLASSES];
+    /* Keep at most this many training samples per class, in file order; 0 = no limit. */
+    uint32_t per_class_limit;
+    /* Normalisation applied to every input value: (x - mean) / std. For IDX bytes x is
+     * first scaled to [0, 1]. `normalize_auto` computes mean/std of the training split. */
+    bool normalize_auto;
+    float mean, std;
+} eng_data_spec;
+
+/* Fills `d` with the defaults: synthetic, 512/128 samples, 16 features, 4 classes,
+ * noise 1.0, seed 0, no subset, no limit, normalisation mean 0 std 1. */
+void eng_data_spec_defaults(eng_data_spec *d);
+
+/* ---- model ------------------------------------------------------------------------------- */
+
+typedef struct eng_model_spec {
+    /* Architecture name from the registry: "mlp" now; "cnn-small", "resnet18", "resnet34"
+     * later. eng_arch_count()/eng_arch_name() list them. */
+    char arch[32];
+    /* mlp: hidden layer sizes and dropout after each hidden ReLU. */
+    uint32_t n_hidden;
+    uint32_t hidden[ENG_MAX_HIDDEN];
+    float dropout;
+    /* Optional pretrained weights (safetensors). With `body_only`, only the body's
+     * tensors are loaded and the head is freshly initialised (the transfer case);
+     * otherwise loading is strict. Empty string = random init. */
+    char weights[ENG_PATH_MAX];
+    bool body_only;
+} eng_model_spec;
+
+/* Fills `m` with the defaults: arch "mlp", one hidden layer of 64, dropout 0, no weights. */
+void eng_model_spec_defaults(eng_model_spec *m);
+
+/* Registry of architectures: count, and the name of entry i (static string, or NULL). */
+size_t eng_arch_count(void);
+const char *eng_arch_name(size_t i);
+
+/* ---- learning rates ---------------------------------------------------------------------- */
+
+typedef enum eng_lr_kind {
+    ENG_LR_VALUE,      /* one value for every group */
+    ENG_LR_SLICE,      /* v[0]..v[1] spread geometrically over the groups (fastai even_mults) */
+    ENG_LR_SLICE_HI,   /* slice(hi): hi/10 for every group but the last, hi for the last */
+    ENG_LR_LIST,       /* one value per group, n == number of groups */
+    ENG_LR_SUGGESTION, /* the latest lr_find suggestion of this job, divided by `divide`;
+                          with `slice_lo_divide` > 0 it becomes slice(s/slice_lo_divide, s) */
+} eng_lr_kind;
+
+typedef enum eng_suggest {
+    ENG_SUGGEST_VALLEY,
+    ENG_SUGGEST_MINIMUM,
+    ENG_SUGGEST_STEEP,
+    ENG_SUGGEST_SLIDE,
+} eng_suggest;
+
+typedef struct eng_lr {
+    eng_lr_kind kind;
+    uint32_t n;
+    float v[ENG_MAX_GROUPS];
+    eng_suggest suggest;
+    float divide;          /* ENG_LR_SUGGESTION: s = suggestion / divide (default 1) */
+    float slice_lo_divide; /* ENG_LR_SUGGESTION: 0 = one value, else slice(s/this, s) */
+} eng_lr;
+
+/* ---- stages ------------------------------------------------------------------------------ */
+
+typedef enum eng_stage_op {
+    ENG_STAGE_FREEZE,        /* freeze_to(-1): every group but the head frozen */
+    ENG_STAGE_FREEZE_TO,     /* freeze_to(n) with fastai's negative-index rules */
+    ENG_STAGE_UNFREEZE,      /* freeze_to(0) */
+    ENG_STAGE_LR_FIND,       /* exponential LR sweep, suggestions; weights restored after */
+    ENG_STAGE_FIT_ONE_CYCLE, /* 1cycle LR + momentum schedule */
+    ENG_STAGE_FIT,           /* constant LR */
+    ENG_STAGE_SAVE,          /* write the weights as <out_dir>/<name>.safetensors */
+} eng_stage_op;
+
+/* Static name of an op as used in specs ("fit_one_cycle"), or NULL if out of range. */
+const char *eng_stage_op_name(eng_stage_op op);
+/* Looks up an op by name; returns 0 and sets *op, or ENG_EINVAL. */
+int eng_stage_op_parse(const char *name, eng_stage_op *op);
+
+typedef struct eng_stage {
+    eng_stage_op op;
+    /* FREEZE_TO */
+    int32_t n;
+    /* FIT_ONE_CYCLE / FIT */
+    uint32_t epochs;
+    eng_lr lr; /* lr_max for fit_one_cycle, lr for fit */
+    float div, div_final, pct_start;
+    float moms[3];
+    float wd; /* < 0: keep the optimizer's weight decay */
+    /* LR_FIND */
+    float start_lr, end_lr;
+    uint32_t num_it;
+    bool stop_div;
+    /* SAVE */
+    char name[ENG_NAME_MAX];
+} eng_stage;
+
+/* Fills `s` with fastai's defaults for `op`: fit_one_cycle(lr_max=1e-3, div=25,
+ * div_final=1e5, pct_start=0.25, moms=(0.95,0.85,0.95), wd=keep), lr_find(1e-7, 10,
+ * num_it=100, stop_div=true), save(name="model"), freeze_to(n=-1), epochs=1. */
+void eng_stage_defaults(eng_stage *s, eng_stage_op op);
+
+/* ---- optimizer --------------------------------------------------------------------------- */
+
+typedef enum eng_opt_kind {
+    ENG_OPT_ADAM, /* fastai Adam: decoupled wd, beta2 0.99, eps 1e-5 outside the sqrt */
+    ENG_OPT_SGD,  /* SGD with momentum */
+} eng_opt_kind;
+
+typedef struct eng_opt_spec {
+    eng_opt_kind kind;
+    float mom, sqr_mom, eps, wd;
+    bool train_bn; /* norm-layer parameters stay trainable in frozen groups */
+} eng_opt_spec;
+
+/* Fills `o` with fastai's Adam defaults: mom 0.9, sqr_mom 0.99, eps 1e-5, wd 0.01,
+ * train_bn true. */
+void eng_opt_spec_defaults(eng_opt_spec *o);
+
+/* ---- job --------------------------------------------------------------------------------- */
+
+typedef struct eng_job_spec {
+    eng_model_spec model;
+    eng_data_spec data;
+    eng_opt_spec opt;
+    uint32_t batch_size;
+    uint64_t seed; /* fixes init, shuffling and dropout */
+    size_t n_stages;
+    eng_stage *stages; /* borrowed array of n_stages */
+} eng_job_spec;
+
+/* Fills `j` with defaults (batch 64, seed 0, no stages) and the sub-spec defaults. */
+void eng_job_spec_defaults(eng_job_spec *j);
+
+/* Checks a spec without running it (ranges, names, stage order such as an LR suggestion
+ * used before any lr_find). Files are not opened. Returns 0 or ENG_EINVAL with `err`
+ * naming the field. Thread-safe. */
+int eng_job_spec_validate(const eng_job_spec *j, eng_error *err);
+
+/* ---- progress and results ---------------------------------------------------------------- */
+
+typedef enum eng_event_kind {
+    ENG_EVENT_STAGE_BEGIN,
+    ENG_EVENT_BATCH,    /* after each training batch (fit, fit_one_cycle, lr_find) */
+    ENG_EVENT_EPOCH,    /* after each epoch's validation */
+    ENG_EVENT_LR_FIND,  /* lr_find's result */
+    ENG_EVENT_ARTIFACT, /* a file was written (save or checkpoint) */
+    ENG_EVENT_STAGE_END,
+    ENG_EVENT_LOG, /* a message for the job's log (level + message) */
+} eng_event_kind;
+
+typedef enum eng_log_level {
+    ENG_LOG_DEBUG,
+    ENG_LOG_INFO,
+    ENG_LOG_WARN,
+    ENG_LOG_ERROR,
+} eng_log_level;
+
+typedef struct eng_lr_find_result {
+    size_t n;           /* points recorded */
+    const float *lrs;   /* borrowed, n values: LR of each batch */
+    const float *losses; /* borrowed, n values: smoothed loss (may hold NaN/inf) */
+    bool ok;            /* false: no suggestion could be made, see `reason` */
+    char reason[160];
+    float valley, minimum, steep, slide; /* suggestions (when ok) */
+} eng_lr_find_result;
+
+typedef struct eng_artifact {
+    const char *kind; /* "weights" (a save stage) or "checkpoint" (resumable state) */
+    const char *name; /* save name, or "checkpoint" */
+    const char *path; /* borrowed: the file written */
+    uint64_t size;
+    char sha256[65]; /* lowercase hex */
+} eng_artifact;
+
+typedef struct eng_event {
+    eng_event_kind kind;
+    size_t stage_index, n_stages;
+    eng_stage_op op;
+    /* Position: epoch (0-based) of n_epochs and batch (0-based) of n_batches in the
+     * current stage; `progress` is the fraction of the whole job's planned batches done. */
+    uint32_t epoch, n_epochs;
+    uint32_t batch, n_batches;
+    uint64_t step; /* training batches done in the whole job */
+    double progress;
+    /* ENG_EVENT_BATCH: raw and smoothed loss, head-group lr and momentum. */
+    float loss, smooth_loss, lr, mom;
+    /* ENG_EVENT_EPOCH: fastai's columns (train_loss is the smoothed loss). */
+    float train_loss, valid_loss, accuracy;
+    double seconds; /* wall time of the epoch or stage */
+    const eng_lr_find_result *lr_find; /* ENG_EVENT_LR_FIND */
+    const eng_artifact *artifact;      /* ENG_EVENT_ARTIFACT */
+    eng_log_level level;               /* ENG_EVENT_LOG */
+    const char *message;               /* ENG_EVENT_LOG and STAGE_END summaries */
+} eng_event;
+
+/* What the progress callback asks the engine to do next. */
+typedef enum eng_action {
+    ENG_CONTINUE = 0,
+    ENG_CANCEL,    /* stop now, write nothing more, return ENG_ECANCELED */
+    ENG_INTERRUPT, /* write a resumable checkpoint, return ENG_EINTERRUPTED */
+} eng_action;
+
+/* Called on the thread running eng_job_run(); `ev` and what it points to are borrowed
+ * for the call. The return value is honoured at the next batch boundary at the latest. */
+typedef eng_action (*eng_progress_fn)(const eng_event *ev, void *user);
+
+typedef struct eng_callbacks {
+    eng_progress_fn progress; /* may be NULL */
+    void *user;
+} eng_callbacks;
+
+typedef struct eng_run_opts {
+    /* Directory for saves (<name>.safetensors) and the resumable checkpoint
+     * (checkpoint.safetensors); must exist. Borrowed. */
+    const char *out_dir;
+    /* A checkpoint written by an earlier interrupted run of the same spec, or NULL. */
+    const char *resume_path;
+} eng_run_opts;
+
+/* Runs a job to completion: builds the model, loads data, executes every stage.
+ * Returns 0 when all stages finished; ENG_ECANCELED / ENG_EINTERRUPTED when the callback
+ * asked for it; another ENG_E* code with `err` set when the job failed.
+ * Thread-safe for distinct specs; allocates everything it uses and frees it on return. */
+int eng_job_run(const eng_job_spec *spec, const eng_run_opts *opts, const eng_callbacks *cb,
+                eng_error *err);
+
+/* Sets the number of threads BLAS may use in this process (call once at startup, before
+ * any job runs). Returns the number in effect. */
+int eng_blas_set_threads(int n);
+/* Static description of the BLAS library and its configuration, for the startup log. */
+const char *eng_blas_info(void);

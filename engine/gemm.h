@@ -1,0 +1,20 @@
+/*
+ * gemm.h: single-precision matrix multiply for the engine (private to engine/).
+ *
+ * gemm.c is the only file that includes cblas.h. eng_sgemm_ref is the naive reference the
+ * kernel checks compare against.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Row-major C[M x N] = alpha * op(A)[M x K] * op(B)[K x N] + beta * C, where op(X) is X or
+ * its transpose (ta/tb). lda/ldb/ldc are the row strides of A, B and C as stored.
+ * Buffers are borrowed; C must not alias A or B. Thread-safe. */
+void eng_sgemm(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+               size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* The same contract, computed with plain loops in double accumulation. */
+void eng_sgemm_ref(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
+                   size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);

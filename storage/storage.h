@@ -1,0 +1,203 @@
+/*
+ * storage.h: the public interface of thawd's durable store (job queue, events, artifacts).
+ *
+ * One `store` handle is one connection; each thread opens its own and never shares it.
+ * The backend is SQLite in WAL mode with synchronous=FULL, so a job accepted by
+ * store_job_enqueue() survives kill -9 and power loss. Job specs are stored as opaque text:
+ * storage never parses them. Nothing here speaks HTTP or knows the engine; the interface is
+ * written so that another backend (PostgreSQL for several daemons) can implement it.
+ *
+ * Conventions: functions return 0 (STORE_OK) or a negative STORE_E* code. Strings returned
+ * inside structs are owned by the struct and freed by its _fini function. Times are
+ * milliseconds since the Unix epoch (UTC).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum store_status {
+    STORE_OK = 0,
+    STORE_ENOMEM = -1,
+    STORE_EINVAL = -2,    /* bad argument */
+    STORE_EIO = -3,       /* the database failed (disk, corruption, busy past the timeout) */
+    STORE_ENOTFOUND = -4, /* no such row (or nothing to claim) */
+    STORE_ECONFLICT = -5, /* the row is not in a state that allows this (e.g. cancel a finished job) */
+    STORE_ELOST = -6,     /* the caller no longer holds the job's lease */
+    STORE_EVERSION = -7,  /* the database was written by a newer thawd */
+};
+
+/* Static, human-readable name of a STORE_* code. Thread-safe. */
+const char *store_strerror(int code);
+
+typedef enum store_log_level {
+    STORE_LOG_DEBUG,
+    STORE_LOG_INFO,
+    STORE_LOG_WARN,
+    STORE_LOG_ERROR,
+} store_log_level;
+
+/* Log sink; storage never prints. `msg` is borrowed for the call. */
+typedef void (*store_log_fn)(store_log_level level, const char *msg, void *user);
+
+typedef struct store store;
+
+/* Opens (creating if needed) the database at `path`, applies the connection settings
+ * (WAL, synchronous=FULL, busy_timeout, foreign_keys) and runs pending migrations.
+ * `log` may be NULL. On success *out is the caller's, free with store_close().
+ * Returns STORE_EIO (cannot open), STORE_EVERSION (newer schema) or STORE_ENOMEM. */
+int store_open(const char *path, store_log_fn log, void *log_user, store **out);
+
+/* Closes a connection opened by store_open(). store_close(NULL) is a no-op. */
+void store_close(store *s);
+
+/* Schema version this build writes (PRAGMA user_version after migrations). */
+int store_schema_version(void);
+
+/* ---- jobs -------------------------------------------------------------------------------- */
+
+typedef enum store_job_state {
+    STORE_JOB_QUEUED,
+    STORE_JOB_RUNNING,
+    STORE_JOB_SUCCEEDED,
+    STORE_JOB_FAILED,
+    STORE_JOB_CANCELLED,
+} store_job_state;
+
+/* "queued", "running", ... (static), or NULL when out of range. */
+const char *store_job_state_name(store_job_state st);
+/* Parses a state name; returns 0 and sets *st, or STORE_EINVAL. */
+int store_job_state_parse(const char *name, store_job_state *st);
+/* True for succeeded, failed and cancelled. */
+bool store_job_state_is_final(store_job_state st);
+
+/* Progress as last reported by the worker running the job. */
+typedef struct store_progress {
+    int32_t stage_index; /* -1 before the first stage */
+    int32_t stage_count;
+    char stage_op[32];
+    int32_t epoch, n_epochs;   /* within the current stage */
+    int32_t batch, n_batches;  /* within the current epoch */
+    int64_t step;              /* training batches done in the whole job */
+    double fraction;           /* 0..1 of the job's planned batches */
+    const char *metrics_json;  /* borrowed on write; owned by store_job on read; may be NULL */
+} store_progress;
+
+typedef struct store_job {
+    int64_t id;
+    char *name;      /* may be NULL */
+    char *spec_json; /* the normalised spec as submitted */
+    store_job_state state;
+    int64_t created_at, started_at, finished_at, updated_at; /* 0 when not yet */
+    int32_t attempt;        /* how many times a worker claimed it */
+    bool cancel_requested;  /* a cancel arrived while it was running */
+    char *error;            /* failure message, or NULL */
+    char *lease_owner;      /* worker holding it while running, or NULL */
+    int64_t lease_expires_at;
+    char *resume_path;      /* latest resumable checkpoint, or NULL */
+    store_progress progress;
+    char *metrics_json;     /* owned copy behind progress.metrics_json, or NULL */
+} store_job;
+
+/* Frees the strings of a job filled by a store_job_* call and zeroes it. NULL is a no-op. */
+void store_job_fini(store_job *j);
+/* Frees an array returned by store_job_list() (each element finied). */
+void store_job_list_free(store_job *jobs, size_t n);
+
+/* Appends a job in state queued, durably. `name` may be NULL; `spec_json` is copied.
+ * Sets *id. Thread-safe per connection. */
+int store_job_enqueue(store *s, const char *name, const char *spec_json, int64_t *id);
+
+/* Reads one job. STORE_ENOTFOUND if there is none with that id. */
+int store_job_get(store *s, int64_t id, store_job *out);
+
+/* Lists jobs newest first. `state` filter: NULL for all. Cursor: only ids < before_id
+ * (0 = from the newest). Returns at most `limit` (1..1000) jobs in *out (caller frees with
+ * store_job_list_free) and whether more remain. */
+int store_job_list(store *s, const store_job_state *state, int64_t before_id, size_t limit,
+                   store_job **out, size_t *n, bool *has_more);
+
+/* Counts jobs in a state (for queue depth and queue position: with before_id > 0, only
+ * those with a smaller id). */
+int store_job_count(store *s, store_job_state state, int64_t before_id, int64_t *count);
+
+/* Atomically claims the oldest queued job for `owner` (one BEGIN IMMEDIATE transaction):
+ * state -> running, attempt + 1, lease until now + lease_ms, started_at set if unset.
+ * Fills *out. STORE_ENOTFOUND when the queue is empty. */
+int store_job_claim(store *s, const char *owner, int64_t lease_ms, store_job *out);
+
+/* Extends the lease of a running job held by `owner` and reads the cancel flag.
+ * STORE_ELOST if the job is no longer running under this owner. */
+int store_job_heartbeat(store *s, int64_t id, const char *owner, int64_t lease_ms,
+                        bool *cancel_requested);
+
+/* Records progress of a running job held by `owner` (STORE_ELOST otherwise). */
+int store_job_progress(store *s, int64_t id, const char *owner, const store_progress *p);
+
+/* Records the latest resumable checkpoint of a running job held by `owner`. */
+int store_job_set_resume(store *s, int64_t id, const char *owner, const char *path);
+
+/* Ends a running job held by `owner`: state must be final; `error` may be NULL. */
+int store_job_finish(store *s, int64_t id, const char *owner, store_job_state state,
+                     const char *error);
+
+/* Puts a running job held by `owner` back in the queue (orderly shutdown); it keeps its
+ * resume_path so the next claim continues from the checkpoint. */
+int store_job_requeue(store *s, int64_t id, const char *owner);
+
+/* At daemon start-up, with the data directory locked by this process: every job still
+ * marked running belongs to a process that died, so it goes back to the queue. Sets
+ * *n_requeued. */
+int store_job_recover(store *s, int64_t *n_requeued);
+
+/* Cancels a job: queued -> cancelled at once; running -> cancel_requested set (the
+ * worker stops it); final -> STORE_ECONFLICT. Fills *out (may be NULL) with the job after. */
+int store_job_cancel(store *s, int64_t id, store_job *out);
+
+/* ---- events ------------------------------------------------------------------------------ */
+
+typedef struct store_event {
+    int64_t id; /* increasing over the whole database */
+    int64_t job_id;
+    int64_t created_at;
+    char *level;     /* "info", "warn", "error" */
+    char *type;      /* "state", "stage", "epoch", "lr_find", "artifact", "message" */
+    char *message;
+    char *data_json; /* may be NULL */
+} store_event;
+
+void store_event_fini(store_event *e);
+void store_event_list_free(store_event *ev, size_t n);
+
+/* Appends an event to a job's log. `data_json` may be NULL; strings are copied. */
+int store_event_add(store *s, int64_t job_id, const char *level, const char *type,
+                    const char *message, const char *data_json, int64_t *id);
+
+/* Lists a job's events oldest first, with id > after_id, at most `limit` (1..1000). */
+int store_event_list(store *s, int64_t job_id, int64_t after_id, size_t limit,
+                     store_event **out, size_t *n, bool *has_more);
+
+/* ---- artifacts (files a job wrote) ------------------------------------------------------- */
+
+typedef struct store_artifact {
+    int64_t id;
+    int64_t job_id;
+    int64_t created_at;
+    char *kind; /* "weights", "checkpoint" */
+    char *name;
+    char *path;
+    int64_t size;
+    char *sha256; /* lowercase hex */
+} store_artifact;
+
+void store_artifact_fini(store_artifact *a);
+void store_artifact_list_free(store_artifact *a, size_t n);
+
+/* Records a file written by a job. A second artifact with the same (job, kind, name)
+ * replaces the first. */
+int store_artifact_add(store *s, int64_t job_id, const char *kind, const char *name,
+                       const char *path, int64_t size, const char *sha256);
+
+/* Lists a job's artifacts oldest first (caller frees with store_artifact_list_free). */
+int store_artifact_list(store *s, int64_t job_id, store_artifact **out, size_t *n);
