@@ -55,6 +55,20 @@ void store_close(store *s);
 /* Schema version this build writes (PRAGMA user_version after migrations). */
 int store_schema_version(void);
 
+/* The effective settings of a connection, read back live from the database (for the
+ * start-up log line and for tests). */
+typedef struct store_info {
+    char journal_mode[16];      /* "wal" ("memory" for an in-memory database) */
+    int synchronous;            /* 2 = FULL */
+    bool foreign_keys;
+    int busy_timeout_ms;
+    int schema_version;         /* PRAGMA user_version */
+    const char *sqlite_version; /* static, e.g. "3.40.1" */
+} store_info;
+
+/* Fills *out for connection `s`. STORE_EINVAL on NULL, STORE_EIO if a PRAGMA fails. */
+int store_get_info(store *s, store_info *out);
+
 /* ---- jobs -------------------------------------------------------------------------------- */
 
 typedef enum store_job_state {

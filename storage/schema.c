@@ -1,0 +1,133 @@
+/*
+ * schema.c: the embedded schema and its migrations, keyed by PRAGMA user_version.
+ *
+ * DESIGN: migrations[i] takes a database from user_version i to i + 1 and ends by stamping
+ * the new version, so a migration and its stamp commit together. All pending migrations
+ * run in one BEGIN IMMEDIATE transaction, and the version is re-read inside it, so two
+ * connections opening a fresh file at once cannot both migrate. A database stamped with a
+ * version above ours was written by a newer thawd: we refuse it (STORE_EVERSION) rather
+ * than risk writing rows it cannot read. To change the schema, append a migration; never
+ * edit a released one.
+ */
+#include <sqlite3.h>
+
+#include "store_impl.h"
+
+static const char *const migrations[] = {
+    /* 0 -> 1: jobs, events, artifacts. Times are ms since the epoch, 0 = not yet. */
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT,"
+    "  spec_json TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK (state IN"
+    "    ('queued', 'running', 'succeeded', 'failed', 'cancelled')),"
+    "  created_at INTEGER NOT NULL,"
+    "  started_at INTEGER NOT NULL DEFAULT 0,"
+    "  finished_at INTEGER NOT NULL DEFAULT 0,"
+    "  updated_at INTEGER NOT NULL,"
+    "  attempt INTEGER NOT NULL DEFAULT 0,"
+    "  cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    "  error TEXT,"
+    "  lease_owner TEXT,"
+    "  lease_expires_at INTEGER NOT NULL DEFAULT 0,"
+    "  resume_path TEXT,"
+    "  stage_index INTEGER NOT NULL DEFAULT -1,"
+    "  stage_count INTEGER NOT NULL DEFAULT 0,"
+    "  stage_op TEXT NOT NULL DEFAULT '',"
+    "  epoch INTEGER NOT NULL DEFAULT 0,"
+    "  n_epochs INTEGER NOT NULL DEFAULT 0,"
+    "  batch INTEGER NOT NULL DEFAULT 0,"
+    "  n_batches INTEGER NOT NULL DEFAULT 0,"
+    "  step INTEGER NOT NULL DEFAULT 0,"
+    "  fraction REAL NOT NULL DEFAULT 0,"
+    "  metrics_json TEXT"
+    ") STRICT;"
+    "CREATE INDEX jobs_state_id ON jobs (state, id);"
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL,"
+    "  level TEXT NOT NULL,"
+    "  type TEXT NOT NULL,"
+    "  message TEXT NOT NULL,"
+    "  data_json TEXT"
+    ") STRICT;"
+    "CREATE INDEX events_job_id ON events (job_id, id);"
+    "CREATE TABLE artifacts ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  path TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  UNIQUE (job_id, kind, name)"
+    ") STRICT;"
+    "PRAGMA user_version = 1;",
+};
+
+#define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+int store_schema_version(void)
+{
+    return N_MIGRATIONS;
+}
+
+static int read_user_version(store *s, int *v)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL);
+
+    if (rc != SQLITE_OK)
+        return store_sqlite_fail(s, rc, "read user_version");
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *v = sqlite3_column_int(st, 0);
+        rc = STORE_OK;
+    } else {
+        rc = store_sqlite_fail(s, rc, "read user_version");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_schema_migrate(store *s)
+{
+    int rc, v;
+
+    /* Fast path without the write lock: most opens find the schema current. */
+    if ((rc = read_user_version(s, &v)) != 0)
+        return rc;
+    if (v == N_MIGRATIONS)
+        return STORE_OK;
+    if (v > N_MIGRATIONS || v < 0)
+        goto too_new;
+
+    if ((rc = store_tx_begin(s)) != 0)
+        return rc;
+    if ((rc = read_user_version(s, &v)) != 0)
+        goto fail;
+    if (v > N_MIGRATIONS || v < 0) {
+        store_tx_rollback(s);
+        goto too_new;
+    }
+    for (int i = v; i < N_MIGRATIONS; i++) {
+        int src = sqlite3_exec(s->db, migrations[i], NULL, NULL, NULL);
+
+        if (src != SQLITE_OK) {
+            rc = store_sqlite_fail(s, src, "schema migration");
+            goto fail;
+        }
+        store_logf(s, STORE_LOG_INFO, "storage: migrated schema to version %d", i + 1);
+    }
+    return store_tx_commit(s);
+fail:
+    store_tx_rollback(s);
+    return rc;
+too_new:
+    store_logf(s, STORE_LOG_ERROR,
+               "storage: database schema version %d is not one this build (version %d) can use", v,
+               N_MIGRATIONS);
+    return STORE_EVERSION;
+}
