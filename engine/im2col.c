@@ -1,0 +1,244 @@
+/*
+ * im2col.c: convolution geometry, im2col/col2im, and the naive direct convolution that the
+ * kernel checks use as the reference for the im2col + GEMM path.
+ *
+ * DESIGN: im2col walks the column buffer row by row (one row per (ic, kh, kw)) so that its
+ * writes are sequential. For each row the range of output columns whose input column falls
+ * inside the image is the same for every output row, so it is computed once per (kw) and the
+ * inner loop has no bounds test: zeros left of it, a strided (or, at stride 1, contiguous)
+ * copy, zeros right of it. col2im mirrors this with additions.
+ */
+#include "im2col.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "engine.h"
+
+/* Upper bound on any one buffer we agree to describe, in floats (2^40 = 4 TiB). */
+#define GEOM_MAX_FLOATS ((size_t)1 << 40)
+
+static bool mul_ok(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > GEOM_MAX_FLOATS / a)
+        return false;
+    *out = a * b;
+    return *out <= GEOM_MAX_FLOATS;
+}
+
+int eng_conv2d_geom_init(eng_conv2d_geom *g, size_t IC, size_t IH, size_t IW, size_t OC, size_t KH,
+                         size_t KW, size_t SH, size_t SW, size_t PH, size_t PW)
+{
+    size_t t;
+    if (!g || !IC || !IH || !IW || !OC || !KH || !KW || !SH || !SW)
+        return ENG_EINVAL;
+    if (IH > GEOM_MAX_FLOATS || IW > GEOM_MAX_FLOATS || PH > GEOM_MAX_FLOATS ||
+        PW > GEOM_MAX_FLOATS || KH > GEOM_MAX_FLOATS || KW > GEOM_MAX_FLOATS)
+        return ENG_EINVAL;
+    if (KH > IH + 2 * PH || KW > IW + 2 * PW)
+        return ENG_ESHAPE;
+    size_t OH = (IH + 2 * PH - KH) / SH + 1, OW = (IW + 2 * PW - KW) / SW + 1;
+    /* Every buffer the kernels touch must be describable: image, column, weight, output. */
+    if (!mul_ok(IC, IH, &t) || !mul_ok(t, IW, &t) || !mul_ok(IC, KH, &t) || !mul_ok(t, KW, &t) ||
+        !mul_ok(t, OH, &t) || !mul_ok(t, OW, &t) || !mul_ok(OC, IC, &t) || !mul_ok(t, KH, &t) ||
+        !mul_ok(t, KW, &t) || !mul_ok(OC, OH, &t) || !mul_ok(t, OW, &t))
+        return ENG_EINVAL;
+    *g = (eng_conv2d_geom){.IC = IC,
+                           .IH = IH,
+                           .IW = IW,
+                           .OC = OC,
+                           .KH = KH,
+                           .KW = KW,
+                           .SH = SH,
+                           .SW = SW,
+                           .PH = PH,
+                           .PW = PW,
+                           .OH = OH,
+                           .OW = OW};
+    return 0;
+}
+
+/* Output columns [*lo, *hi) whose input column ow*SW + kw - PW lies inside [0, IW). */
+static void valid_range(size_t k, size_t S, size_t P, size_t In, size_t Out, size_t *lo, size_t *hi)
+{
+    /* lo = ceil((P - k) / S) when P > k, else 0. */
+    size_t l = P > k ? (P - k + S - 1) / S : 0;
+    /* hi - 1 = floor((In - 1 + P - k) / S) when In - 1 + P >= k. */
+    size_t h = In - 1 + P >= k ? (In - 1 + P - k) / S + 1 : 0;
+    if (h > Out)
+        h = Out;
+    if (l > h)
+        l = h;
+    *lo = l;
+    *hi = h;
+}
+
+void eng_im2col(const eng_conv2d_geom *g, const float *x, float *col, size_t ldcol)
+{
+    const size_t IH = g->IH, IW = g->IW, OH = g->OH, OW = g->OW;
+    const size_t SH = g->SH, SW = g->SW, PH = g->PH, PW = g->PW;
+    size_t r = 0;
+    for (size_t ic = 0; ic < g->IC; ic++) {
+        const float *xc = x + ic * IH * IW; /* [IH, IW] */
+        for (size_t kh = 0; kh < g->KH; kh++) {
+            size_t oh_lo, oh_hi;
+            valid_range(kh, SH, PH, IH, OH, &oh_lo, &oh_hi);
+            for (size_t kw = 0; kw < g->KW; kw++, r++) {
+                float *row = col + r * ldcol; /* [OH*OW] */
+                size_t ow_lo, ow_hi;
+                valid_range(kw, SW, PW, IW, OW, &ow_lo, &ow_hi);
+                memset(row, 0, oh_lo * OW * sizeof(float));
+                for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                    float *dst = row + oh * OW;
+                    /* ih = oh*SH + kh - PH, in range for oh in [oh_lo, oh_hi) */
+                    const float *src = xc + (oh * SH + kh - PH) * IW;
+                    size_t ow = 0;
+                    for (; ow < ow_lo; ow++)
+                        dst[ow] = 0.0f;
+                    if (SW == 1 && ow_hi > ow_lo) {
+                        memcpy(dst + ow_lo, src + (ow_lo + kw - PW),
+                               (ow_hi - ow_lo) * sizeof(float));
+                        ow = ow_hi;
+                    } else {
+                        for (; ow < ow_hi; ow++)
+                            dst[ow] = src[ow * SW + kw - PW];
+                    }
+                    for (ow = ow_hi; ow < OW; ow++)
+                        dst[ow] = 0.0f;
+                }
+                memset(row + oh_hi * OW, 0, (OH - oh_hi) * OW * sizeof(float));
+            }
+        }
+    }
+}
+
+void eng_col2im(const eng_conv2d_geom *g, const float *col, size_t ldcol, float *dx)
+{
+    const size_t IH = g->IH, IW = g->IW, OH = g->OH, OW = g->OW;
+    const size_t SH = g->SH, SW = g->SW, PH = g->PH, PW = g->PW;
+    size_t r = 0;
+    for (size_t ic = 0; ic < g->IC; ic++) {
+        float *dxc = dx + ic * IH * IW; /* [IH, IW] */
+        for (size_t kh = 0; kh < g->KH; kh++) {
+            size_t oh_lo, oh_hi;
+            valid_range(kh, SH, PH, IH, OH, &oh_lo, &oh_hi);
+            for (size_t kw = 0; kw < g->KW; kw++, r++) {
+                const float *row = col + r * ldcol; /* [OH*OW] */
+                size_t ow_lo, ow_hi;
+                valid_range(kw, SW, PW, IW, OW, &ow_lo, &ow_hi);
+                for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                    const float *src = row + oh * OW;
+                    float *dst = dxc + (oh * SH + kh - PH) * IW; /* input row ih */
+                    /* iw = ow*SW + kw - PW, >= 0 for ow >= ow_lo */
+                    if (SW == 1) {
+                        for (size_t ow = ow_lo; ow < ow_hi; ow++)
+                            dst[ow + kw - PW] += src[ow];
+                    } else {
+                        for (size_t ow = ow_lo; ow < ow_hi; ow++)
+                            dst[ow * SW + kw - PW] += src[ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- naive references -------------------------------------------------------------------- */
+
+/* Input position of output index o and kernel index k, or -1 when it falls in the padding. */
+static ptrdiff_t in_pos(size_t o, size_t k, size_t S, size_t P, size_t In)
+{
+    ptrdiff_t i = (ptrdiff_t)(o * S + k) - (ptrdiff_t)P;
+    return i >= 0 && i < (ptrdiff_t)In ? i : -1;
+}
+
+void eng_conv2d_ref_forward(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
+                            const float *b, float *y)
+{
+    for (size_t n = 0; n < N; n++)
+        for (size_t oc = 0; oc < g->OC; oc++)
+            for (size_t oh = 0; oh < g->OH; oh++)
+                for (size_t ow = 0; ow < g->OW; ow++) {
+                    double acc = b ? (double)b[oc] : 0.0;
+                    for (size_t ic = 0; ic < g->IC; ic++)
+                        for (size_t kh = 0; kh < g->KH; kh++) {
+                            ptrdiff_t ih = in_pos(oh, kh, g->SH, g->PH, g->IH);
+                            if (ih < 0)
+                                continue;
+                            for (size_t kw = 0; kw < g->KW; kw++) {
+                                ptrdiff_t iw = in_pos(ow, kw, g->SW, g->PW, g->IW);
+                                if (iw < 0)
+                                    continue;
+                                acc += (double)x[((n * g->IC + ic) * g->IH + (size_t)ih) * g->IW +
+                                                 (size_t)iw] *
+                                       (double)w[((oc * g->IC + ic) * g->KH + kh) * g->KW + kw];
+                            }
+                        }
+                    y[((n * g->OC + oc) * g->OH + oh) * g->OW + ow] = (float)acc;
+                }
+}
+
+void eng_conv2d_ref_backward_input(const eng_conv2d_geom *g, size_t N, const float *dy,
+                                   const float *w, float *dx)
+{
+    /* Gather form: each input element sums the outputs it contributed to. */
+    for (size_t n = 0; n < N; n++)
+        for (size_t ic = 0; ic < g->IC; ic++)
+            for (size_t ih = 0; ih < g->IH; ih++)
+                for (size_t iw = 0; iw < g->IW; iw++) {
+                    double acc = 0.0;
+                    for (size_t kh = 0; kh < g->KH; kh++) {
+                        /* oh*SH = ih + PH - kh */
+                        if (ih + g->PH < kh || (ih + g->PH - kh) % g->SH)
+                            continue;
+                        size_t oh = (ih + g->PH - kh) / g->SH;
+                        if (oh >= g->OH)
+                            continue;
+                        for (size_t kw = 0; kw < g->KW; kw++) {
+                            if (iw + g->PW < kw || (iw + g->PW - kw) % g->SW)
+                                continue;
+                            size_t ow = (iw + g->PW - kw) / g->SW;
+                            if (ow >= g->OW)
+                                continue;
+                            for (size_t oc = 0; oc < g->OC; oc++)
+                                acc += (double)dy[((n * g->OC + oc) * g->OH + oh) * g->OW + ow] *
+                                       (double)w[((oc * g->IC + ic) * g->KH + kh) * g->KW + kw];
+                        }
+                    }
+                    dx[((n * g->IC + ic) * g->IH + ih) * g->IW + iw] = (float)acc;
+                }
+}
+
+void eng_conv2d_ref_backward_weight(const eng_conv2d_geom *g, size_t N, const float *x,
+                                    const float *dy, float *dw, float *db)
+{
+    for (size_t oc = 0; oc < g->OC; oc++) {
+        for (size_t ic = 0; ic < g->IC; ic++)
+            for (size_t kh = 0; kh < g->KH; kh++)
+                for (size_t kw = 0; kw < g->KW; kw++) {
+                    double acc = 0.0;
+                    for (size_t n = 0; n < N; n++)
+                        for (size_t oh = 0; oh < g->OH; oh++) {
+                            ptrdiff_t ih = in_pos(oh, kh, g->SH, g->PH, g->IH);
+                            if (ih < 0)
+                                continue;
+                            for (size_t ow = 0; ow < g->OW; ow++) {
+                                ptrdiff_t iw = in_pos(ow, kw, g->SW, g->PW, g->IW);
+                                if (iw < 0)
+                                    continue;
+                                acc += (double)x[((n * g->IC + ic) * g->IH + (size_t)ih) * g->IW +
+                                                 (size_t)iw] *
+                                       (double)dy[((n * g->OC + oc) * g->OH + oh) * g->OW + ow];
+                            }
+                        }
+                    dw[((oc * g->IC + ic) * g->KH + kh) * g->KW + kw] = (float)acc;
+                }
+        if (db) {
+            double acc = 0.0;
+            for (size_t n = 0; n < N; n++)
+                for (size_t p = 0; p < g->OH * g->OW; p++)
+                    acc += (double)dy[(n * g->OC + oc) * g->OH * g->OW + p];
+            db[oc] = (float)acc;
+        }
+    }
+}
