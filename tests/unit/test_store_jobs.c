@@ -451,7 +451,7 @@ static void test_progress(void)
     store_job_fini(&j);
 
     bad = p;
-    bad.fraction = NAN;
+    bad.fraction = (double)NAN;
     is_int(store_job_progress(s, id, "w", &bad), STORE_EINVAL, "NaN fraction");
     bad.fraction = 1.5;
     is_int(store_job_progress(s, id, "w", &bad), STORE_EINVAL, "fraction > 1");
