@@ -44,9 +44,13 @@ typedef void (*store_log_fn)(store_log_level level, const char *msg, void *user)
 typedef struct store store;
 
 /* Opens (creating if needed) the database at `path`, applies the connection settings
- * (WAL, synchronous=FULL, busy_timeout, foreign_keys) and runs pending migrations.
- * `log` may be NULL. On success *out is the caller's, free with store_close().
- * Returns STORE_EIO (cannot open), STORE_EVERSION (newer schema) or STORE_ENOMEM. */
+ * (WAL, synchronous=FULL, busy_timeout 5000 ms, foreign_keys), reads each one back, and runs
+ * pending migrations. `log` may be NULL. On success *out is the caller's, free with
+ * store_close(); on failure *out is NULL. The handle must only be used by the thread that
+ * uses it (one connection per thread; it may be opened on one thread and handed over).
+ * ":memory:" opens a private, non-durable database (journal_mode "memory"), for tests.
+ * Returns STORE_EINVAL (NULL/empty path, NULL out), STORE_EIO (cannot open, not a database,
+ * a setting did not take), STORE_EVERSION (newer schema) or STORE_ENOMEM. */
 int store_open(const char *path, store_log_fn log, void *log_user, store **out);
 
 /* Closes a connection opened by store_open(). store_close(NULL) is a no-op. */
@@ -58,8 +62,8 @@ int store_schema_version(void);
 /* The effective settings of a connection, read back live from the database (for the
  * start-up log line and for tests). */
 typedef struct store_info {
-    char journal_mode[16];      /* "wal" ("memory" for an in-memory database) */
-    int synchronous;            /* 2 = FULL */
+    char journal_mode[16]; /* "wal" ("memory" for an in-memory database) */
+    int synchronous;       /* 2 = FULL */
     bool foreign_keys;
     int busy_timeout_ms;
     int schema_version;         /* PRAGMA user_version */
@@ -123,7 +127,11 @@ void store_job_list_free(store_job *jobs, size_t n);
  * Sets *id. Thread-safe per connection. */
 int store_job_enqueue(store *s, const char *name, const char *spec_json, int64_t *id);
 
-/* Reads one job. STORE_ENOTFOUND if there is none with that id. */
+/* Reads one job. STORE_ENOTFOUND if there is none with that id.
+ *
+ * For every function taking a job id: id <= 0 is STORE_EINVAL, and an id that does not
+ * exist is STORE_ENOTFOUND (also for the lease-guarded calls below, which otherwise return
+ * STORE_ELOST). An `out` struct is zeroed on any error. */
 int store_job_get(store *s, int64_t id, store_job *out);
 
 /* Lists jobs newest first. `state` filter: NULL for all. Cursor: only ids < before_id
@@ -138,7 +146,9 @@ int store_job_count(store *s, store_job_state state, int64_t before_id, int64_t 
 
 /* Atomically claims the oldest queued job for `owner` (one BEGIN IMMEDIATE transaction):
  * state -> running, attempt + 1, lease until now + lease_ms, started_at set if unset.
- * Fills *out. STORE_ENOTFOUND when the queue is empty. */
+ * Fills *out. STORE_ENOTFOUND when the queue is empty. Two claimers (any connections, any
+ * threads) never get the same job. `owner` must be non-empty and should be unique per
+ * worker and process run; lease_ms is 1..30 days. */
 int store_job_claim(store *s, const char *owner, int64_t lease_ms, store_job *out);
 
 /* Extends the lease of a running job held by `owner` and reads the cancel flag.
@@ -146,27 +156,34 @@ int store_job_claim(store *s, const char *owner, int64_t lease_ms, store_job *ou
 int store_job_heartbeat(store *s, int64_t id, const char *owner, int64_t lease_ms,
                         bool *cancel_requested);
 
-/* Records progress of a running job held by `owner` (STORE_ELOST otherwise). */
+/* Records progress of a running job held by `owner` (STORE_ELOST otherwise).
+ * p->metrics_json == NULL keeps the last recorded metrics. STORE_EINVAL if stage_op is not
+ * NUL-terminated, a count is negative, stage_index < -1 or fraction is not in [0, 1]. */
 int store_job_progress(store *s, int64_t id, const char *owner, const store_progress *p);
 
-/* Records the latest resumable checkpoint of a running job held by `owner`. */
+/* Records the latest resumable checkpoint of a running job held by `owner` (non-empty
+ * path). It survives requeue, recover and later claims. */
 int store_job_set_resume(store *s, int64_t id, const char *owner, const char *path);
 
-/* Ends a running job held by `owner`: state must be final; `error` may be NULL. */
+/* Ends a running job held by `owner`: state must be final (else STORE_EINVAL); `error` may
+ * be NULL. Sets finished_at and clears the lease. */
 int store_job_finish(store *s, int64_t id, const char *owner, store_job_state state,
                      const char *error);
 
 /* Puts a running job held by `owner` back in the queue (orderly shutdown); it keeps its
- * resume_path so the next claim continues from the checkpoint. */
+ * resume_path, attempt and started_at so the next claim continues from the checkpoint. The
+ * lease is cleared. If a cancel was requested, the job ends cancelled instead. */
 int store_job_requeue(store *s, int64_t id, const char *owner);
 
 /* At daemon start-up, with the data directory locked by this process: every job still
- * marked running belongs to a process that died, so it goes back to the queue. Sets
- * *n_requeued. */
+ * marked running belongs to a process that died, so it goes back to the queue (lease
+ * cleared, resume_path and attempt kept), or ends cancelled if a cancel was requested.
+ * One transaction. Sets *n_requeued (the cancelled ones are not counted). */
 int store_job_recover(store *s, int64_t *n_requeued);
 
-/* Cancels a job: queued -> cancelled at once; running -> cancel_requested set (the
- * worker stops it); final -> STORE_ECONFLICT. Fills *out (may be NULL) with the job after. */
+/* Cancels a job: queued -> cancelled at once (finished_at set); running ->
+ * cancel_requested set, state unchanged (the worker sees it through heartbeat and stops;
+ * repeating is fine); final -> STORE_ECONFLICT. Fills *out (may be NULL) with the job after. */
 int store_job_cancel(store *s, int64_t id, store_job *out);
 
 /* ---- events ------------------------------------------------------------------------------ */
@@ -184,11 +201,14 @@ typedef struct store_event {
 void store_event_fini(store_event *e);
 void store_event_list_free(store_event *ev, size_t n);
 
-/* Appends an event to a job's log. `data_json` may be NULL; strings are copied. */
+/* Appends an event to a job's log. `level` must be "info", "warn" or "error"; `type` is
+ * 1..32 characters of [a-z_.]; `message` non-NULL; `data_json` may be NULL. Strings are
+ * copied. STORE_ENOTFOUND if the job does not exist. `id` may be NULL. */
 int store_event_add(store *s, int64_t job_id, const char *level, const char *type,
                     const char *message, const char *data_json, int64_t *id);
 
-/* Lists a job's events oldest first, with id > after_id, at most `limit` (1..1000). */
+/* Lists a job's events oldest first, with id > after_id, at most `limit` (1..1000); caller
+ * frees with store_event_list_free. An unknown job simply has no events. */
 int store_event_list(store *s, int64_t job_id, int64_t after_id, size_t limit,
                      store_event **out, size_t *n, bool *has_more);
 
@@ -209,7 +229,9 @@ void store_artifact_fini(store_artifact *a);
 void store_artifact_list_free(store_artifact *a, size_t n);
 
 /* Records a file written by a job. A second artifact with the same (job, kind, name)
- * replaces the first. */
+ * replaces the first (it gets a new id and created_at, so it lists last). kind, name and path
+ * must be non-empty, size >= 0, sha256 64 lowercase hex digits (else STORE_EINVAL).
+ * STORE_ENOTFOUND if the job does not exist. */
 int store_artifact_add(store *s, int64_t job_id, const char *kind, const char *name,
                        const char *path, int64_t size, const char *sha256);
 
