@@ -23,7 +23,7 @@ enum store_status {
     STORE_EINVAL = -2,    /* bad argument */
     STORE_EIO = -3,       /* the database failed (disk, corruption, busy past the timeout) */
     STORE_ENOTFOUND = -4, /* no such row (or nothing to claim) */
-    STORE_ECONFLICT = -5, /* the row is not in a state that allows this (e.g. cancel a finished job) */
+    STORE_ECONFLICT = -5, /* the row's state does not allow this (e.g. cancel a finished job) */
     STORE_ELOST = -6,     /* the caller no longer holds the job's lease */
     STORE_EVERSION = -7,  /* the database was written by a newer thawd */
 };
@@ -95,11 +95,11 @@ typedef struct store_progress {
     int32_t stage_index; /* -1 before the first stage */
     int32_t stage_count;
     char stage_op[32];
-    int32_t epoch, n_epochs;   /* within the current stage */
-    int32_t batch, n_batches;  /* within the current epoch */
-    int64_t step;              /* training batches done in the whole job */
-    double fraction;           /* 0..1 of the job's planned batches */
-    const char *metrics_json;  /* borrowed on write; owned by store_job on read; may be NULL */
+    int32_t epoch, n_epochs;  /* within the current stage */
+    int32_t batch, n_batches; /* within the current epoch */
+    int64_t step;             /* training batches done in the whole job */
+    double fraction;          /* 0..1 of the job's planned batches */
+    const char *metrics_json; /* borrowed on write; owned by store_job on read; may be NULL */
 } store_progress;
 
 typedef struct store_job {
@@ -108,14 +108,14 @@ typedef struct store_job {
     char *spec_json; /* the normalised spec as submitted */
     store_job_state state;
     int64_t created_at, started_at, finished_at, updated_at; /* 0 when not yet */
-    int32_t attempt;        /* how many times a worker claimed it */
-    bool cancel_requested;  /* a cancel arrived while it was running */
-    char *error;            /* failure message, or NULL */
-    char *lease_owner;      /* worker holding it while running, or NULL */
+    int32_t attempt;       /* how many times a worker claimed it */
+    bool cancel_requested; /* a cancel arrived while it was running */
+    char *error;           /* failure message, or NULL */
+    char *lease_owner;     /* worker holding it while running, or NULL */
     int64_t lease_expires_at;
-    char *resume_path;      /* latest resumable checkpoint, or NULL */
+    char *resume_path; /* latest resumable checkpoint, or NULL */
     store_progress progress;
-    char *metrics_json;     /* owned copy behind progress.metrics_json, or NULL */
+    char *metrics_json; /* owned copy behind progress.metrics_json, or NULL */
 } store_job;
 
 /* Frees the strings of a job filled by a store_job_* call and zeroes it. NULL is a no-op. */
@@ -192,8 +192,8 @@ typedef struct store_event {
     int64_t id; /* increasing over the whole database */
     int64_t job_id;
     int64_t created_at;
-    char *level;     /* "info", "warn", "error" */
-    char *type;      /* "state", "stage", "epoch", "lr_find", "artifact", "message" */
+    char *level; /* "info", "warn", "error" */
+    char *type;  /* "state", "stage", "epoch", "lr_find", "artifact", "message" */
     char *message;
     char *data_json; /* may be NULL */
 } store_event;
@@ -209,8 +209,8 @@ int store_event_add(store *s, int64_t job_id, const char *level, const char *typ
 
 /* Lists a job's events oldest first, with id > after_id, at most `limit` (1..1000); caller
  * frees with store_event_list_free. An unknown job simply has no events. */
-int store_event_list(store *s, int64_t job_id, int64_t after_id, size_t limit,
-                     store_event **out, size_t *n, bool *has_more);
+int store_event_list(store *s, int64_t job_id, int64_t after_id, size_t limit, store_event **out,
+                     size_t *n, bool *has_more);
 
 /* ---- artifacts (files a job wrote) ------------------------------------------------------- */
 
