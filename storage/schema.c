@@ -88,7 +88,8 @@ static int read_user_version(store *s, int *v)
     } else {
         rc = store_sqlite_fail(s, rc, "read user_version");
     }
-    sqlite3_finalize(st);
+    /* finalize() only repeats the error of the last step, handled above. */
+    (void)sqlite3_finalize(st);
     return rc;
 }
 

@@ -210,7 +210,8 @@ static int pragma_text(store *s, const char *sql, char *out, size_t cap)
     snprintf(out, cap, "%s", (const char *)txt);
     rc = STORE_OK;
 fail:
-    sqlite3_finalize(st);
+    /* finalize() only repeats the error of the last step, handled above. */
+    (void)sqlite3_finalize(st);
     return rc;
 }
 
