@@ -1,0 +1,44 @@
+/*
+ * dataset.h: training and validation data in memory as float inputs and int32 labels,
+ * from synthetic Gaussian blobs or IDX files (MNIST family, raw or .gz), plus the
+ * deterministic per-epoch shuffle.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+typedef struct eng_dataset {
+    size_t n_train, n_valid;
+    size_t in_ndim, in_shape[3], in_size; /* per sample: (F) or (C, H, W) */
+    size_t n_classes;
+    float *x_train, *x_valid;   /* owned: [n x in_size] */
+    int32_t *y_train, *y_valid; /* owned: [n] */
+    float mean, std;            /* the normalisation applied */
+} eng_dataset;
+
+/* Loads the data described by `s`. On success *out is caller-owned (free with
+ * eng_dataset_destroy). Returns 0, ENG_EINVAL, ENG_EIO, ENG_EFORMAT or ENG_ENOMEM with err
+ * set (err->field names the spec field, err->text the file and problem). */
+int eng_dataset_load(const eng_data_spec *s, eng_dataset **out, eng_error *err);
+void eng_dataset_destroy(eng_dataset *d);
+
+/* Fills perm[0..n) with a permutation of 0..n-1 that depends only on (seed, stage, epoch),
+ * so a resumed run sees the same order. */
+void eng_dataset_shuffle(uint32_t *perm, size_t n, uint64_t seed, size_t stage, uint32_t epoch);
+
+/* One IDX file of unsigned bytes (type 0x08). */
+typedef struct eng_idx {
+    uint32_t ndim;
+    uint32_t dims[4];
+    size_t count;  /* product of dims */
+    uint8_t *data; /* owned: free with eng_idx_free */
+} eng_idx;
+
+/* Reads an IDX file (raw or gzip; zlib reads both), validating the magic (0, 0, 0x08,
+ * ndim 1..4), the dimensions and that the file holds exactly the announced bytes.
+ * Returns 0, ENG_EIO, ENG_EFORMAT or ENG_ENOMEM with err set. */
+int eng_idx_read(const char *path, eng_idx *out, eng_error *err);
+void eng_idx_free(eng_idx *x);

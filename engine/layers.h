@@ -1,0 +1,138 @@
+/*
+ * layers.h: the operator table (kann style). Each layer kind is one eng_layer_ops struct of
+ * function pointers; a model is an array of eng_layer values pointing at their ops.
+ *
+ * DESIGN. Shapes are per sample (C, H, W or F); the batch size N is passed to forward and
+ * backward. A layer does not own memory: its parameters and gradients point into the model's
+ * contiguous blocks (set by model.c from param_info), and its per-batch scratch `aux` (saved
+ * masks, im2col buffers, BN batch statistics) comes from the trainer's arena, sized by
+ * aux_size for the largest batch before step 1. Forward writes y; backward *sets* (does not
+ * accumulate) the gradients of the parameters flagged in `trainable` and writes dx only when
+ * asked, so a frozen layer costs no weight-gradient work and the model can stop the backward
+ * pass below the lowest layer that needs a gradient. Composite kinds (a residual BasicBlock)
+ * list their children's parameters under dotted suffixes ("conv1.weight", "bn1.bias") and
+ * run their children themselves. New kinds add an ops struct and, if they need
+ * configuration, a member of eng_layer_cfg.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "rng.h"
+
+#define ENG_LAYER_MAX_PARAMS 24
+#define ENG_LAYER_MAX_DIMS   3
+
+typedef struct eng_layer eng_layer;
+
+/* Work counters a model shares with its layers; tests read them to prove that frozen
+ * parameters cost no weight-gradient GEMMs. */
+typedef struct eng_stats {
+    uint64_t gemm_calls;
+    uint64_t flops; /* 2*M*N*K per GEMM */
+} eng_stats;
+
+/* What one parameter tensor of a layer is. */
+typedef struct eng_param_info {
+    char suffix[40]; /* state_dict name after the layer prefix: "weight", "bn1.bias" */
+    size_t ndim;
+    size_t shape[4];
+    bool no_wd;     /* biases and norm params: no weight decay (fastai wd_bn_bias=False) */
+    bool is_norm;   /* norm-layer param: stays trainable in frozen groups with train_bn */
+    bool is_buffer; /* state, not trained (BN running stats): no grad, no optimizer */
+} eng_param_info;
+
+/* Kind-specific configuration; the member used is the one of the layer's kind. */
+typedef union eng_layer_cfg {
+    struct {
+        size_t in, out;
+        bool bias;
+    } dense;
+    struct {
+        float p;
+    } dropout;
+    struct {
+        size_t IC, OC, KH, KW, stride, pad;
+        bool bias;
+    } conv;
+    struct {
+        size_t C;
+        float eps, momentum;
+    } norm;
+    struct {
+        size_t KH, KW, stride, pad;
+    } pool;
+} eng_layer_cfg;
+
+typedef struct eng_fwd_args {
+    size_t N;       /* batch size, <= the N that aux was sized for */
+    const float *x; /* [N x in_size] */
+    float *y;       /* [N x out_size] */
+    bool train;     /* training mode (dropout active, BN batch stats) */
+} eng_fwd_args;
+
+typedef struct eng_bwd_args {
+    size_t N;
+    const float *x;  /* the forward input  [N x in_size] */
+    const float *y;  /* the forward output [N x out_size] */
+    const float *dy; /* [N x out_size] */
+    float *dx;       /* [N x in_size], or NULL when no input gradient is needed */
+} eng_bwd_args;
+
+typedef struct eng_layer_ops {
+    const char *kind; /* "linear", "relu", "dropout", ... */
+    /* Checks the layer's cfg against the per-sample input shape and sets l->out_shape,
+     * out_ndim and out_size. Returns 0 or ENG_ESHAPE / ENG_EINVAL with `err` set. */
+    int (*setup)(eng_layer *l, eng_error *err);
+    /* Number of parameter tensors (including buffers), and what each one is. May be NULL
+     * for kinds without parameters. */
+    size_t (*n_params)(const eng_layer *l);
+    void (*param_info)(const eng_layer *l, size_t i, eng_param_info *info);
+    /* Fills l->param[*] with the kind's initial values (PyTorch defaults). May be NULL. */
+    void (*init)(eng_layer *l, eng_rng *rng);
+    /* Floats of scratch the layer needs for a batch of N (forward + backward). May be NULL. */
+    size_t (*aux_size)(const eng_layer *l, size_t N);
+    void (*forward)(eng_layer *l, const eng_fwd_args *a);
+    /* Sets grad[i] for every i with trainable[i]; writes a->dx when it is not NULL. */
+    void (*backward)(eng_layer *l, const eng_bwd_args *a);
+} eng_layer_ops;
+
+struct eng_layer {
+    const eng_layer_ops *ops;
+    eng_layer_cfg cfg;
+    char name[48];  /* state_dict prefix without the trailing dot, e.g. "0.2" or "1" */
+    unsigned group; /* layer group (fastai parameter group) */
+    size_t in_ndim, in_shape[ENG_LAYER_MAX_DIMS], in_size;    /* per sample */
+    size_t out_ndim, out_shape[ENG_LAYER_MAX_DIMS], out_size; /* per sample, set by setup */
+    float *param[ENG_LAYER_MAX_PARAMS]; /* borrowed from the model's parameter block */
+    float *grad[ENG_LAYER_MAX_PARAMS];  /* borrowed from the model's gradient block; NULL for
+                                           buffers */
+    bool trainable[ENG_LAYER_MAX_PARAMS];
+    float *aux;       /* borrowed arena scratch of aux_size(N) floats, or NULL */
+    eng_rng *rng;     /* borrowed: the trainer's stream (dropout); may be NULL in eval */
+    eng_stats *stats; /* borrowed: the model's counters */
+};
+
+/* The kinds of the core (layer_dense.c, layer_act.c). */
+extern const eng_layer_ops eng_layer_linear;
+extern const eng_layer_ops eng_layer_relu;
+extern const eng_layer_ops eng_layer_dropout;
+
+/* Counts one GEMM of op(A)[M x K] * op(B)[K x N] in `s` (may be NULL). */
+static inline void eng_stats_gemm(eng_stats *s, size_t M, size_t N, size_t K)
+{
+    if (s) {
+        s->gemm_calls++;
+        s->flops += 2ull * M * N * K;
+    }
+}
+
+/* Fused, numerically stable softmax + cross-entropy over logits [N x C] (layer_act.c).
+ * labels: N class ids in [0, C). Returns the mean loss over the batch; when dlogits is not
+ * NULL it receives d(mean loss)/d(logits) [N x C]; when n_correct is not NULL it receives
+ * the number of rows whose argmax (first maximum) equals the label. */
+float eng_softmax_ce(size_t N, size_t C, const float *logits, const int32_t *labels, float *dlogits,
+                     size_t *n_correct);

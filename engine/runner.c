@@ -1,0 +1,796 @@
+/*
+ * runner.c: eng_job_run: builds the model and data, executes the stages, emits events,
+ * honours cancel and interrupt, writes saves and resumable checkpoints, and resumes.
+ *
+ * DESIGN. The runner keeps a position (stage, epoch, batch) = the next unit of work, and
+ * keeps the state consistent with it at every point where a callback's answer is acted on
+ * (after each training batch, after an epoch's checkpoint, at stage begin and end). An
+ * INTERRUPT writes checkpoint.safetensors with that position and everything else the rest
+ * of the job depends on (weights, moments, step counts, hypers, frozen groups, dropout RNG,
+ * smoothed loss, global step, latest lr_find result). lr_find is not resumed mid-sweep: an
+ * interrupt restores the pre-sweep state and checkpoints the stage's start. Shuffling
+ * depends only on (seed, stage, epoch), so a resumed run replays the same batches and ends
+ * with bit-identical weights (with the same BLAS thread count).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dataset.h"
+#include "lrfind.h"
+#include "model.h"
+#include "optim.h"
+#include "safetensors.h"
+#include "schedule.h"
+#include "train.h"
+#include "util.h"
+
+#define CKPT_FORMAT "thawd-checkpoint-1"
+
+typedef struct runner {
+    const eng_job_spec *spec;
+    const eng_run_opts *opts;
+    const eng_callbacks *cb;
+    eng_error *err;
+    eng_model *model;
+    eng_dataset *data;
+    eng_trainer tr;
+    bool tr_ready;
+    size_t nb;     /* training batches per epoch */
+    size_t bsz;    /* samples per training batch */
+    uint64_t step; /* training batches done in the job */
+    uint64_t planned_total, planned_done;
+    eng_action pending;
+    /* position: next unit of work */
+    size_t stage;
+    uint32_t epoch, batch;
+    /* latest lr_find */
+    bool have_lf;
+    eng_lr_find_result lf;
+    float *lf_lrs, *lf_losses; /* owned */
+    size_t lf_cap;
+} runner;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void ev_init(runner *r, eng_event *ev, eng_event_kind kind)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->kind = kind;
+    ev->stage_index = r->stage;
+    ev->n_stages = r->spec->n_stages;
+    ev->op = r->stage < r->spec->n_stages ? r->spec->stages[r->stage].op : ENG_STAGE_SAVE;
+    ev->step = r->step;
+    ev->progress = r->planned_total ? (double)r->planned_done / (double)r->planned_total : 1.0;
+    if (ev->progress > 1.0)
+        ev->progress = 1.0;
+    ev->loss = ev->smooth_loss = ev->lr = ev->mom = NAN;
+    ev->train_loss = ev->valid_loss = ev->accuracy = NAN;
+}
+
+/* Emits an event; the answer is kept (cancel wins over interrupt) and acted on at the
+ * next check point. */
+static void emit(runner *r, const eng_event *ev)
+{
+    if (!r->cb || !r->cb->progress)
+        return;
+    eng_action a = r->cb->progress(ev, r->cb->user);
+    if (a == ENG_CANCEL || (a == ENG_INTERRUPT && r->pending != ENG_CANCEL))
+        r->pending = a;
+}
+
+static void log_msg(runner *r, eng_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void log_msg(runner *r, eng_log_level level, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    eng_event ev;
+    ev_init(r, &ev, ENG_EVENT_LOG);
+    ev.level = level;
+    ev.message = msg;
+    emit(r, &ev);
+}
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+static int out_path(runner *r, const char *name, char *path, size_t size)
+{
+    if (!r->opts || !r->opts->out_dir || !r->opts->out_dir[0])
+        return eng_err_set(r->err, ENG_EINVAL, NULL, "no output directory given");
+    if (snprintf(path, size, "%s/%s.safetensors", r->opts->out_dir, name) >= (int)size)
+        return eng_err_set(r->err, ENG_EINVAL, NULL, "output path too long");
+    return 0;
+}
+
+static void emit_artifact(runner *r, const char *kind, const char *name, const char *path,
+                          uint64_t size, const char *sha)
+{
+    eng_artifact a = {.kind = kind, .name = name, .path = path, .size = size};
+    memcpy(a.sha256, sha, 65);
+    eng_event ev;
+    ev_init(r, &ev, ENG_EVENT_ARTIFACT);
+    ev.artifact = &a;
+    emit(r, &ev);
+}
+
+static int save_weights(runner *r, const char *name)
+{
+    char path[ENG_PATH_MAX + 80], sha[65];
+    uint64_t size = 0;
+    eng_model *m = r->model;
+    int rc = out_path(r, name, path, sizeof(path));
+    if (rc)
+        return rc;
+    eng_st_tensor *t = calloc(m->n_params ? m->n_params : 1, sizeof(*t));
+    if (!t)
+        return eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory");
+    for (size_t i = 0; i < m->n_params; i++) {
+        t[i].name = m->params[i].name;
+        t[i].ndim = m->params[i].info.ndim;
+        memcpy(t[i].shape, m->params[i].info.shape, sizeof(m->params[i].info.shape));
+        t[i].data = m->w + m->params[i].offset;
+    }
+    eng_st_kv meta[] = {{"format", "pt"}, {"producer", "thawd"}, {"arch", r->spec->model.arch}};
+    rc = eng_st_write(path, t, m->n_params, meta, 3, &size, sha, r->err);
+    free(t);
+    if (rc)
+        return rc;
+    emit_artifact(r, "weights", name, path, size, sha);
+    return 0;
+}
+
+/* Checkpoint metadata values: integers in decimal, floats in C99 hex (exact). */
+#define N_META_MAX 64
+
+typedef struct meta_buf {
+    eng_st_kv kv[N_META_MAX];
+    char keys[N_META_MAX][48];
+    char vals[N_META_MAX][200];
+    size_t n;
+} meta_buf;
+
+static void meta_add(meta_buf *mb, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void meta_add(meta_buf *mb, const char *key, const char *fmt, ...)
+{
+    ENG_ASSERT(mb->n < N_META_MAX);
+    va_list ap;
+    snprintf(mb->keys[mb->n], sizeof(mb->keys[0]), "%s", key);
+    va_start(ap, fmt);
+    vsnprintf(mb->vals[mb->n], sizeof(mb->vals[0]), fmt, ap);
+    va_end(ap);
+    mb->kv[mb->n].key = mb->keys[mb->n];
+    mb->kv[mb->n].value = mb->vals[mb->n];
+    mb->n++;
+}
+
+static int write_checkpoint(runner *r)
+{
+    char path[ENG_PATH_MAX + 80], sha[65];
+    uint64_t size = 0;
+    eng_model *m = r->model;
+    int rc = out_path(r, "checkpoint", path, sizeof(path));
+    if (rc)
+        return rc;
+    size_t nt = 3 * m->n_params + 2;
+    eng_st_tensor *t = calloc(nt, sizeof(*t));
+    char(*names)[110] = calloc(2 * m->n_params + 1, sizeof(*names));
+    char *steps = calloc(m->n_params * 11 + 2, 1);
+    meta_buf *mb = calloc(1, sizeof(*mb));
+    if (!t || !names || !steps || !mb) {
+        rc = eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory writing a checkpoint");
+        goto out;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < m->n_params; i++) {
+        const eng_param *p = &m->params[i];
+        for (int which = 0; which < 3; which++) {
+            eng_st_tensor *e = &t[k++];
+            if (which == 0) {
+                e->name = p->name;
+                e->data = m->w + p->offset;
+            } else {
+                char *nm = names[2 * i + (size_t)(which - 1)];
+                snprintf(nm, 110, "opt.%s.%s", which == 1 ? "m" : "v", p->name);
+                e->name = nm;
+                e->data = (which == 1 ? m->m : m->v) + p->offset;
+            }
+            e->ndim = p->info.ndim;
+            memcpy(e->shape, p->info.shape, sizeof(p->info.shape));
+        }
+        size_t len = strlen(steps);
+        snprintf(steps + len, 12, "%s%u", i ? "," : "", m->step[i]);
+    }
+    if (r->have_lf && r->lf.n) {
+        t[k++] = (eng_st_tensor){
+            .name = "__lr_find.lrs", .ndim = 1, .shape = {r->lf.n}, .data = r->lf_lrs};
+        t[k++] = (eng_st_tensor){
+            .name = "__lr_find.losses", .ndim = 1, .shape = {r->lf.n}, .data = r->lf_losses};
+    }
+    meta_add(mb, "format", "%s", CKPT_FORMAT);
+    meta_add(mb, "arch", "%s", r->spec->model.arch);
+    meta_add(mb, "n_stages", "%zu", r->spec->n_stages);
+    meta_add(mb, "n_params", "%zu", m->n_params);
+    meta_add(mb, "stage", "%zu", r->stage);
+    meta_add(mb, "epoch", "%u", r->epoch);
+    meta_add(mb, "batch", "%u", r->batch);
+    meta_add(mb, "step", "%llu", (unsigned long long)r->step);
+    meta_add(mb, "planned_done", "%llu", (unsigned long long)r->planned_done);
+    meta_add(mb, "frozen_idx", "%zu", m->frozen_idx);
+    meta_add(mb, "rng", "%016llx,%016llx,%016llx,%016llx", (unsigned long long)r->tr.rng.s[0],
+             (unsigned long long)r->tr.rng.s[1], (unsigned long long)r->tr.rng.s[2],
+             (unsigned long long)r->tr.rng.s[3]);
+    meta_add(mb, "smooth", "%a,%u", r->tr.smooth.val, r->tr.smooth.count);
+    meta_add(mb, "opt_steps", "%s", steps);
+    for (size_t g = 0; g < r->tr.opt.n_groups; g++) {
+        char key[32];
+        const eng_hypers *h = &r->tr.opt.h[g];
+        snprintf(key, sizeof(key), "hypers.%zu", g);
+        meta_add(mb, key, "%a,%a,%a,%a,%a", (double)h->lr, (double)h->mom, (double)h->sqr_mom,
+                 (double)h->eps, (double)h->wd);
+    }
+    if (r->have_lf) {
+        meta_add(mb, "lr_find", "%d,%a,%a,%a,%a", r->lf.ok ? 1 : 0, (double)r->lf.valley,
+                 (double)r->lf.minimum, (double)r->lf.steep, (double)r->lf.slide);
+        meta_add(mb, "lr_find_reason", "%s", r->lf.reason);
+    }
+    rc = eng_st_write(path, t, k, mb->kv, mb->n, &size, sha, r->err);
+    if (rc == 0)
+        emit_artifact(r, "checkpoint", "checkpoint", path, size, sha);
+out:
+    free(t);
+    free(names);
+    free(steps);
+    free(mb);
+    return rc;
+}
+
+static int ckpt_fail(runner *r, const char *path, const char *what)
+{
+    return eng_err_set(r->err, ENG_EFORMAT, NULL, "%s: not a checkpoint of this job: %s", path,
+                       what);
+}
+
+static int parse_floats(const char *s, double *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *end;
+        if (!s)
+            return -1;
+        out[i] = strtod(s, &end);
+        if (end == s || (i + 1 < n && *end != ','))
+            return -1;
+        s = end + (i + 1 < n ? 1 : 0);
+    }
+    return 0;
+}
+
+static int lf_reserve(runner *r, size_t n)
+{
+    if (n <= r->lf_cap)
+        return 0;
+    float *a = realloc(r->lf_lrs, n * sizeof(float));
+    if (!a)
+        return ENG_ENOMEM;
+    r->lf_lrs = a;
+    float *b = realloc(r->lf_losses, n * sizeof(float));
+    if (!b)
+        return ENG_ENOMEM;
+    r->lf_losses = b;
+    r->lf_cap = n;
+    return 0;
+}
+
+static int load_checkpoint(runner *r, const char *path)
+{
+    eng_st_file *f = NULL;
+    eng_model *m = r->model;
+    int rc = eng_st_read(path, &f, r->err);
+    if (rc)
+        return rc;
+    const char *v;
+    char key[32];
+    double d[5];
+    unsigned long long u[4];
+    if (!(v = eng_st_meta(f, "format")) || strcmp(v, CKPT_FORMAT) != 0) {
+        rc = ckpt_fail(r, path, "format");
+        goto out;
+    }
+    if (!(v = eng_st_meta(f, "n_stages")) || strtoull(v, NULL, 10) != r->spec->n_stages ||
+        !(v = eng_st_meta(f, "arch")) || strcmp(v, r->spec->model.arch) != 0 ||
+        !(v = eng_st_meta(f, "n_params")) || strtoull(v, NULL, 10) != m->n_params) {
+        rc = ckpt_fail(r, path, "different architecture or number of stages");
+        goto out;
+    }
+    for (size_t i = 0; i < m->n_params; i++) {
+        const eng_param *p = &m->params[i];
+        char nm[110];
+        for (int which = 0; which < 3; which++) {
+            if (which == 0)
+                snprintf(nm, sizeof(nm), "%s", p->name);
+            else
+                snprintf(nm, sizeof(nm), "opt.%s.%s", which == 1 ? "m" : "v", p->name);
+            const eng_st_entry *e = eng_st_find(f, nm);
+            if (!e) {
+                rc = ckpt_fail(r, path, "missing tensor");
+                goto out;
+            }
+            float *dst = (which == 0 ? m->w : which == 1 ? m->m : m->v) + p->offset;
+            rc = eng_st_copy(f, e, dst, p->count, r->err);
+            if (rc)
+                goto out;
+        }
+    }
+    const char *s = eng_st_meta(f, "opt_steps");
+    for (size_t i = 0; i < m->n_params; i++) {
+        char *end;
+        if (!s) {
+            rc = ckpt_fail(r, path, "opt_steps");
+            goto out;
+        }
+        m->step[i] = (uint32_t)strtoul(s, &end, 10);
+        s = *end == ',' ? end + 1 : NULL;
+    }
+    unsigned long long pos[6];
+    const char *pk[6] = {"stage", "epoch", "batch", "step", "planned_done", "frozen_idx"};
+    for (int i = 0; i < 6; i++) {
+        if (!(v = eng_st_meta(f, pk[i]))) {
+            rc = ckpt_fail(r, path, pk[i]);
+            goto out;
+        }
+        pos[i] = strtoull(v, NULL, 10);
+    }
+    if (pos[0] > r->spec->n_stages || pos[5] > m->n_groups) {
+        rc = ckpt_fail(r, path, "position out of range");
+        goto out;
+    }
+    r->stage = (size_t)pos[0];
+    r->epoch = (uint32_t)pos[1];
+    r->batch = (uint32_t)pos[2];
+    r->step = pos[3];
+    r->planned_done = pos[4];
+    eng_model_freeze_to(m, (int32_t)pos[5]);
+    if (!(v = eng_st_meta(f, "rng")) ||
+        sscanf(v, "%llx,%llx,%llx,%llx", &u[0], &u[1], &u[2], &u[3]) != 4) {
+        rc = ckpt_fail(r, path, "rng");
+        goto out;
+    }
+    for (int i = 0; i < 4; i++)
+        r->tr.rng.s[i] = u[i];
+    if (!(v = eng_st_meta(f, "smooth")) || parse_floats(v, d, 2)) {
+        rc = ckpt_fail(r, path, "smooth");
+        goto out;
+    }
+    r->tr.smooth.val = d[0];
+    r->tr.smooth.count = (uint32_t)d[1];
+    for (size_t g = 0; g < r->tr.opt.n_groups; g++) {
+        snprintf(key, sizeof(key), "hypers.%zu", g);
+        if (parse_floats(eng_st_meta(f, key), d, 5)) {
+            rc = ckpt_fail(r, path, "hypers");
+            goto out;
+        }
+        eng_hypers *h = &r->tr.opt.h[g];
+        h->lr = (float)d[0];
+        h->mom = (float)d[1];
+        h->sqr_mom = (float)d[2];
+        h->eps = (float)d[3];
+        h->wd = (float)d[4];
+    }
+    if ((v = eng_st_meta(f, "lr_find"))) {
+        double lf[5];
+        if (parse_floats(v, lf, 5)) {
+            rc = ckpt_fail(r, path, "lr_find");
+            goto out;
+        }
+        r->have_lf = true;
+        r->lf.ok = lf[0] != 0.0;
+        r->lf.valley = (float)lf[1];
+        r->lf.minimum = (float)lf[2];
+        r->lf.steep = (float)lf[3];
+        r->lf.slide = (float)lf[4];
+        v = eng_st_meta(f, "lr_find_reason");
+        snprintf(r->lf.reason, sizeof(r->lf.reason), "%s", v ? v : "");
+        const eng_st_entry *el = eng_st_find(f, "__lr_find.lrs");
+        const eng_st_entry *eo = eng_st_find(f, "__lr_find.losses");
+        r->lf.n = 0;
+        if (el && eo && el->ndim == 1 && eo->ndim == 1 && el->shape[0] == eo->shape[0]) {
+            size_t n = el->shape[0];
+            if (lf_reserve(r, n)) {
+                rc = eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory");
+                goto out;
+            }
+            if ((rc = eng_st_copy(f, el, r->lf_lrs, n, r->err)) ||
+                (rc = eng_st_copy(f, eo, r->lf_losses, n, r->err)))
+                goto out;
+            r->lf.n = n;
+        }
+        r->lf.lrs = r->lf_lrs;
+        r->lf.losses = r->lf_losses;
+    }
+out:
+    eng_st_close(f);
+    return rc;
+}
+
+/* Acts on a pending cancel/interrupt at a check point where the state matches the
+ * position. Returns 0 to go on, or the code eng_job_run should return. */
+static int check_pending(runner *r)
+{
+    if (r->pending == ENG_CANCEL)
+        return ENG_ECANCELED;
+    if (r->pending == ENG_INTERRUPT) {
+        r->pending = ENG_CONTINUE;
+        int rc = write_checkpoint(r);
+        return rc ? rc : ENG_EINTERRUPTED;
+    }
+    return 0;
+}
+
+/* ---- stages ------------------------------------------------------------------------------ */
+
+static void batch_indices(runner *r, size_t b, const uint32_t **idx, size_t *N)
+{
+    *idx = r->tr.perm + b * r->bsz;
+    *N = r->bsz;
+}
+
+static void stage_field(runner *r, const char *name, char *field, size_t size)
+{
+    snprintf(field, size, "stages.%zu.%s", r->stage, name);
+}
+
+static int run_fit(runner *r, const eng_stage *st, bool one_cycle, uint32_t e0, uint32_t b0)
+{
+    eng_model *m = r->model;
+    eng_optim *o = &r->tr.opt;
+    size_t G = m->n_groups;
+    float peak[ENG_MAX_GROUPS];
+    char field[64];
+    stage_field(r, one_cycle ? "lr_max" : "lr", field, sizeof(field));
+    int rc = eng_lr_resolve(&st->lr, G, r->have_lf ? &r->lf : NULL, peak, field, r->err);
+    if (rc)
+        return rc;
+    float wd = st->wd >= 0.0f ? st->wd : r->spec->opt.wd;
+    for (size_t g = 0; g < G; g++) {
+        o->h[g].wd = wd;
+        if (!one_cycle)
+            o->h[g].lr = peak[g];
+    }
+    if (e0 == 0 && b0 == 0)
+        eng_smooth_reset(&r->tr.smooth); /* fastai resets the recorder per fit */
+    size_t total = (size_t)st->epochs * r->nb;
+    for (uint32_t e = e0; e < st->epochs; e++) {
+        double t0 = now_s();
+        eng_dataset_shuffle(r->tr.perm, r->data->n_train, r->spec->seed, r->stage, e);
+        for (size_t b = (e == e0 ? b0 : 0); b < r->nb; b++) {
+            if (one_cycle) {
+                double pos = (double)((size_t)e * r->nb + b) / (double)total;
+                for (size_t g = 0; g < G; g++) {
+                    double L = (double)peak[g];
+                    o->h[g].lr = (float)eng_sched_one_cycle(st->pct_start, L / (double)st->div, L,
+                                                            L / (double)st->div_final, pos);
+                    o->h[g].mom = (float)eng_sched_one_cycle(st->pct_start, st->moms[0],
+                                                             st->moms[1], st->moms[2], pos);
+                }
+            }
+            const uint32_t *idx;
+            size_t N;
+            batch_indices(r, b, &idx, &N);
+            float loss = eng_trainer_step(&r->tr, idx, N);
+            float sm = eng_smooth_add(&r->tr.smooth, loss);
+            r->step++;
+            r->planned_done++;
+            r->epoch = e;
+            r->batch = (uint32_t)b + 1;
+            eng_event ev;
+            ev_init(r, &ev, ENG_EVENT_BATCH);
+            ev.epoch = e;
+            ev.n_epochs = st->epochs;
+            ev.batch = (uint32_t)b;
+            ev.n_batches = (uint32_t)r->nb;
+            ev.loss = loss;
+            ev.smooth_loss = sm;
+            ev.lr = o->h[G - 1].lr;
+            ev.mom = o->h[G - 1].mom;
+            emit(r, &ev);
+            if (!isfinite(loss))
+                return eng_err_set(r->err, ENG_ENUMERIC, NULL,
+                                   "training diverged: loss is %f at stage %zu epoch %u batch %zu "
+                                   "(learning rate %g too high?)",
+                                   (double)loss, r->stage, e, b, (double)ev.lr);
+            if ((rc = check_pending(r)))
+                return rc;
+        }
+        float vl, acc;
+        eng_trainer_validate(&r->tr, &vl, &acc);
+        /* position after this epoch (also what the epoch checkpoint records) */
+        r->epoch = e + 1;
+        r->batch = 0;
+        eng_event ev;
+        ev_init(r, &ev, ENG_EVENT_EPOCH);
+        ev.epoch = e;
+        ev.n_epochs = st->epochs;
+        ev.n_batches = (uint32_t)r->nb;
+        ev.batch = (uint32_t)r->nb;
+        ev.train_loss = r->tr.smooth.count
+                            ? (float)(r->tr.smooth.val / (1.0 - pow(0.98, r->tr.smooth.count)))
+                            : NAN;
+        ev.valid_loss = vl;
+        ev.accuracy = acc;
+        ev.seconds = now_s() - t0;
+        emit(r, &ev);
+        if (r->pending == ENG_CANCEL)
+            return ENG_ECANCELED;
+        if ((rc = write_checkpoint(r)))
+            return rc;
+        if (r->pending == ENG_INTERRUPT) {
+            r->pending = ENG_CONTINUE;
+            return ENG_EINTERRUPTED; /* the epoch checkpoint is the resumable state */
+        }
+    }
+    return 0;
+}
+
+typedef struct lf_backup {
+    float *w, *m, *v;
+    uint32_t *step;
+    eng_hypers h[ENG_MAX_GROUPS];
+    eng_rng rng;
+    eng_smooth smooth;
+    uint64_t step_count, planned_done;
+} lf_backup;
+
+static void lf_restore(runner *r, const lf_backup *bk)
+{
+    eng_model *m = r->model;
+    memcpy(m->w, bk->w, m->n_floats * sizeof(float));
+    memcpy(m->m, bk->m, m->n_floats * sizeof(float));
+    memcpy(m->v, bk->v, m->n_floats * sizeof(float));
+    memcpy(m->step, bk->step, m->n_params * sizeof(uint32_t));
+    memcpy(r->tr.opt.h, bk->h, sizeof(bk->h));
+}
+
+static int run_lr_find(runner *r, const eng_stage *st)
+{
+    eng_model *m = r->model;
+    eng_optim *o = &r->tr.opt;
+    size_t G = m->n_groups, nf = m->n_floats;
+    size_t num_it = st->num_it < 6 ? 6 : st->num_it; /* LRFinder forces num_it >= 6 */
+    int rc = 0;
+    lf_backup bk = {0};
+    bk.w = malloc(nf * sizeof(float) + 1);
+    bk.m = malloc(nf * sizeof(float) + 1);
+    bk.v = malloc(nf * sizeof(float) + 1);
+    bk.step = malloc(m->n_params * sizeof(uint32_t) + 1);
+    if (!bk.w || !bk.m || !bk.v || !bk.step || lf_reserve(r, num_it)) {
+        rc = eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory for lr_find");
+        goto out;
+    }
+    memcpy(bk.w, m->w, nf * sizeof(float));
+    memcpy(bk.m, m->m, nf * sizeof(float));
+    memcpy(bk.v, m->v, nf * sizeof(float));
+    memcpy(bk.step, m->step, m->n_params * sizeof(uint32_t));
+    memcpy(bk.h, o->h, sizeof(bk.h));
+    bk.rng = r->tr.rng;
+    bk.smooth = r->tr.smooth;
+    bk.step_count = r->step;
+    bk.planned_done = r->planned_done;
+
+    eng_smooth_reset(&r->tr.smooth);
+    size_t n = 0, n_epoch = num_it / r->nb + 1;
+    float best = INFINITY;
+    bool stop = false;
+    for (uint32_t e = 0; e < n_epoch && !stop; e++) {
+        eng_dataset_shuffle(r->tr.perm, r->data->n_train, r->spec->seed, r->stage, e);
+        for (size_t b = 0; b < r->nb && !stop; b++) {
+            float lr = (float)eng_lrfind_lr(st->start_lr, st->end_lr, n, num_it);
+            for (size_t g = 0; g < G; g++)
+                o->h[g].lr = lr;
+            const uint32_t *idx;
+            size_t N;
+            batch_indices(r, b, &idx, &N);
+            float loss = eng_trainer_step(&r->tr, idx, N);
+            float sm = eng_smooth_add(&r->tr.smooth, loss);
+            r->lf_lrs[n] = lr;
+            r->lf_losses[n] = sm;
+            n++;
+            r->step++;
+            r->planned_done++;
+            if (sm < best)
+                best = sm;
+            if (st->stop_div && (sm > 4.0f * best || isnan(sm)))
+                stop = true;
+            if (n >= num_it)
+                stop = true;
+            eng_event ev;
+            ev_init(r, &ev, ENG_EVENT_BATCH);
+            ev.epoch = e;
+            ev.n_epochs = (uint32_t)n_epoch;
+            ev.batch = (uint32_t)b;
+            ev.n_batches = (uint32_t)r->nb;
+            ev.loss = loss;
+            ev.smooth_loss = sm;
+            ev.lr = lr;
+            ev.mom = o->h[G - 1].mom;
+            emit(r, &ev);
+            if (r->pending == ENG_CANCEL) {
+                rc = ENG_ECANCELED;
+                goto out;
+            }
+            if (r->pending == ENG_INTERRUPT) {
+                /* restart this sweep on resume: checkpoint the state before it */
+                lf_restore(r, &bk);
+                r->tr.rng = bk.rng;
+                r->tr.smooth = bk.smooth;
+                r->step = bk.step_count;
+                r->planned_done = bk.planned_done;
+                r->epoch = 0;
+                r->batch = 0;
+                rc = check_pending(r);
+                goto out;
+            }
+        }
+    }
+    /* fastai after_fit: reload weights, optimizer state and hypers saved before the sweep */
+    lf_restore(r, &bk);
+    r->tr.smooth = bk.smooth;
+    r->planned_done = bk.planned_done + num_it;
+    r->have_lf = true;
+    r->lf.n = n;
+    r->lf.lrs = r->lf_lrs;
+    r->lf.losses = r->lf_losses;
+    eng_lrfind_suggest(r->lf_lrs, r->lf_losses, n, st->num_it, &r->lf);
+    eng_event ev;
+    ev_init(r, &ev, ENG_EVENT_LR_FIND);
+    ev.lr_find = &r->lf;
+    emit(r, &ev);
+    if (!r->lf.ok)
+        log_msg(r, ENG_LOG_WARN, "lr_find made no suggestion: %s", r->lf.reason);
+out:
+    free(bk.w);
+    free(bk.m);
+    free(bk.v);
+    free(bk.step);
+    return rc;
+}
+
+static int run_stage(runner *r, const eng_stage *st, uint32_t e0, uint32_t b0)
+{
+    switch (st->op) {
+    case ENG_STAGE_FREEZE:
+        eng_model_freeze_to(r->model, -1);
+        eng_optim_clear(r->model);
+        return 0;
+    case ENG_STAGE_FREEZE_TO:
+        eng_model_freeze_to(r->model, st->n);
+        eng_optim_clear(r->model);
+        if (st->n >= 0 && (size_t)st->n >= r->model->n_groups)
+            log_msg(r, ENG_LOG_WARN, "freeze_to(%d): the whole model is frozen", st->n);
+        return 0;
+    case ENG_STAGE_UNFREEZE:
+        eng_model_freeze_to(r->model, 0);
+        eng_optim_clear(r->model);
+        return 0;
+    case ENG_STAGE_LR_FIND:
+        return run_lr_find(r, st);
+    case ENG_STAGE_FIT_ONE_CYCLE:
+        return run_fit(r, st, true, e0, b0);
+    case ENG_STAGE_FIT:
+        return run_fit(r, st, false, e0, b0);
+    case ENG_STAGE_SAVE:
+        return save_weights(r, st->name);
+    }
+    return eng_err_set(r->err, ENG_EINVAL, NULL, "unknown stage op %d", (int)st->op);
+}
+
+static void plan(runner *r)
+{
+    r->planned_total = 0;
+    for (size_t i = 0; i < r->spec->n_stages; i++) {
+        const eng_stage *st = &r->spec->stages[i];
+        if (st->op == ENG_STAGE_FIT || st->op == ENG_STAGE_FIT_ONE_CYCLE)
+            r->planned_total += (uint64_t)st->epochs * r->nb;
+        else if (st->op == ENG_STAGE_LR_FIND)
+            r->planned_total += st->num_it < 6 ? 6 : st->num_it;
+    }
+}
+
+int eng_job_run(const eng_job_spec *spec, const eng_run_opts *opts, const eng_callbacks *cb,
+                eng_error *err)
+{
+    runner rs = {0}, *r = &rs;
+    eng_rng init_rng;
+    int rc;
+    const uint16_t one = 1;
+    if (err)
+        err->field[0] = err->text[0] = '\0';
+    if (*(const uint8_t *)&one != 1)
+        return eng_err_set(err, ENG_EINVAL, NULL, "the engine needs a little-endian host");
+    if (!spec || !opts)
+        return eng_err_set(err, ENG_EINVAL, NULL, "spec and opts are required");
+    rc = eng_job_spec_validate(spec, err);
+    if (rc)
+        return rc;
+    r->spec = spec;
+    r->opts = opts;
+    r->cb = cb;
+    r->err = err;
+
+    rc = eng_dataset_load(&spec->data, &r->data, err);
+    if (rc)
+        goto out;
+    eng_rng_seed(&init_rng, spec->seed, 0x494e4954ull); /* "INIT" */
+    rc = eng_model_create(&spec->model, r->data->in_ndim, r->data->in_shape, r->data->n_classes,
+                          spec->opt.train_bn, &init_rng, &r->model, err);
+    if (rc)
+        goto out;
+    /* fastai's training DataLoader drops the last partial batch; with fewer samples than
+     * one batch we train on one batch of all of them instead of on nothing */
+    r->bsz = spec->batch_size <= r->data->n_train ? spec->batch_size : r->data->n_train;
+    r->nb = r->data->n_train / r->bsz;
+    size_t max_batch = spec->batch_size > r->bsz ? spec->batch_size : r->bsz;
+    rc = eng_trainer_init(&r->tr, r->model, r->data, &spec->opt, max_batch, spec->seed, err);
+    if (rc)
+        goto out;
+    r->tr_ready = true;
+    plan(r);
+
+    uint32_t e0 = 0, b0 = 0;
+    if (opts->resume_path && opts->resume_path[0]) {
+        rc = load_checkpoint(r, opts->resume_path);
+        if (rc)
+            goto out;
+        e0 = r->epoch;
+        b0 = r->batch;
+        log_msg(r, ENG_LOG_INFO, "resumed from %s at stage %zu epoch %u batch %u",
+                opts->resume_path, r->stage, e0, b0);
+    }
+    for (; r->stage < spec->n_stages; r->stage++, e0 = b0 = 0) {
+        const eng_stage *st = &spec->stages[r->stage];
+        double t0 = now_s();
+        r->epoch = e0;
+        r->batch = b0;
+        eng_event ev;
+        ev_init(r, &ev, ENG_EVENT_STAGE_BEGIN);
+        ev.epoch = e0;
+        ev.n_epochs = st->epochs;
+        ev.n_batches = (uint32_t)r->nb;
+        emit(r, &ev);
+        if ((rc = check_pending(r)))
+            goto out;
+        rc = run_stage(r, st, e0, b0);
+        if (rc)
+            goto out;
+        ev_init(r, &ev, ENG_EVENT_STAGE_END);
+        ev.seconds = now_s() - t0;
+        ev.message = eng_stage_op_name(st->op);
+        emit(r, &ev);
+        r->epoch = 0;
+        r->batch = 0;
+        r->stage++;
+        rc = check_pending(r);
+        r->stage--;
+        if (rc)
+            goto out;
+    }
+    rc = 0;
+out:
+    if (r->tr_ready)
+        eng_trainer_fini(&r->tr);
+    eng_model_destroy(r->model);
+    eng_dataset_destroy(r->data);
+    free(r->lf_lrs);
+    free(r->lf_losses);
+    return rc;
+}

@@ -1,0 +1,147 @@
+/*
+ * train.c: the step loop. Activations live in an arena sized before step 1; the step
+ * allocates nothing. Backward runs from the loss down to the lowest layer that holds a
+ * trainable parameter and asks each layer for its input gradient only above that layer,
+ * so frozen groups cost no weight-gradient GEMMs and no backward below them.
+ */
+#include "train.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "util.h"
+
+#define SMOOTH_BETA 0.98
+
+void eng_smooth_reset(eng_smooth *s)
+{
+    s->val = 0.0;
+    s->count = 0;
+}
+
+float eng_smooth_add(eng_smooth *s, float loss)
+{
+    s->count++;
+    /* torch.lerp(loss, val, beta) = loss + beta*(val - loss) */
+    s->val = (double)loss + SMOOTH_BETA * (s->val - (double)loss);
+    return (float)(s->val / (1.0 - pow(SMOOTH_BETA, (double)s->count)));
+}
+
+static void layout(eng_trainer *t)
+{
+    eng_model *m = t->model;
+    size_t N = t->max_batch, maxsz = m->in_size;
+    eng_arena_reset(&t->arena);
+    t->act[0] = eng_arena_floats(&t->arena, N * m->in_size);
+    for (size_t i = 0; i < m->n_layers; i++) {
+        eng_layer *l = &m->layers[i];
+        t->act[i + 1] = eng_arena_floats(&t->arena, N * l->out_size);
+        l->aux = l->ops->aux_size ? eng_arena_floats(&t->arena, l->ops->aux_size(l, N)) : NULL;
+        if (l->out_size > maxsz)
+            maxsz = l->out_size;
+    }
+    t->grad_buf[0] = eng_arena_floats(&t->arena, N * maxsz);
+    t->grad_buf[1] = eng_arena_floats(&t->arena, N * maxsz);
+    t->labels = (int32_t *)(void *)eng_arena_floats(&t->arena, N);
+}
+
+int eng_trainer_init(eng_trainer *t, eng_model *m, eng_dataset *d, const eng_opt_spec *opt,
+                     size_t max_batch, uint64_t seed, eng_error *err)
+{
+    memset(t, 0, sizeof(*t));
+    t->model = m;
+    t->data = d;
+    t->max_batch = max_batch;
+    eng_optim_init(&t->opt, opt, m->n_groups);
+    eng_rng_seed(&t->rng, seed, 0x44524f50ull); /* "DROP" */
+    eng_smooth_reset(&t->smooth);
+    eng_arena_init(&t->arena);
+    t->act = calloc(m->n_layers + 1, sizeof(float *));
+    t->perm = malloc((d->n_train ? d->n_train : 1) * sizeof(uint32_t));
+    if (!t->act || !t->perm)
+        return eng_err_set(err, ENG_ENOMEM, NULL, "out of memory for the trainer");
+    layout(t); /* measure */
+    if (eng_arena_commit(&t->arena, 0))
+        return eng_err_set(err, ENG_ENOMEM, NULL, "out of memory for activations (%zu bytes)",
+                           t->arena.used);
+    layout(t);
+    for (size_t i = 0; i < m->n_layers; i++)
+        m->layers[i].rng = &t->rng;
+    return 0;
+}
+
+void eng_trainer_fini(eng_trainer *t)
+{
+    if (t->model)
+        for (size_t i = 0; i < t->model->n_layers; i++) {
+            t->model->layers[i].rng = NULL;
+            t->model->layers[i].aux = NULL;
+        }
+    eng_arena_fini(&t->arena);
+    free(t->act);
+    free(t->perm);
+    memset(t, 0, sizeof(*t));
+}
+
+const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool train)
+{
+    eng_model *m = t->model;
+    ENG_ASSERT(N <= t->max_batch);
+    const float *in = x;
+    for (size_t i = 0; i < m->n_layers; i++) {
+        eng_fwd_args a = {.N = N, .x = in, .y = t->act[i + 1], .train = train};
+        m->layers[i].ops->forward(&m->layers[i], &a);
+        in = t->act[i + 1];
+    }
+    return in;
+}
+
+float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N)
+{
+    eng_model *m = t->model;
+    const eng_dataset *d = t->data;
+    size_t in = m->in_size, L = m->n_layers, C = m->n_classes;
+    for (size_t n = 0; n < N; n++) {
+        memcpy(t->act[0] + n * in, d->x_train + (size_t)idx[n] * in, in * sizeof(float));
+        t->labels[n] = d->y_train[idx[n]];
+    }
+    const float *logits = eng_trainer_forward(t, t->act[0], N, true);
+    float *dy = t->grad_buf[0];
+    float loss = eng_softmax_ce(N, C, logits, t->labels, dy, NULL);
+    size_t lo = eng_model_lowest_trainable(m);
+    int cur = 0;
+    for (size_t i = L; i-- > lo;) {
+        eng_layer *l = &m->layers[i];
+        float *dx = i > lo ? t->grad_buf[1 - cur] : NULL;
+        eng_bwd_args a = {.N = N, .x = t->act[i], .y = t->act[i + 1], .dy = dy, .dx = dx};
+        l->ops->backward(l, &a);
+        dy = dx;
+        cur = 1 - cur;
+    }
+    eng_optim_step(&t->opt, m);
+    return loss;
+}
+
+void eng_trainer_validate(eng_trainer *t, float *loss, float *accuracy)
+{
+    const eng_dataset *d = t->data;
+    size_t in = t->model->in_size, C = t->model->n_classes;
+    double total = 0.0;
+    size_t correct = 0;
+    if (d->n_valid == 0) {
+        *loss = NAN;
+        *accuracy = NAN;
+        return;
+    }
+    for (size_t s = 0; s < d->n_valid; s += t->max_batch) {
+        size_t N = d->n_valid - s < t->max_batch ? d->n_valid - s : t->max_batch;
+        size_t c = 0;
+        memcpy(t->act[0], d->x_valid + s * in, N * in * sizeof(float));
+        const float *logits = eng_trainer_forward(t, t->act[0], N, false);
+        float l = eng_softmax_ce(N, C, logits, d->y_valid + s, NULL, &c);
+        total += (double)l * (double)N;
+        correct += c;
+    }
+    *loss = (float)(total / (double)d->n_valid);
+    *accuracy = (float)((double)correct / (double)d->n_valid);
+}
