@@ -1,0 +1,372 @@
+/*
+ * http.c: libmicrohttpd glue: listening socket, access handler, body accumulation, replies.
+ *
+ * DESIGN: we create the listening socket ourselves (so a bind failure reports errno, e.g.
+ * "Address already in use") and hand it to MHD with MHD_OPTION_LISTEN_SOCKET. MHD runs its
+ * own polling threads (MHD_USE_AUTO_INTERNAL_THREAD + a pool of --http-threads). Per request:
+ * the first access-handler call allocates a req_state (in *con_cls) and rejects an announced
+ * Content-Length above --max-body with 413 before any body is read; body chunks are copied
+ * into a buffer that grows up to the cap (a chunked body past the cap is discarded and then
+ * answered 413); the final call builds a srv_request, dispatches it and queues the reply.
+ * MHD_OPTION_NOTIFY_COMPLETED logs one line per request and frees the state.
+ */
+#include "http.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "handlers.h"
+#include "json_io.h"
+#include "log.h"
+
+struct srv_http {
+    struct MHD_Daemon *mhd;
+    srv_app *app;
+    uint16_t port;
+};
+
+typedef struct req_state {
+    char *body;
+    size_t len, cap;
+    bool too_large;
+    bool answered; /* a response was queued on the first call */
+    unsigned status;
+    uint64_t bytes;
+    struct timespec start;
+    char method[16];
+    char path[256];
+} req_state;
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* ---- replies ------------------------------------------------------------------------------ */
+
+static void reply_reset(srv_reply *r)
+{
+    free(r->body);
+    if (r->fd >= 0)
+        close(r->fd);
+    memset(r, 0, sizeof *r);
+    r->fd = -1;
+}
+
+void srv_reply_problem_json(srv_reply *r, unsigned status, json_t *problem)
+{
+    reply_reset(r);
+    r->status = status;
+    r->content_type = "application/problem+json";
+    r->body = problem ? srv_json_dump(problem, &r->body_len) : NULL;
+    json_decref(problem);
+    if (!r->body) {
+        static const char fallback[] =
+            "{\"type\":\"urn:thawd:problem:internal-error\",\"title\":\"Internal server error\","
+            "\"status\":500,\"detail\":\"out of memory\"}";
+        r->status = 500;
+        r->body = strdup(fallback);
+        r->body_len = r->body ? strlen(fallback) : 0;
+    }
+}
+
+void srv_reply_problem(srv_reply *r, const srv_request *req, unsigned status, const char *detail)
+{
+    srv_reply_problem_json(r, status, srv_problem_new(status, detail, req ? req->path : NULL));
+}
+
+void srv_reply_json(srv_reply *r, unsigned status, json_t *body)
+{
+    reply_reset(r);
+    char *text = body ? srv_json_dump(body, &r->body_len) : NULL;
+    json_decref(body);
+    if (!text) {
+        srv_reply_problem(r, NULL, 500, "out of memory building the response");
+        return;
+    }
+    r->status = status;
+    r->content_type = "application/json";
+    r->body = text;
+}
+
+/* Queues `rep` on `conn`; frees what `rep` owns. Returns MHD_YES/MHD_NO. */
+static enum MHD_Result send_reply(struct MHD_Connection *conn, req_state *st, srv_reply *rep)
+{
+    struct MHD_Response *resp;
+    if (rep->fd >= 0) {
+        resp = MHD_create_response_from_fd64(rep->fd_size, rep->fd);
+        if (resp)
+            rep->fd = -1; /* MHD owns and closes it now */
+        st->bytes = rep->fd_size;
+    } else {
+        resp = MHD_create_response_from_buffer(rep->body_len, rep->body ? rep->body : (void *)"",
+                                               rep->body ? MHD_RESPMEM_MUST_FREE
+                                                         : MHD_RESPMEM_PERSISTENT);
+        if (resp)
+            rep->body = NULL; /* MHD frees it */
+        st->bytes = rep->body_len;
+    }
+    if (!resp) {
+        reply_reset(rep);
+        st->status = 500;
+        return MHD_NO;
+    }
+    bool ok = true;
+    if (rep->content_type)
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, rep->content_type) ==
+              MHD_YES;
+    if (rep->location[0])
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, rep->location) == MHD_YES;
+    if (rep->allow[0])
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) == MHD_YES;
+    if (rep->disposition[0])
+        ok &= MHD_add_response_header(resp, "Content-Disposition", rep->disposition) == MHD_YES;
+    ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES;
+    if (!ok)
+        srv_log(SRV_LOG_WARN, "could not add a response header path=%s", st->path);
+    st->status = rep->status;
+    enum MHD_Result r = MHD_queue_response(conn, rep->status, resp);
+    MHD_destroy_response(resp);
+    reply_reset(rep);
+    return r;
+}
+
+/* ---- access handler ----------------------------------------------------------------------- */
+
+static const char *query_lookup(const srv_request *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)version;
+    srv_http *h = cls;
+    req_state *st = *con_cls;
+    srv_reply rep;
+    memset(&rep, 0, sizeof rep);
+    rep.fd = -1;
+
+    if (!st) {
+        srv_log_set_thread_name("http");
+        st = calloc(1, sizeof *st);
+        if (!st)
+            return MHD_NO; /* drop the connection: nothing else we can do without memory */
+        clock_gettime(CLOCK_MONOTONIC, &st->start);
+        snprintf(st->method, sizeof st->method, "%s", method);
+        snprintf(st->path, sizeof st->path, "%s", url);
+        *con_cls = st;
+
+        /* Reject an announced oversized body before reading any of it. */
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (errno || *end || n > h->app->cfg->max_body) {
+                char detail[128];
+                snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
+                         h->app->cfg->max_body);
+                srv_request req = {.path = st->path};
+                srv_reply_problem(&rep, &req, 413, detail);
+                st->answered = true;
+                return send_reply(conn, st, &rep);
+            }
+        }
+        return MHD_YES;
+    }
+    if (st->answered) {
+        *upload_data_size = 0; /* MHD discards the rest of the body */
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (st->too_large || n > h->app->cfg->max_body - st->len) {
+            st->too_large = true; /* keep consuming, answer 413 at the end */
+            return MHD_YES;
+        }
+        if (st->len + n > st->cap) {
+            size_t cap = st->cap ? st->cap : 4096;
+            while (cap < st->len + n)
+                cap *= 2;
+            if (cap > h->app->cfg->max_body)
+                cap = h->app->cfg->max_body;
+            char *b = realloc(st->body, cap);
+            if (!b) {
+                st->too_large = true;
+                return MHD_YES;
+            }
+            st->body = b;
+            st->cap = cap;
+        }
+        memcpy(st->body + st->len, upload_data, n);
+        st->len += n;
+        return MHD_YES;
+    }
+    (void)upload_data;
+
+    /* Final call: answer. */
+    srv_request req = {
+        .app = h->app,
+        .method = method,
+        .path = st->path,
+        .content_type =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+        .body = st->body,
+        .body_len = st->len,
+        .query = query_lookup,
+        .conn = conn,
+    };
+    if (st->too_large) {
+        char detail[128];
+        snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
+                 h->app->cfg->max_body);
+        srv_reply_problem(&rep, &req, 413, detail);
+    } else {
+        srv_route_dispatch(&req, &rep);
+    }
+    return send_reply(conn, st, &rep);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    req_state *st = *con_cls;
+    if (!st)
+        return;
+    *con_cls = NULL;
+    srv_log(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? SRV_LOG_INFO : SRV_LOG_WARN,
+            "request method=%s path=%s status=%u bytes=%llu ms=%.1f%s", st->method, st->path,
+            st->status, (unsigned long long)st->bytes, ms_since(&st->start),
+            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+    free(st->body);
+    free(st);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    srv_log(SRV_LOG_WARN, "mhd: %s", msg);
+}
+
+/* ---- start / stop ------------------------------------------------------------------------- */
+
+static int open_listener(const char *host, int port, int *family, char *err, size_t err_size)
+{
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, err_size, "cannot resolve --host %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1, saved = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        int one = 1;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+            bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 128) != 0) {
+            saved = errno;
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        *family = ai->ai_family;
+        break;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        snprintf(err, err_size, "cannot listen on %s:%d: %s", host, port, strerror(saved));
+    return fd;
+}
+
+int srv_http_start(srv_app *app, srv_http **out, char *err, size_t err_size)
+{
+    const srv_config *cfg = app->cfg;
+    *out = NULL;
+    int family = AF_INET;
+    int fd = open_listener(cfg->host, cfg->port, &family, err, err_size);
+    if (fd < 0)
+        return -1;
+    srv_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        close(fd);
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+    h->app = app;
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+    if (family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    h->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->conn_timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, (void *)h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)h, MHD_OPTION_END);
+    if (!h->mhd) {
+        close(fd);
+        free(h);
+        snprintf(err, err_size, "cannot start the HTTP server on %s:%d (see the mhd log line)",
+                 cfg->host, cfg->port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? info->port : 0;
+    if (h->port == 0) {
+        /* Fall back to the socket itself if this MHD build does not report the port. */
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+            h->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                     : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    *out = h;
+    return 0;
+}
+
+uint16_t srv_http_port(const srv_http *h)
+{
+    return h->port;
+}
+
+void srv_http_stop(srv_http *h)
+{
+    if (!h)
+        return;
+    MHD_stop_daemon(h->mhd); /* closes the listening socket and joins the pool threads */
+    free(h);
+}

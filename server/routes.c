@@ -1,0 +1,91 @@
+/*
+ * routes.c: the route table {method, path pattern, handler} and dispatch.
+ *
+ * Patterns are '/'-separated; a segment "{...}" captures one non-empty segment. A path that
+ * matches a pattern under another method gets 405 with an Allow header listing the methods
+ * that would match; a path matching nothing gets 404.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "handlers.h"
+
+typedef struct route {
+    const char *method;
+    const char *pattern;
+    srv_handler handler;
+} route;
+
+static const route routes[] = {
+    {"GET", "/healthz", srv_handle_healthz},
+    {"POST", "/v1/jobs", srv_handle_job_create},
+    {"GET", "/v1/jobs", srv_handle_job_list},
+    {"GET", "/v1/jobs/{id}", srv_handle_job_get},
+    {"POST", "/v1/jobs/{id}/cancel", srv_handle_job_cancel},
+    {"GET", "/v1/jobs/{id}/events", srv_handle_job_events},
+    {"GET", "/v1/jobs/{id}/checkpoints", srv_handle_job_checkpoints},
+    {"GET", "/v1/jobs/{id}/checkpoints/{name}", srv_handle_job_checkpoint_get},
+};
+
+/* Matches `path` against `pattern`; on success stores up to SRV_ROUTE_MAX_PARAMS captures
+ * into caps (each at most 127 bytes + NUL). */
+static bool match(const char *pattern, const char *path, char caps[][128], size_t *n_caps)
+{
+    *n_caps = 0;
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p != '/' || *s != '/')
+            return false;
+        p++;
+        s++;
+        size_t plen = strcspn(p, "/"), slen = strcspn(s, "/");
+        if (plen > 0 && p[0] == '{') {
+            if (slen == 0 || slen >= 128 || *n_caps >= SRV_ROUTE_MAX_PARAMS)
+                return false;
+            memcpy(caps[*n_caps], s, slen);
+            caps[*n_caps][slen] = '\0';
+            (*n_caps)++;
+        } else if (plen != slen || strncmp(p, s, plen) != 0) {
+            return false;
+        }
+        p += plen;
+        s += slen;
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+void srv_route_dispatch(srv_request *req, srv_reply *rep)
+{
+    static _Thread_local char caps[SRV_ROUTE_MAX_PARAMS][128];
+    char allow[64] = "";
+    bool path_known = false;
+    bool head = strcmp(req->method, "HEAD") == 0;
+    size_t n;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (!match(routes[i].pattern, req->path, caps, &n))
+            continue;
+        path_known = true;
+        if (strcmp(routes[i].method, req->method) == 0 ||
+            (head && strcmp(routes[i].method, "GET") == 0)) {
+            for (size_t k = 0; k < n; k++)
+                req->params[k] = caps[k];
+            req->n_params = n;
+            routes[i].handler(req, rep);
+            return;
+        }
+        if (!strstr(allow, routes[i].method)) {
+            size_t l = strlen(allow);
+            snprintf(allow + l, sizeof allow - l, "%s%s", l ? ", " : "", routes[i].method);
+        }
+    }
+    if (!path_known) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "no route for %.100s", req->path);
+        srv_reply_problem(rep, req, 404, detail);
+        return;
+    }
+    char detail[160];
+    snprintf(detail, sizeof detail, "%.16s is not allowed here; allowed: %s", req->method, allow);
+    srv_reply_problem(rep, req, 405, detail);
+    snprintf(rep->allow, sizeof rep->allow, "%s", allow);
+}
