@@ -1,0 +1,256 @@
+/*
+ * test_srv_json_io.c: job spec parsing (defaults, normalisation, every error with its JSON
+ * pointer), API encoders, and the module-error -> HTTP status table.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "json_io.h"
+#include "tap.h"
+
+static srv_spec spec;
+static srv_spec_errors errs;
+
+static int parse(const char *text)
+{
+    return srv_spec_parse_text(text, strlen(text), "/nonexistent-dir", &spec, &errs);
+}
+
+/* True when parsing fails with status 422 and some error has exactly `pointer`. */
+static bool fails_at(const char *text, const char *pointer)
+{
+    if (parse(text) == 0) {
+        srv_spec_fini(&spec);
+        diag("  parsed but should not: %s", text);
+        return false;
+    }
+    for (size_t i = 0; i < errs.n; i++)
+        if (strcmp(errs.e[i].pointer, pointer) == 0)
+            return errs.status == 422;
+    for (size_t i = 0; i < errs.n; i++)
+        diag("  got %s: %s", errs.e[i].pointer, errs.e[i].detail);
+    return false;
+}
+
+static const char *detail_of(const char *pointer)
+{
+    for (size_t i = 0; i < errs.n; i++)
+        if (strcmp(errs.e[i].pointer, pointer) == 0)
+            return errs.e[i].detail;
+    return "";
+}
+
+int main(void)
+{
+    /* A minimal valid spec gets every default filled. */
+    int rc = parse("{\"model\":{\"arch\":\"mlp\"},\"data\":{\"source\":\"synthetic\"},"
+                   "\"stages\":[{\"op\":\"fit\",\"epochs\":2}]}");
+    is_int(rc, 0, "minimal spec parses");
+    if (rc == 0) {
+        is_int(spec.eng.batch_size, 64, "batch_size default");
+        is_int(spec.eng.seed, 0, "seed default");
+        is_int(spec.eng.model.n_hidden, 1, "one hidden layer by default");
+        is_int(spec.eng.model.hidden[0], 64, "hidden default 64");
+        is_int(spec.eng.data.kind, ENG_DATA_SYNTHETIC, "synthetic data");
+        is_int(spec.eng.data.n_train, 512, "n_train default");
+        is_int(spec.eng.data.classes, 4, "classes default");
+        is_int(spec.eng.opt.kind, ENG_OPT_ADAM, "adam by default");
+        is_near(spec.eng.opt.wd, 0.01, 1e-6, "optimizer wd default");
+        is_int(spec.eng.n_stages, 1, "one stage");
+        is_int(spec.stages[0].op, ENG_STAGE_FIT, "fit stage");
+        is_int(spec.stages[0].epochs, 2, "epochs");
+        is_int(spec.stages[0].lr.kind, ENG_LR_VALUE, "lr is a value");
+        is_near(spec.stages[0].lr.v[0], 1e-3, 1e-6, "lr default 1e-3");
+        is_near(spec.stages[0].wd, 0.01, 1e-6, "stage wd defaults to the optimizer's");
+        json_t *n = spec.normalized;
+        is_int(json_integer_value(json_object_get(n, "batch_size")), 64, "normalised batch");
+        ok(json_is_null(json_object_get(n, "name")), "normalised name is null");
+        is_int(json_integer_value(json_object_get(json_object_get(n, "data"), "n_valid")), 128,
+               "normalised n_valid");
+        json_t *st0 = json_array_get(json_object_get(n, "stages"), 0);
+        is_near(json_number_value(json_object_get(st0, "lr")), 1e-3, 1e-12, "normalised lr");
+        is_near(json_number_value(json_object_get(st0, "wd")), 0.01, 1e-12, "normalised wd");
+
+        /* The normalised text parses again to the same text. */
+        char *t1 = srv_spec_dump(&spec);
+        srv_spec_fini(&spec);
+        is_int(parse(t1), 0, "normalised spec parses again");
+        char *t2 = srv_spec_dump(&spec);
+        is_str(t2, t1, "normalisation is idempotent");
+        free(t1);
+        free(t2);
+        srv_spec_fini(&spec);
+    }
+
+    /* No stages: the seed workflow. */
+    rc = parse("{\"name\":\"demo\"}");
+    is_int(rc, 0, "empty spec parses");
+    if (rc == 0) {
+        ok(spec.has_name && strcmp(spec.name, "demo") == 0, "name kept");
+        is_int(spec.eng.n_stages, 7, "default workflow has 7 stages");
+        is_int(spec.stages[0].op, ENG_STAGE_FREEZE, "1: freeze");
+        is_int(spec.stages[1].op, ENG_STAGE_LR_FIND, "2: lr_find");
+        is_int(spec.stages[1].num_it, 100, "lr_find num_it default");
+        is_int(spec.stages[2].op, ENG_STAGE_FIT_ONE_CYCLE, "3: fit_one_cycle");
+        is_int(spec.stages[2].lr.kind, ENG_LR_SUGGESTION, "3: lr from a suggestion");
+        is_int(spec.stages[2].lr.suggest, ENG_SUGGEST_VALLEY, "3: valley");
+        is_near(spec.stages[2].pct_start, 0.25, 1e-6, "pct_start default");
+        is_near(spec.stages[2].moms[1], 0.85, 1e-6, "moms default");
+        is_int(spec.stages[3].op, ENG_STAGE_UNFREEZE, "4: unfreeze");
+        is_near(spec.stages[5].lr.slice_lo_divide, 10, 1e-6, "6: slice_divide 10");
+        is_int(spec.stages[6].op, ENG_STAGE_SAVE, "7: save");
+        is_str(spec.stages[6].name, "model", "7: save name model");
+        srv_spec_fini(&spec);
+    }
+
+    /* LR forms. */
+    rc = parse("{\"stages\":[{\"op\":\"fit_one_cycle\",\"epochs\":1,"
+               "\"lr_max\":{\"slice\":[1e-4,1e-3]}},"
+               "{\"op\":\"fit\",\"epochs\":1,\"lr\":{\"slice\":[1e-3]}},"
+               "{\"op\":\"fit\",\"epochs\":1,\"lr\":[1e-4,1e-3]}]}");
+    is_int(rc, 0, "slice and list LRs parse");
+    if (rc == 0) {
+        is_int(spec.stages[0].lr.kind, ENG_LR_SLICE, "slice(lo, hi)");
+        is_near(spec.stages[0].lr.v[0], 1e-4, 1e-6, "slice lo");
+        is_near(spec.stages[0].lr.v[1], 1e-3, 1e-6, "slice hi");
+        is_int(spec.stages[1].lr.kind, ENG_LR_SLICE_HI, "slice(hi)");
+        is_int(spec.stages[2].lr.kind, ENG_LR_LIST, "per-group list");
+        is_int(spec.stages[2].lr.n, 2, "list length");
+        srv_spec_fini(&spec);
+    }
+
+    /* Errors and their pointers. */
+    is_int(parse("{\"stages\": [}"), -1, "malformed JSON fails");
+    is_int(errs.status, 400, "malformed JSON is a 400");
+    ok(strstr(errs.detail, "line 1") != NULL, "malformed JSON detail has the position: %s",
+       errs.detail);
+    ok(fails_at("[1,2]", ""), "a non-object document fails at the root");
+    ok(fails_at("{\"foo\":1}", "/foo"), "unknown top-level field");
+    is_str(detail_of("/foo"), "unknown field", "unknown field detail");
+    ok(fails_at("{\"model\":{\"arch\":\"mlp\",\"bogus\":true}}", "/model/bogus"),
+       "unknown model field");
+    ok(fails_at("{\"model\":{\"hidden\":[8]}}", "/model/arch"), "arch is required");
+    ok(fails_at("{\"model\":{\"arch\":\"vgg99\"}}", "/model/arch"), "unknown arch");
+    ok(fails_at("{\"model\":{\"arch\":\"mlp\",\"hidden\":[8,0]}}", "/model/hidden/1"),
+       "hidden size 0");
+    ok(fails_at("{\"model\":{\"arch\":\"mlp\",\"dropout\":1}}", "/model/dropout"),
+       "dropout 1 is out of range");
+    ok(fails_at("{\"batch_size\":0}", "/batch_size"), "batch_size 0");
+    ok(fails_at("{\"batch_size\":5000}", "/batch_size"), "batch_size too big");
+    ok(fails_at("{\"seed\":-1}", "/seed"), "negative seed");
+    ok(fails_at("{\"name\":\"\"}", "/name"), "empty name");
+    ok(fails_at("{\"data\":{\"source\":\"synthetic\",\"classes\":1}}", "/data/classes"),
+       "one class");
+    ok(fails_at("{\"data\":{\"source\":\"mnist\"}}", "/data/source"), "unknown source");
+    ok(fails_at("{\"data\":{\"source\":\"fashion-mnist\"}}", "/data/source"),
+       "fashion-mnist files missing");
+    ok(fails_at("{\"optimizer\":{\"type\":\"lamb\"}}", "/optimizer/type"), "unknown optimizer");
+    ok(fails_at("{\"optimizer\":{\"eps\":0}}", "/optimizer/eps"), "eps 0");
+    ok(fails_at("{\"stages\":[]}", "/stages"), "empty stage list");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit\",\"epochs\":1},{\"op\":\"fit\",\"epochs\":-1}]}",
+                "/stages/1/epochs"),
+       "negative epochs");
+    is_str(detail_of("/stages/1/epochs"), "must be an integer >= 1", "epochs detail");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit\",\"epochs\":\"3\"}]}", "/stages/0/epochs"),
+       "epochs as a string");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit\"}]}", "/stages/0/epochs"), "epochs required");
+    ok(fails_at("{\"stages\":[{\"op\":\"explode\"}]}", "/stages/0/op"), "unknown op");
+    ok(fails_at("{\"stages\":[{\"epochs\":1}]}", "/stages/0/op"), "op required");
+    ok(fails_at("{\"stages\":[{\"op\":\"freeze\",\"n\":1}]}", "/stages/0/n"),
+       "field of another op is unknown");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit\",\"epochs\":1,\"lr\":0}]}", "/stages/0/lr"), "lr 0");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit\",\"epochs\":1,\"lr\":\"fast\"}]}", "/stages/0/lr"),
+       "lr as a string");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit\",\"epochs\":1,\"lr\":[]}]}", "/stages/0/lr"),
+       "empty lr list");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit\",\"epochs\":1,\"lr\":{\"slice\":[1e-3,1e-4]}}]}",
+                "/stages/0/lr/slice"),
+       "slice lo > hi");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit\",\"epochs\":1,\"lr\":{\"slice\":[1,2,3]}}]}",
+                "/stages/0/lr/slice"),
+       "slice of three");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit_one_cycle\",\"epochs\":1,"
+                "\"lr_max\":{\"suggestion\":\"valley\"}}]}",
+                "/stages/0/lr_max/suggestion"),
+       "suggestion without an earlier lr_find");
+    ok(fails_at("{\"stages\":[{\"op\":\"lr_find\"},{\"op\":\"fit_one_cycle\",\"epochs\":1,"
+                "\"lr_max\":{\"suggestion\":\"best\"}}]}",
+                "/stages/1/lr_max/suggestion"),
+       "unknown suggestion");
+    ok(fails_at("{\"stages\":[{\"op\":\"lr_find\"},{\"op\":\"fit\",\"epochs\":1,"
+                "\"lr\":{\"suggestion\":\"valley\",\"divide\":0}}]}",
+                "/stages/1/lr/divide"),
+       "suggestion divide 0");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit_one_cycle\",\"epochs\":1,\"pct_start\":1}]}",
+                "/stages/0/pct_start"),
+       "pct_start 1");
+    ok(fails_at("{\"stages\":[{\"op\":\"fit_one_cycle\",\"epochs\":1,\"moms\":[0.9]}]}",
+                "/stages/0/moms"),
+       "moms of one");
+    ok(fails_at("{\"stages\":[{\"op\":\"lr_find\",\"start_lr\":1,\"end_lr\":0.5}]}",
+                "/stages/0/end_lr"),
+       "end_lr below start_lr");
+    ok(fails_at("{\"stages\":[{\"op\":\"save\",\"name\":\".hidden\"}]}", "/stages/0/name"),
+       "save name starting with a dot");
+    ok(fails_at("{\"stages\":[{\"op\":\"save\",\"name\":\"a/b\"}]}", "/stages/0/name"),
+       "save name with a slash");
+    ok(fails_at("{\"stages\":[{\"op\":\"save\",\"name\":\"checkpoint\"}]}", "/stages/0/name"),
+       "save name reserved");
+    ok(fails_at("{\"stages\":[{\"op\":\"freeze_to\"}]}", "/stages/0/n"), "freeze_to needs n");
+    ok(fails_at("{\"a/b~c\":1}", "/a~1b~0c"), "pointer escapes / and ~");
+    parse("{\"foo\":1,\"batch_size\":0,\"stages\":[{\"op\":\"x\"}]}");
+    is_int(errs.n_total, 3, "every error is reported");
+
+    /* API encoders. */
+    char tbuf[32];
+    srv_time_format(1795827723456LL, tbuf, sizeof tbuf);
+    is_str(tbuf, "2026-11-28T01:02:03.456Z", "time format");
+    store_job j;
+    memset(&j, 0, sizeof j);
+    j.id = 7;
+    j.state = STORE_JOB_QUEUED;
+    j.created_at = 1795827723456LL;
+    j.spec_json = "{\"seed\":1}";
+    j.progress.stage_index = -1;
+    json_t *o = srv_job_to_json(&j, 2);
+    ok(o != NULL, "job object built");
+    is_str(json_string_value(json_object_get(o, "object")), "job", "object: job");
+    is_int(json_integer_value(json_object_get(o, "id")), 7, "id");
+    is_str(json_string_value(json_object_get(o, "state")), "queued", "state");
+    is_str(json_string_value(json_object_get(o, "created_at")), "2026-11-28T01:02:03.456Z",
+           "created_at");
+    ok(json_is_null(json_object_get(o, "started_at")), "started_at null");
+    is_int(json_integer_value(json_object_get(o, "queue_position")), 2, "queue position");
+    ok(json_is_null(json_object_get(o, "stage")), "no stage yet");
+    ok(json_is_null(json_object_get(o, "metrics")), "no metrics yet");
+    is_int(json_integer_value(json_object_get(json_object_get(o, "spec"), "seed")), 1,
+           "spec embedded");
+    json_decref(o);
+
+    /* Status table and problems. */
+    is_int(srv_status_for_store(STORE_ENOTFOUND), 404, "not found -> 404");
+    is_int(srv_status_for_store(STORE_ECONFLICT), 409, "conflict -> 409");
+    is_int(srv_status_for_store(STORE_EIO), 500, "io -> 500");
+    is_int(srv_status_for_engine(ENG_EINVAL), 422, "engine einval -> 422");
+    is_int(srv_status_for_engine(-1000), 500, "unknown code -> 500");
+    is_str(srv_problem_slug(413), "payload-too-large", "413 slug");
+    is_str(srv_problem_slug(415), "unsupported-media-type", "415 slug");
+    is_str(srv_problem_slug(405), "method-not-allowed", "405 slug");
+    is_str(srv_problem_slug(503), "unavailable", "503 slug");
+    json_t *p = srv_problem_new(404, "no such job", "/v1/jobs/9");
+    is_str(json_string_value(json_object_get(p, "type")), "urn:thawd:problem:not-found",
+           "problem type");
+    is_int(json_integer_value(json_object_get(p, "status")), 404, "problem status");
+    is_str(json_string_value(json_object_get(p, "instance")), "/v1/jobs/9", "problem instance");
+    json_decref(p);
+    fails_at("{\"stages\":[{\"op\":\"fit\",\"epochs\":0}]}", "/stages/0/epochs");
+    p = srv_problem_from_spec_errors(&errs, "/v1/jobs");
+    json_t *e0 = json_array_get(json_object_get(p, "errors"), 0);
+    is_str(json_string_value(json_object_get(e0, "pointer")), "/stages/0/epochs",
+           "problem errors carry the pointer");
+    is_str(json_string_value(json_object_get(p, "type")), "urn:thawd:problem:validation-error",
+           "validation problem type");
+    json_decref(p);
+
+    return done_testing();
+}
