@@ -1,0 +1,222 @@
+/*
+ * cli_run.c: `thawd run`: parse a job spec file with the daemon's own parser and run it with
+ * the engine on this thread, printing fastai's per-epoch table, lr_find suggestions and the
+ * files written. SIGINT asks the engine to cancel at the next batch.
+ */
+#include "cli_run.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "json_io.h"
+
+#define SPEC_FILE_MAX (16u << 20)
+
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: thawd run SPEC.json [--out DIR] [--threads N]\n");
+}
+
+/* Reads a whole file (at most SPEC_FILE_MAX bytes); caller frees. NULL with errno set. */
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = malloc(SPEC_FILE_MAX + 1);
+    size_t n = buf ? fread(buf, 1, SPEC_FILE_MAX + 1, f) : 0;
+    int bad = !buf || ferror(f);
+    fclose(f);
+    if (bad || n > SPEC_FILE_MAX) {
+        free(buf);
+        errno = bad ? EIO : EFBIG;
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[ENG_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static eng_action on_progress(const eng_event *ev, void *user)
+{
+    (void)user;
+    const char *op = eng_stage_op_name(ev->op);
+    switch (ev->kind) {
+    case ENG_EVENT_STAGE_BEGIN:
+        printf("stage %zu/%zu: %s\n", ev->stage_index + 1, ev->n_stages, op ? op : "?");
+        if (ev->op == ENG_STAGE_FIT || ev->op == ENG_STAGE_FIT_ONE_CYCLE)
+            printf("%-9s %-11s %-11s %-9s %s\n", "epoch", "train_loss", "valid_loss", "accuracy",
+                   "time");
+        break;
+    case ENG_EVENT_EPOCH: {
+        int secs = (int)(ev->seconds + 0.5);
+        printf("%-9u %-11.6f %-11.6f %-9.6f %02d:%02d\n", ev->epoch, (double)ev->train_loss,
+               (double)ev->valid_loss, (double)ev->accuracy, secs / 60, secs % 60);
+        break;
+    }
+    case ENG_EVENT_LR_FIND: {
+        const eng_lr_find_result *r = ev->lr_find;
+        if (r && r->ok)
+            printf("lr_find: valley=%.2e minimum=%.2e steep=%.2e slide=%.2e (%zu points)\n",
+                   (double)r->valley, (double)r->minimum, (double)r->steep, (double)r->slide, r->n);
+        else if (r)
+            printf("lr_find: no suggestion: %s\n", r->reason);
+        break;
+    }
+    case ENG_EVENT_ARTIFACT:
+        if (ev->artifact)
+            printf("saved %s %s -> %s (%llu bytes, sha256 %s)\n", ev->artifact->kind,
+                   ev->artifact->name, ev->artifact->path, (unsigned long long)ev->artifact->size,
+                   ev->artifact->sha256);
+        break;
+    case ENG_EVENT_LOG:
+        if (ev->level >= ENG_LOG_INFO && ev->message)
+            fprintf(ev->level >= ENG_LOG_WARN ? stderr : stdout, "%s%s\n",
+                    ev->level >= ENG_LOG_WARN ? "warning: " : "", ev->message);
+        break;
+    case ENG_EVENT_BATCH:
+    case ENG_EVENT_STAGE_END:
+        break;
+    }
+    fflush(stdout);
+    return interrupted ? ENG_CANCEL : ENG_CONTINUE;
+}
+
+int srv_cli_run(int argc, char **argv)
+{
+    const char *spec_path = NULL, *out = NULL;
+    int threads = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            out = argv[++i];
+        } else if (strncmp(argv[i], "--out=", 6) == 0) {
+            out = argv[i] + 6;
+        } else if (strcmp(argv[i], "--threads") == 0 || strncmp(argv[i], "--threads=", 10) == 0) {
+            const char *v = argv[i][9] == '=' ? argv[i] + 10 : (i + 1 < argc ? argv[++i] : "");
+            char *end;
+            long t = strtol(v, &end, 10);
+            if (!*v || *end || t < 1 || t > 256) {
+                fprintf(stderr, "thawd run: --threads: '%s' is not an integer in 1..256\n", v);
+                return 2;
+            }
+            threads = (int)t;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage();
+            return 0;
+        } else if (argv[i][0] == '-' || spec_path) {
+            fprintf(stderr, "thawd run: unexpected argument '%s'\n", argv[i]);
+            usage();
+            return 2;
+        } else {
+            spec_path = argv[i];
+        }
+    }
+    if (!spec_path) {
+        usage();
+        return 2;
+    }
+
+    size_t len = 0;
+    char *text = read_file(spec_path, &len);
+    if (!text) {
+        fprintf(stderr, "thawd run: cannot read %s: %s\n", spec_path, strerror(errno));
+        return 2;
+    }
+    srv_spec *spec = calloc(1, sizeof *spec);
+    srv_spec_errors *errs = calloc(1, sizeof *errs);
+    int status = 2;
+    if (!spec || !errs) {
+        fprintf(stderr, "thawd run: out of memory\n");
+        goto done;
+    }
+    if (srv_spec_parse_text(text, len, NULL, spec, errs) != 0) {
+        if (errs->n == 0)
+            fprintf(stderr, "%s: %s\n", spec_path, errs->detail);
+        for (size_t i = 0; i < errs->n; i++)
+            fprintf(stderr, "%s: %s%s%s\n", spec_path, errs->e[i].pointer,
+                    errs->e[i].pointer[0] ? ": " : "", errs->e[i].detail);
+        goto done;
+    }
+
+    char out_dir[ENG_PATH_MAX];
+    if (out) {
+        snprintf(out_dir, sizeof out_dir, "%s", out);
+    } else {
+        const char *base = strrchr(spec_path, '/');
+        base = base ? base + 1 : spec_path;
+        size_t bl = strlen(base);
+        if (bl > 5 && strcmp(base + bl - 5, ".json") == 0)
+            bl -= 5;
+        snprintf(out_dir, sizeof out_dir, "%.*s-out", (int)(bl < 200 ? bl : 200), base);
+    }
+    if (mkdir_p(out_dir) != 0) {
+        fprintf(stderr, "thawd run: cannot create %s: %s\n", out_dir, strerror(errno));
+        goto done;
+    }
+    if (threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cores > 0 ? (int)cores : 1;
+    }
+    int blas = eng_blas_set_threads(threads);
+    printf("thawd run: %s, %zu stages, out %s, %d BLAS threads (%s)\n", spec_path,
+           spec->eng.n_stages, out_dir, blas, eng_blas_info());
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    eng_run_opts opts = {.out_dir = out_dir, .resume_path = NULL};
+    eng_callbacks cb = {.progress = on_progress, .user = NULL};
+    eng_error err;
+    memset(&err, 0, sizeof err);
+    int rc = eng_job_run(&spec->eng, &opts, &cb, &err);
+    if (rc == 0) {
+        printf("done\n");
+        status = 0;
+    } else if (rc == ENG_ECANCELED) {
+        fprintf(stderr, "thawd run: cancelled\n");
+        status = 1;
+    } else {
+        fprintf(stderr, "thawd run: job failed: %s%s%s%s%s\n", eng_strerror(rc),
+                err.field[0] ? " at " : "", err.field, err.text[0] ? ": " : "", err.text);
+        status = 1;
+    }
+done:
+    srv_spec_fini(spec);
+    free(spec);
+    free(errs);
+    free(text);
+    return status;
+}

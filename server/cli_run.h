@@ -1,0 +1,8 @@
+/*
+ * cli_run.h: `thawd run SPEC.json [--out DIR] [--threads N]`, one job in the foreground.
+ */
+#pragma once
+
+/* Runs the command with the arguments after "run" (argv[0] is SPEC.json). Returns the exit
+ * status: 0 success, 1 the job failed or was cancelled (SIGINT), 2 bad usage or spec. */
+int srv_cli_run(int argc, char **argv);
