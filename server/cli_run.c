@@ -93,7 +93,8 @@ static eng_action on_progress(const eng_event *ev, void *user)
         break;
     }
     case ENG_EVENT_ARTIFACT:
-        if (ev->artifact)
+        /* The per-epoch resumable checkpoint would break up the table; show saves only. */
+        if (ev->artifact && strcmp(ev->artifact->kind, "checkpoint") != 0)
             printf("saved %s %s -> %s (%llu bytes, sha256 %s)\n", ev->artifact->kind,
                    ev->artifact->name, ev->artifact->path, (unsigned long long)ev->artifact->size,
                    ev->artifact->sha256);

@@ -143,5 +143,5 @@ void srv_log_store(store_log_level level, const char *msg, void *user)
                        : level == STORE_LOG_INFO ? SRV_LOG_INFO
                        : level == STORE_LOG_WARN ? SRV_LOG_WARN
                                                  : SRV_LOG_ERROR;
-    srv_log(lv, "storage: %s", msg);
+    srv_log(lv, "%s", msg);
 }
