@@ -101,7 +101,8 @@ static void write_progress(job_ctx *c, const eng_event *ev)
     p.batch = (int32_t)ev->batch;
     p.n_batches = (int32_t)ev->n_batches;
     p.step = (int64_t)ev->step;
-    p.fraction = ev->progress;
+    /* storage rejects fractions outside [0, 1]; rounding may overshoot by a hair */
+    p.fraction = isfinite(ev->progress) ? fmin(1.0, fmax(0.0, ev->progress)) : 0.0;
     p.metrics_json = c->metrics[0] ? c->metrics : NULL;
     int rc = store_job_progress(c->s, c->id, c->w->owner, &p);
     if (rc == STORE_ELOST)
