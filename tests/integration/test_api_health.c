@@ -1,0 +1,80 @@
+/*
+ * test_api_health: /healthz, unknown routes (404 problem) and wrong methods (405 + Allow)
+ * against a real thawd; a clean SIGTERM shutdown with exit 0 and no sanitizer reports.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "tap.h"
+
+/* True when the comma-separated Allow header value lists `method`. */
+static bool allow_has(const char *allow, const char *method)
+{
+    size_t n = strlen(method);
+    const char *p = allow;
+    while (p && *p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t k = strcspn(p, ", ");
+        if (k == n && strncmp(p, method, n) == 0)
+            return true;
+        p += k;
+    }
+    return false;
+}
+
+static void check_405(th_daemon *d, const char *method, const char *path, const char *allowed)
+{
+    th_resp r;
+    th_request(d, method, path, NULL, NULL, 0, &r);
+    ok(th_is_problem(&r, 405, "method-not-allowed"), "%s %s -> 405 method-not-allowed problem",
+       method, path);
+    ok(allow_has(r.allow, allowed), "%s %s: Allow \"%s\" lists %s", method, path, r.allow, allowed);
+    th_resp_fini(&r);
+}
+
+int main(void)
+{
+    th_daemon d;
+    if (th_daemon_init(&d, "health") != 0 || th_daemon_start(&d, NULL, 20) != 0) {
+        ok(0, "daemon starts and logs its ready line");
+        th_daemon_fini(&d, true);
+        return done_testing();
+    }
+    ok(d.port > 0, "ready line names the bound port (%d)", d.port);
+
+    th_resp r;
+    th_get(&d, "/healthz", &r);
+    is_int(r.status, 200, "GET /healthz -> 200");
+    ok(th_media_type_is(r.content_type, "application/json"), "/healthz is application/json (%s)",
+       r.content_type);
+    is_str(th_json_str(r.json, "status"), "ok", "/healthz body {\"status\":\"ok\"}");
+    th_resp_fini(&r);
+
+    static const char *const unknown[] = {"/nope", "/v1", "/v1/jobz", "/v1/jobs/1/bogus",
+                                          "/healthz/extra"};
+    for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
+        th_get(&d, unknown[i], &r);
+        ok(th_is_problem(&r, 404, "not-found"), "GET %s -> 404 not-found problem", unknown[i]);
+        th_resp_fini(&r);
+    }
+
+    check_405(&d, "DELETE", "/healthz", "GET");
+    check_405(&d, "POST", "/healthz", "GET");
+    check_405(&d, "PUT", "/v1/jobs", "POST");
+    check_405(&d, "DELETE", "/v1/jobs", "GET");
+    check_405(&d, "GET", "/v1/jobs/1/cancel", "POST");
+    check_405(&d, "PATCH", "/v1/jobs/1", "GET");
+
+    /* The daemon still answers after the errors above. */
+    th_get(&d, "/healthz", &r);
+    is_int(r.status, 200, "GET /healthz still 200");
+    th_resp_fini(&r);
+
+    ok(th_daemon_log_contains(&d, "/healthz"), "requests are logged (one line per request)");
+
+    is_int(th_daemon_stop(&d, 20), 0, "SIGTERM -> exit status 0");
+    ok(th_daemon_fini(&d, tap_failed > 0), "no sanitizer report in the daemon's log");
+    return done_testing();
+}
