@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "im2col.h"
+#include "layers.h"
 
 /* ---- conv2d ------------------------------------------------------------------------------ */
 
@@ -165,3 +166,24 @@ void eng_adaptive_concatpool2d_forward(const eng_adapool_dims *d, const float *x
 /* dx [N, C, IH, IW] (+)= gradient through both halves of dy [N, 2C, OH, OW]. */
 void eng_adaptive_concatpool2d_backward(const eng_adapool_dims *d, const float *dy,
                                         const int32_t *idx, float *dx, bool accumulate);
+
+/* ---- operator-table entries (layers.h conventions) --------------------------------------- */
+
+/* conv2d: cfg.conv {IC, OC, KH, KW, stride, pad, bias}; input [IC, H, W]. Parameters
+ * "weight" [OC, IC, KH, KW] and optional "bias" [OC]. */
+extern const eng_layer_ops eng_layer_conv2d;
+/* batchnorm1d (input [C] or [C, L]) and batchnorm2d (input [C, H, W]): cfg.norm {C, eps,
+ * momentum}. Parameters "weight", "bias" (norm params), buffers "running_mean",
+ * "running_var" [C] and "num_batches_tracked" (a scalar, stored as float). */
+extern const eng_layer_ops eng_layer_batchnorm1d;
+extern const eng_layer_ops eng_layer_batchnorm2d;
+/* maxpool2d / avgpool2d: cfg.pool {KH, KW, stride, pad}; avgpool counts padding in the
+ * divisor (PyTorch's default count_include_pad = true). */
+extern const eng_layer_ops eng_layer_maxpool2d;
+extern const eng_layer_ops eng_layer_avgpool2d;
+/* adaptive_avgpool2d / adaptive_concatpool2d: cfg.pool.KH x cfg.pool.KW is the OUTPUT size
+ * (0 means 1, fastai's default). Concat pool outputs [2C, OH, OW]: max first, then avg. */
+extern const eng_layer_ops eng_layer_adaptive_avgpool2d;
+extern const eng_layer_ops eng_layer_adaptive_concatpool2d;
+/* flatten: any input shape to [in_size]; no parameters. */
+extern const eng_layer_ops eng_layer_flatten;

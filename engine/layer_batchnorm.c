@@ -14,6 +14,8 @@
 
 #include "engine.h"
 #include "kernels.h"
+#include "layers.h"
+#include "util.h"
 
 /* Plane of channel c in sample n: [S] */
 #define PLANE(p, d, n, c) ((p) + ((n) * (d)->C + (c)) * (d)->S)
@@ -173,3 +175,150 @@ void eng_batchnorm_eval_backward(const eng_bn_dims *d, const float *x, const flo
         }
     }
 }
+
+/* ---- operator-table entries -------------------------------------------------------------- */
+
+/* Parameters in PyTorch's state_dict order. */
+enum { BN_WEIGHT, BN_BIAS, BN_RUNNING_MEAN, BN_RUNNING_VAR, BN_NUM_BATCHES, BN_N_PARAMS };
+
+/* x [N, C, S]: S = the product of the per-sample dims after C. */
+static eng_bn_dims bn_dims(const eng_layer *l, size_t N)
+{
+    size_t S = 1;
+    for (size_t i = 1; i < l->in_ndim; i++)
+        S *= l->in_shape[i];
+    return (eng_bn_dims){N, l->cfg.norm.C, S};
+}
+
+static int bn_setup_common(eng_layer *l, eng_error *err, size_t min_dims, size_t max_dims,
+                           const char *kind)
+{
+    if (l->in_ndim < min_dims || l->in_ndim > max_dims || l->in_shape[0] != l->cfg.norm.C ||
+        l->cfg.norm.C == 0)
+        return eng_err_set(err, ENG_ESHAPE, NULL,
+                           "layer %s: %s with %zu channels does not fit an input of %zu dims "
+                           "with %zu channels",
+                           l->name, kind, l->cfg.norm.C, l->in_ndim, l->in_shape[0]);
+    if (!(l->cfg.norm.eps > 0.0f) || !(l->cfg.norm.momentum >= 0.0f) ||
+        !(l->cfg.norm.momentum <= 1.0f))
+        return eng_err_set(err, ENG_EINVAL, NULL,
+                           "layer %s: %s needs eps > 0 and momentum in [0, 1]", l->name, kind);
+    l->out_ndim = l->in_ndim;
+    memcpy(l->out_shape, l->in_shape, l->in_ndim * sizeof(size_t));
+    l->out_size = l->in_size;
+    return 0;
+}
+
+static int bn1d_setup(eng_layer *l, eng_error *err)
+{
+    return bn_setup_common(l, err, 1, 2, "batchnorm1d");
+}
+
+static int bn2d_setup(eng_layer *l, eng_error *err)
+{
+    return bn_setup_common(l, err, 3, 3, "batchnorm2d");
+}
+
+static size_t bn_n_params(const eng_layer *l)
+{
+    (void)l; /* the same five tensors for every shape */
+    return BN_N_PARAMS;
+}
+
+static void bn_param_info(const eng_layer *l, size_t i, eng_param_info *info)
+{
+    static const char *names[BN_N_PARAMS] = {"weight", "bias", "running_mean", "running_var",
+                                             "num_batches_tracked"};
+    memset(info, 0, sizeof(*info));
+    strcpy(info->suffix, names[i]);
+    if (i == BN_NUM_BATCHES) {
+        info->ndim = 0; /* a scalar, as in PyTorch */
+    } else {
+        info->ndim = 1;
+        info->shape[0] = l->cfg.norm.C;
+    }
+    info->no_wd = true;
+    info->is_norm = i <= BN_BIAS;
+    info->is_buffer = i > BN_BIAS;
+}
+
+/* PyTorch's reset_parameters: weight 1, bias 0, running mean 0, running var 1, count 0. */
+static void bn_init(eng_layer *l, eng_rng *rng)
+{
+    (void)rng; /* deterministic initialisation */
+    for (size_t c = 0; c < l->cfg.norm.C; c++) {
+        l->param[BN_WEIGHT][c] = 1.0f;
+        l->param[BN_BIAS][c] = 0.0f;
+        l->param[BN_RUNNING_MEAN][c] = 0.0f;
+        l->param[BN_RUNNING_VAR][c] = 1.0f;
+    }
+    l->param[BN_NUM_BATCHES][0] = 0.0f;
+}
+
+/* aux: mean [C], invstd [C] of the last training forward, then one flag: 1 when the last
+ * forward used batch statistics, 0 when it used the running ones. */
+static size_t bn_aux_size(const eng_layer *l, size_t N)
+{
+    (void)N; /* per-channel state only */
+    return 2 * l->cfg.norm.C + 1;
+}
+
+static void bn_forward(eng_layer *l, const eng_fwd_args *a)
+{
+    eng_bn_dims d = bn_dims(l, a->N);
+    float *mean = l->aux, *invstd = l->aux + d.C, *mode = l->aux + 2 * d.C;
+    if (a->train) {
+        int64_t nbt = (int64_t)l->param[BN_NUM_BATCHES][0];
+        if (eng_batchnorm_train_forward(&d, a->x, l->param[BN_WEIGHT], l->param[BN_BIAS], a->y,
+                                        mean, invstd, l->param[BN_RUNNING_MEAN],
+                                        l->param[BN_RUNNING_VAR], l->cfg.norm.momentum,
+                                        l->cfg.norm.eps, &nbt) == 0) {
+            l->param[BN_NUM_BATCHES][0] = (float)nbt;
+            *mode = 1.0f;
+            return;
+        }
+        /* One value per channel (a batch of one into batchnorm1d): PyTorch raises; forward
+         * cannot fail here, so this batch is normalised with the running statistics and the
+         * backward pass matches. Trainers avoid it by dropping a last batch of one. */
+    }
+    eng_batchnorm_eval_forward(&d, a->x, l->param[BN_WEIGHT], l->param[BN_BIAS],
+                               l->param[BN_RUNNING_MEAN], l->param[BN_RUNNING_VAR], l->cfg.norm.eps,
+                               a->y);
+    *mode = 0.0f;
+}
+
+static void bn_backward(eng_layer *l, const eng_bwd_args *a)
+{
+    eng_bn_dims d = bn_dims(l, a->N);
+    float *dgamma = l->trainable[BN_WEIGHT] ? l->grad[BN_WEIGHT] : NULL;
+    float *dbeta = l->trainable[BN_BIAS] ? l->grad[BN_BIAS] : NULL;
+    if (l->aux[2 * d.C] != 0.0f)
+        eng_batchnorm_train_backward(&d, a->x, a->dy, l->param[BN_WEIGHT], l->aux, l->aux + d.C,
+                                     a->dx, dgamma, dbeta, false);
+    else
+        eng_batchnorm_eval_backward(&d, a->x, a->dy, l->param[BN_WEIGHT], l->param[BN_RUNNING_MEAN],
+                                    l->param[BN_RUNNING_VAR], l->cfg.norm.eps, a->dx, dgamma, dbeta,
+                                    false);
+}
+
+const eng_layer_ops eng_layer_batchnorm1d = {
+    .kind = "batchnorm1d",
+    .setup = bn1d_setup,
+    .n_params = bn_n_params,
+    .param_info = bn_param_info,
+    .init = bn_init,
+    .aux_size = bn_aux_size,
+    .forward = bn_forward,
+    .backward = bn_backward,
+};
+
+const eng_layer_ops eng_layer_batchnorm2d = {
+    .kind = "batchnorm2d",
+    .setup = bn2d_setup,
+    .n_params = bn_n_params,
+    .param_info = bn_param_info,
+    .init = bn_init,
+    .aux_size = bn_aux_size,
+    .forward = bn_forward,
+    .backward = bn_backward,
+};

@@ -12,10 +12,13 @@
  * tensors in place. A 1x1 stride-1 unpadded convolution needs no unfolding at all: the image
  * [IC, H*W] already is its column matrix.
  */
+#include <math.h>
 #include <string.h>
 
 #include "gemm.h"
 #include "kernels.h"
+#include "layers.h"
+#include "util.h"
 
 size_t eng_conv2d_col_floats(const eng_conv2d_geom *g, size_t nb)
 {
@@ -161,3 +164,151 @@ void eng_conv2d_backward_input(const eng_conv2d_geom *g, size_t N, const float *
             eng_col2im(g, s->col + i * P, m * P, dxn + i * in);
     }
 }
+
+/* ---- operator-table entry ---------------------------------------------------------------- */
+
+/* Images per GEMM: enough that one GEMM has about 1024 output columns (small late-stage
+ * feature maps otherwise make thin GEMMs), never more than the batch. Depends only on the
+ * geometry so that aux_size and forward agree. */
+static size_t conv_nb(const eng_conv2d_geom *g, size_t N)
+{
+    size_t P = g->OH * g->OW, nb = (1024 + P - 1) / P;
+    if (nb > N)
+        nb = N;
+    return nb ? nb : 1;
+}
+
+/* Geometry from cfg and the per-sample input shape [IC, IH, IW] (validated by setup). */
+static eng_conv2d_geom conv_geom(const eng_layer *l)
+{
+    eng_conv2d_geom g = {0};
+    int rc = eng_conv2d_geom_init(
+        &g, l->cfg.conv.IC, l->in_shape[1], l->in_shape[2], l->cfg.conv.OC, l->cfg.conv.KH,
+        l->cfg.conv.KW, l->cfg.conv.stride, l->cfg.conv.stride, l->cfg.conv.pad, l->cfg.conv.pad);
+    ENG_ASSERT(rc == 0);
+    return g;
+}
+
+static int conv_setup(eng_layer *l, eng_error *err)
+{
+    eng_conv2d_geom g;
+    if (l->in_ndim != 3 || l->in_shape[0] != l->cfg.conv.IC)
+        return eng_err_set(err, ENG_ESHAPE, NULL,
+                           "layer %s: conv2d expects input [%zu, H, W], got %zu dims (C = %zu)",
+                           l->name, l->cfg.conv.IC, l->in_ndim, l->in_shape[0]);
+    int rc = eng_conv2d_geom_init(
+        &g, l->cfg.conv.IC, l->in_shape[1], l->in_shape[2], l->cfg.conv.OC, l->cfg.conv.KH,
+        l->cfg.conv.KW, l->cfg.conv.stride, l->cfg.conv.stride, l->cfg.conv.pad, l->cfg.conv.pad);
+    if (rc)
+        return eng_err_set(err, rc, NULL,
+                           "layer %s: conv2d %zux%zu stride %zu pad %zu does not fit a %zux%zu "
+                           "input (or a size is 0)",
+                           l->name, l->cfg.conv.KH, l->cfg.conv.KW, l->cfg.conv.stride,
+                           l->cfg.conv.pad, l->in_shape[1], l->in_shape[2]);
+    l->out_ndim = 3;
+    l->out_shape[0] = g.OC;
+    l->out_shape[1] = g.OH;
+    l->out_shape[2] = g.OW;
+    l->out_size = g.OC * g.OH * g.OW;
+    return 0;
+}
+
+static size_t conv_n_params(const eng_layer *l)
+{
+    return l->cfg.conv.bias ? 2 : 1;
+}
+
+static void conv_param_info(const eng_layer *l, size_t i, eng_param_info *info)
+{
+    memset(info, 0, sizeof(*info));
+    if (i == 0) {
+        strcpy(info->suffix, "weight");
+        info->ndim = 4;
+        info->shape[0] = l->cfg.conv.OC;
+        info->shape[1] = l->cfg.conv.IC;
+        info->shape[2] = l->cfg.conv.KH;
+        info->shape[3] = l->cfg.conv.KW;
+    } else {
+        strcpy(info->suffix, "bias");
+        info->ndim = 1;
+        info->shape[0] = l->cfg.conv.OC;
+        info->no_wd = true;
+    }
+}
+
+/* PyTorch's nn.Conv2d default: kaiming_uniform(a=sqrt(5)), i.e. U(-b, b) with
+ * b = 1/sqrt(fan_in), fan_in = IC*KH*KW; the bias uses the same bound. (Architectures that
+ * want torchvision's kaiming_normal(fan_out) overwrite this.) */
+static void conv_init(eng_layer *l, eng_rng *rng)
+{
+    size_t K = l->cfg.conv.IC * l->cfg.conv.KH * l->cfg.conv.KW, OC = l->cfg.conv.OC;
+    float bound = 1.0f / sqrtf((float)K);
+    for (size_t i = 0; i < OC * K; i++)
+        l->param[0][i] = (2.0f * eng_rng_uniform(rng) - 1.0f) * bound;
+    if (l->cfg.conv.bias)
+        for (size_t i = 0; i < OC; i++)
+            l->param[1][i] = (2.0f * eng_rng_uniform(rng) - 1.0f) * bound;
+}
+
+/* aux: col [K, nb*P] then tmp [OC, nb*P] */
+static size_t conv_aux_size(const eng_layer *l, size_t N)
+{
+    eng_conv2d_geom g = conv_geom(l);
+    size_t nb = conv_nb(&g, N);
+    return eng_conv2d_col_floats(&g, nb) + eng_conv2d_tmp_floats(&g, nb);
+}
+
+static eng_conv2d_scratch conv_scratch(const eng_layer *l, const eng_conv2d_geom *g, size_t N)
+{
+    size_t nb = conv_nb(g, N);
+    return (eng_conv2d_scratch){
+        .col = l->aux, .tmp = nb > 1 ? l->aux + eng_conv2d_col_floats(g, nb) : NULL, .nb = nb};
+}
+
+/* One eng_stats_gemm per chunk GEMM, as the kernels issue them. */
+static void conv_count(const eng_layer *l, const eng_conv2d_geom *g, size_t N, size_t M, size_t K)
+{
+    size_t nb = conv_nb(g, N), P = g->OH * g->OW;
+    for (size_t n0 = 0; n0 < N; n0 += nb)
+        eng_stats_gemm(l->stats, M, (N - n0 < nb ? N - n0 : nb) * P, K);
+}
+
+static void conv_forward(eng_layer *l, const eng_fwd_args *a)
+{
+    eng_conv2d_geom g = conv_geom(l);
+    eng_conv2d_scratch s = conv_scratch(l, &g, a->N);
+    eng_conv2d_forward(&g, a->N, a->x, l->param[0], l->cfg.conv.bias ? l->param[1] : NULL, a->y,
+                       &s);
+    conv_count(l, &g, a->N, g.OC, eng_conv2d_kdim(&g));
+}
+
+static void conv_backward(eng_layer *l, const eng_bwd_args *a)
+{
+    eng_conv2d_geom g = conv_geom(l);
+    eng_conv2d_scratch s = conv_scratch(l, &g, a->N);
+    if (l->trainable[0]) {
+        eng_conv2d_backward_weight(&g, a->N, a->x, a->dy, l->grad[0], false, &s);
+        /* dw [OC, K] over the chunk's columns: M = OC, N = K, K = columns */
+        size_t nb = conv_nb(&g, a->N), P = g.OH * g.OW;
+        for (size_t n0 = 0; n0 < a->N; n0 += nb)
+            eng_stats_gemm(l->stats, g.OC, eng_conv2d_kdim(&g),
+                           (a->N - n0 < nb ? a->N - n0 : nb) * P);
+    }
+    if (l->cfg.conv.bias && l->trainable[1])
+        eng_conv2d_backward_bias(&g, a->N, a->dy, l->grad[1], false);
+    if (a->dx) {
+        eng_conv2d_backward_input(&g, a->N, l->param[0], a->dy, a->dx, false, &s);
+        conv_count(l, &g, a->N, eng_conv2d_kdim(&g), g.OC);
+    }
+}
+
+const eng_layer_ops eng_layer_conv2d = {
+    .kind = "conv2d",
+    .setup = conv_setup,
+    .n_params = conv_n_params,
+    .param_info = conv_param_info,
+    .init = conv_init,
+    .aux_size = conv_aux_size,
+    .forward = conv_forward,
+    .backward = conv_backward,
+};

@@ -14,6 +14,8 @@
 
 #include "engine.h"
 #include "kernels.h"
+#include "layers.h"
+#include "util.h"
 
 int eng_pool2d_geom_init(eng_pool2d_geom *g, size_t C, size_t IH, size_t IW, size_t KH, size_t KW,
                          size_t SH, size_t SW, size_t PH, size_t PW)
@@ -289,3 +291,210 @@ void eng_adaptive_concatpool2d_backward(const eng_adapool_dims *d, const float *
             ada_avg_plane_back(d, dy + (n * 2 * C + C + c) * OP, dxp);
         }
 }
+
+/* ---- operator-table entries -------------------------------------------------------------- */
+
+static int need_chw(const eng_layer *l, eng_error *err)
+{
+    if (l->in_ndim != 3)
+        return eng_err_set(err, ENG_ESHAPE, NULL, "layer %s: %s expects an input [C, H, W]",
+                           l->name, l->ops->kind);
+    return 0;
+}
+
+static void set_out(eng_layer *l, size_t C, size_t H, size_t W)
+{
+    l->out_ndim = 3;
+    l->out_shape[0] = C;
+    l->out_shape[1] = H;
+    l->out_shape[2] = W;
+    l->out_size = C * H * W;
+}
+
+static eng_pool2d_geom pool_geom(const eng_layer *l)
+{
+    eng_pool2d_geom g = {0};
+    int rc = eng_pool2d_geom_init(&g, l->in_shape[0], l->in_shape[1], l->in_shape[2],
+                                  l->cfg.pool.KH, l->cfg.pool.KW, l->cfg.pool.stride,
+                                  l->cfg.pool.stride, l->cfg.pool.pad, l->cfg.pool.pad);
+    ENG_ASSERT(rc == 0);
+    return g;
+}
+
+static int pool_setup(eng_layer *l, eng_error *err)
+{
+    eng_pool2d_geom g;
+    int rc = need_chw(l, err);
+    if (rc)
+        return rc;
+    rc = eng_pool2d_geom_init(&g, l->in_shape[0], l->in_shape[1], l->in_shape[2], l->cfg.pool.KH,
+                              l->cfg.pool.KW, l->cfg.pool.stride, l->cfg.pool.stride,
+                              l->cfg.pool.pad, l->cfg.pool.pad);
+    if (rc)
+        return eng_err_set(err, rc, NULL,
+                           "layer %s: %s %zux%zu stride %zu pad %zu does not fit a %zux%zu input "
+                           "(pad must be at most half the kernel, sizes non-zero)",
+                           l->name, l->ops->kind, l->cfg.pool.KH, l->cfg.pool.KW,
+                           l->cfg.pool.stride, l->cfg.pool.pad, l->in_shape[1], l->in_shape[2]);
+    set_out(l, g.C, g.OH, g.OW);
+    return 0;
+}
+
+/* aux: the int32 argmax index of every output */
+static size_t maxpool_aux_size(const eng_layer *l, size_t N)
+{
+    return N * l->out_size;
+}
+
+static void maxpool_forward(eng_layer *l, const eng_fwd_args *a)
+{
+    eng_pool2d_geom g = pool_geom(l);
+    eng_maxpool2d_forward(&g, a->N, a->x, a->y, (int32_t *)(void *)l->aux);
+}
+
+static void maxpool_backward(eng_layer *l, const eng_bwd_args *a)
+{
+    eng_pool2d_geom g = pool_geom(l);
+    if (a->dx)
+        eng_maxpool2d_backward(&g, a->N, a->dy, (const int32_t *)(void *)l->aux, a->dx, false);
+}
+
+static void avgpool_forward(eng_layer *l, const eng_fwd_args *a)
+{
+    eng_pool2d_geom g = pool_geom(l);
+    eng_avgpool2d_forward(&g, a->N, true, a->x, a->y);
+}
+
+static void avgpool_backward(eng_layer *l, const eng_bwd_args *a)
+{
+    eng_pool2d_geom g = pool_geom(l);
+    if (a->dx)
+        eng_avgpool2d_backward(&g, a->N, true, a->dy, a->dx, false);
+}
+
+const eng_layer_ops eng_layer_maxpool2d = {
+    .kind = "maxpool2d",
+    .setup = pool_setup,
+    .aux_size = maxpool_aux_size,
+    .forward = maxpool_forward,
+    .backward = maxpool_backward,
+};
+
+const eng_layer_ops eng_layer_avgpool2d = {
+    .kind = "avgpool2d",
+    .setup = pool_setup,
+    .forward = avgpool_forward,
+    .backward = avgpool_backward,
+};
+
+/* Adaptive kinds: cfg.pool.KH x KW is the output size (0 = 1). */
+static eng_adapool_dims ada_dims(const eng_layer *l, size_t N)
+{
+    return (eng_adapool_dims){N,
+                              l->in_shape[0],
+                              l->in_shape[1],
+                              l->in_shape[2],
+                              l->cfg.pool.KH ? l->cfg.pool.KH : 1,
+                              l->cfg.pool.KW ? l->cfg.pool.KW : 1};
+}
+
+static int ada_setup_common(eng_layer *l, eng_error *err, size_t factor)
+{
+    int rc = need_chw(l, err);
+    if (rc)
+        return rc;
+    eng_adapool_dims d = ada_dims(l, 1);
+    if (d.OH > (size_t)1 << 20 || d.OW > (size_t)1 << 20 || d.IH > INT32_MAX / d.IW)
+        return eng_err_set(err, ENG_EINVAL, NULL, "layer %s: %s output %zux%zu is too large",
+                           l->name, l->ops->kind, d.OH, d.OW);
+    set_out(l, factor * d.C, d.OH, d.OW);
+    return 0;
+}
+
+static int ada_avg_setup(eng_layer *l, eng_error *err)
+{
+    return ada_setup_common(l, err, 1);
+}
+
+static int ada_concat_setup(eng_layer *l, eng_error *err)
+{
+    return ada_setup_common(l, err, 2);
+}
+
+static void ada_avg_forward(eng_layer *l, const eng_fwd_args *a)
+{
+    eng_adapool_dims d = ada_dims(l, a->N);
+    eng_adaptive_avgpool2d_forward(&d, a->x, a->y);
+}
+
+static void ada_avg_backward(eng_layer *l, const eng_bwd_args *a)
+{
+    eng_adapool_dims d = ada_dims(l, a->N);
+    if (a->dx)
+        eng_adaptive_avgpool2d_backward(&d, a->dy, a->dx, false);
+}
+
+/* aux: int32 argmax of the max half, N*C*OH*OW */
+static size_t ada_concat_aux_size(const eng_layer *l, size_t N)
+{
+    return N * l->out_size / 2;
+}
+
+static void ada_concat_forward(eng_layer *l, const eng_fwd_args *a)
+{
+    eng_adapool_dims d = ada_dims(l, a->N);
+    eng_adaptive_concatpool2d_forward(&d, a->x, a->y, (int32_t *)(void *)l->aux);
+}
+
+static void ada_concat_backward(eng_layer *l, const eng_bwd_args *a)
+{
+    eng_adapool_dims d = ada_dims(l, a->N);
+    if (a->dx)
+        eng_adaptive_concatpool2d_backward(&d, a->dy, (const int32_t *)(void *)l->aux, a->dx,
+                                           false);
+}
+
+const eng_layer_ops eng_layer_adaptive_avgpool2d = {
+    .kind = "adaptive_avgpool2d",
+    .setup = ada_avg_setup,
+    .forward = ada_avg_forward,
+    .backward = ada_avg_backward,
+};
+
+const eng_layer_ops eng_layer_adaptive_concatpool2d = {
+    .kind = "adaptive_concatpool2d",
+    .setup = ada_concat_setup,
+    .aux_size = ada_concat_aux_size,
+    .forward = ada_concat_forward,
+    .backward = ada_concat_backward,
+};
+
+/* ---- flatten ----------------------------------------------------------------------------- */
+
+static int flatten_setup(eng_layer *l, eng_error *err)
+{
+    (void)err; /* every shape flattens */
+    l->out_ndim = 1;
+    l->out_shape[0] = l->in_size;
+    l->out_size = l->in_size;
+    return 0;
+}
+
+static void flatten_forward(eng_layer *l, const eng_fwd_args *a)
+{
+    if (a->y != a->x)
+        memcpy(a->y, a->x, a->N * l->in_size * sizeof(float));
+}
+
+static void flatten_backward(eng_layer *l, const eng_bwd_args *a)
+{
+    if (a->dx && a->dx != a->dy)
+        memcpy(a->dx, a->dy, a->N * l->in_size * sizeof(float));
+}
+
+const eng_layer_ops eng_layer_flatten = {
+    .kind = "flatten",
+    .setup = flatten_setup,
+    .forward = flatten_forward,
+    .backward = flatten_backward,
+};
