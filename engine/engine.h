@@ -239,7 +239,9 @@ typedef struct eng_lr_find_result {
     const float *losses; /* borrowed, n values: smoothed loss (may hold NaN/inf) */
     bool ok;            /* false: no suggestion could be made, see `reason` */
     char reason[160];
-    float valley, minimum, steep, slide; /* suggestions (when ok) */
+    float valley, minimum, steep, slide; /* suggestions (when ok); one that needs more
+                                            points than survived (steep 2, slide 16) is NaN
+                                            and `reason` says why */
 } eng_lr_find_result;
 
 typedef struct eng_artifact {
