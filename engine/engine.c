@@ -238,7 +238,7 @@ static int validate_stage(const eng_stage *s, size_t i, bool *have_lr_find, eng_
         int rc = validate_lr(&s->lr, FIELD(oc ? "lr_max" : "lr"), *have_lr_find, err);
         if (rc)
             return rc;
-        if (!(isfinite(s->wd) && (s->wd >= 0.0f || s->wd == -1.0f || s->wd < 0.0f)))
+        if (!isfinite(s->wd)) /* negative = keep the optimizer's weight decay */
             return bad(err, FIELD("wd"), "must be a number >= 0");
         if (!oc)
             return 0;

@@ -246,6 +246,38 @@ int main(void)
            (double)r.valley);
     }
 
+    /* 7. pretrained weights: strict load round-trips, body_only keeps a fresh head,
+     * a shape mismatch is a clear error */
+    {
+        eng_job_spec j;
+        base_spec(&j);
+        eng_stage st[1];
+        eng_stage_defaults(&st[0], ENG_STAGE_SAVE);
+        snprintf(st[0].name, sizeof(st[0].name), "reloaded");
+        j.stages = st;
+        j.n_stages = 1;
+        snprintf(j.model.weights, sizeof(j.model.weights), "%s/full.safetensors", dir);
+        j.seed = 99; /* a different init, overwritten by the weights */
+        int rc = eng_job_run(&j, &opts, NULL, &err);
+        is_int(rc, 0, "strict weights load (%s)", err.text);
+        char a[512], b[512];
+        snprintf(a, sizeof(a), "%s/full.safetensors", dir);
+        snprintf(b, sizeof(b), "%s/reloaded.safetensors", dir);
+        ok(same_file_tensor(a, b, "0.0.weight") && same_file_tensor(a, b, "1.bias"),
+           "loaded weights are saved unchanged");
+        j.model.body_only = true;
+        snprintf(st[0].name, sizeof(st[0].name), "body");
+        rc = eng_job_run(&j, &opts, NULL, &err);
+        snprintf(b, sizeof(b), "%s/body.safetensors", dir);
+        ok(rc == 0 && same_file_tensor(a, b, "0.0.weight") && !same_file_tensor(a, b, "1.weight"),
+           "body_only: body loaded, head freshly initialised");
+        j.model.body_only = false;
+        j.model.hidden[0] = 32;
+        rc = eng_job_run(&j, &opts, NULL, &err);
+        ok(rc == ENG_ESHAPE && strstr(err.text, "0.0.weight") != NULL,
+           "shape mismatch names the tensor: %s", err.text);
+    }
+
     /* 6. validation names fields */
     {
         eng_job_spec j;
