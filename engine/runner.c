@@ -24,6 +24,7 @@
 #include "optim.h"
 #include "safetensors.h"
 #include "schedule.h"
+#include "sha256.h"
 #include "train.h"
 #include "util.h"
 
@@ -51,6 +52,7 @@ typedef struct runner {
     eng_lr_find_result lf;
     float *lf_lrs, *lf_losses; /* owned */
     size_t lf_cap;
+    char summary[256]; /* the STAGE_END message of the current stage */
 } runner;
 
 static double now_s(void)
@@ -146,8 +148,50 @@ static int save_weights(runner *r, const char *name)
     free(t);
     if (rc)
         return rc;
+    snprintf(r->summary, sizeof(r->summary), "%.200s (%llu bytes)", path, (unsigned long long)size);
     emit_artifact(r, "weights", name, path, size, sha);
     return 0;
+}
+
+/* sha256 of a canonical text of every spec field that shapes the run, so a checkpoint is
+ * only resumed by the job that wrote it (same model, data, optimizer, batch, seed, stages).
+ * Floats are printed in hex, so the text is exact. */
+static void spec_fingerprint(const eng_job_spec *j, char hex[65])
+{
+    eng_sha256 h;
+    char b[512];
+    eng_sha256_init(&h);
+#define PUT(...)                                                                     \
+    do {                                                                             \
+        int n_ = snprintf(b, sizeof(b), __VA_ARGS__);                                \
+        eng_sha256_update(&h, b, n_ > 0 && (size_t)n_ < sizeof(b) ? (size_t)n_ : 0); \
+    } while (0)
+    PUT("v1 seed=%llu bs=%u\n", (unsigned long long)j->seed, j->batch_size);
+    PUT("model %.31s %u %a\n", j->model.arch, j->model.n_hidden, (double)j->model.dropout);
+    for (uint32_t i = 0; i < j->model.n_hidden && i < ENG_MAX_HIDDEN; i++)
+        PUT(" %u", j->model.hidden[i]);
+    const eng_data_spec *d = &j->data;
+    PUT("\ndata %d %u %u %u %u %a %llu %u %u %d %a %a\n", (int)d->kind, d->n_train, d->n_valid,
+        d->features, d->classes, (double)d->noise, (unsigned long long)d->seed, d->n_subset,
+        d->per_class_limit, (int)d->normalize_auto, (double)d->mean, (double)d->std);
+    for (uint32_t i = 0; i < d->n_subset && i < ENG_MAX_CLASSES; i++)
+        PUT(" %d", d->subset[i]);
+    const eng_opt_spec *o = &j->opt;
+    PUT("\nopt %d %a %a %a %a %d\n", (int)o->kind, (double)o->mom, (double)o->sqr_mom,
+        (double)o->eps, (double)o->wd, (int)o->train_bn);
+    for (size_t i = 0; i < j->n_stages; i++) {
+        const eng_stage *s = &j->stages[i];
+        PUT("stage %d %d %u lr %d %u %d %a %a", (int)s->op, s->n, s->epochs, (int)s->lr.kind,
+            s->lr.n, (int)s->lr.suggest, (double)s->lr.divide, (double)s->lr.slice_lo_divide);
+        for (int k = 0; k < ENG_MAX_GROUPS; k++)
+            PUT(" %a", (double)s->lr.v[k]);
+        PUT(" %a %a %a %a %a %a %a %a %a %u %d %.63s\n", (double)s->div, (double)s->div_final,
+            (double)s->pct_start, (double)s->moms[0], (double)s->moms[1], (double)s->moms[2],
+            (double)s->wd, (double)s->start_lr, (double)s->end_lr, s->num_it, (int)s->stop_div,
+            s->name);
+    }
+#undef PUT
+    eng_sha256_final_hex(&h, hex);
 }
 
 /* Checkpoint metadata values: integers in decimal, floats in C99 hex (exact). */
@@ -221,6 +265,9 @@ static int write_checkpoint(runner *r)
     meta_add(mb, "format", "%s", CKPT_FORMAT);
     meta_add(mb, "arch", "%s", r->spec->model.arch);
     meta_add(mb, "n_stages", "%zu", r->spec->n_stages);
+    char fp[65];
+    spec_fingerprint(r->spec, fp);
+    meta_add(mb, "spec_sha256", "%s", fp);
     meta_add(mb, "n_params", "%zu", m->n_params);
     meta_add(mb, "stage", "%zu", r->stage);
     meta_add(mb, "epoch", "%u", r->epoch);
@@ -305,6 +352,12 @@ static int load_checkpoint(runner *r, const char *path)
     unsigned long long u[4];
     if (!(v = eng_st_meta(f, "format")) || strcmp(v, CKPT_FORMAT) != 0) {
         rc = ckpt_fail(r, path, "format");
+        goto out;
+    }
+    char fp[65];
+    spec_fingerprint(r->spec, fp);
+    if (!(v = eng_st_meta(f, "spec_sha256")) || strcmp(v, fp) != 0) {
+        rc = ckpt_fail(r, path, "it was written by a job with a different spec");
         goto out;
     }
     if (!(v = eng_st_meta(f, "n_stages")) || strtoull(v, NULL, 10) != r->spec->n_stages ||
@@ -529,6 +582,9 @@ static int run_fit(runner *r, const eng_stage *st, bool one_cycle, uint32_t e0, 
         ev.valid_loss = vl;
         ev.accuracy = acc;
         ev.seconds = now_s() - t0;
+        snprintf(r->summary, sizeof(r->summary),
+                 "epoch %u/%u train_loss=%.6f valid_loss=%.6f accuracy=%.6f", e + 1, st->epochs,
+                 (double)ev.train_loss, (double)vl, (double)acc);
         emit(r, &ev);
         if (r->pending == ENG_CANCEL)
             return ENG_ECANCELED;
@@ -655,8 +711,15 @@ static int run_lr_find(runner *r, const eng_stage *st)
     ev_init(r, &ev, ENG_EVENT_LR_FIND);
     ev.lr_find = &r->lf;
     emit(r, &ev);
-    if (!r->lf.ok)
+    if (!r->lf.ok) {
         log_msg(r, ENG_LOG_WARN, "lr_find made no suggestion: %s", r->lf.reason);
+        snprintf(r->summary, sizeof(r->summary), "%zu points, no suggestion: %s", n, r->lf.reason);
+    } else {
+        snprintf(r->summary, sizeof(r->summary),
+                 "%zu points, valley=%.3g minimum=%.3g steep=%.3g slide=%.3g", n,
+                 (double)r->lf.valley, (double)r->lf.minimum, (double)r->lf.steep,
+                 (double)r->lf.slide);
+    }
 out:
     free(bk.w);
     free(bk.m);
@@ -665,22 +728,36 @@ out:
     return rc;
 }
 
+static void freeze_summary(runner *r)
+{
+    eng_model *m = r->model;
+    if (m->frozen_idx == 0)
+        snprintf(r->summary, sizeof(r->summary), "model unfrozen (%zu layer groups)", m->n_groups);
+    else
+        snprintf(r->summary, sizeof(r->summary), "model frozen up to layer group #%zu of %zu",
+                 m->frozen_idx, m->n_groups);
+}
+
 static int run_stage(runner *r, const eng_stage *st, uint32_t e0, uint32_t b0)
 {
+    r->summary[0] = '\0';
     switch (st->op) {
     case ENG_STAGE_FREEZE:
         eng_model_freeze_to(r->model, -1);
         eng_optim_clear(r->model);
+        freeze_summary(r);
         return 0;
     case ENG_STAGE_FREEZE_TO:
         eng_model_freeze_to(r->model, st->n);
         eng_optim_clear(r->model);
         if (st->n >= 0 && (size_t)st->n >= r->model->n_groups)
             log_msg(r, ENG_LOG_WARN, "freeze_to(%d): the whole model is frozen", st->n);
+        freeze_summary(r);
         return 0;
     case ENG_STAGE_UNFREEZE:
         eng_model_freeze_to(r->model, 0);
         eng_optim_clear(r->model);
+        freeze_summary(r);
         return 0;
     case ENG_STAGE_LR_FIND:
         return run_lr_find(r, st);
@@ -774,7 +851,7 @@ int eng_job_run(const eng_job_spec *spec, const eng_run_opts *opts, const eng_ca
             goto out;
         ev_init(r, &ev, ENG_EVENT_STAGE_END);
         ev.seconds = now_s() - t0;
-        ev.message = eng_stage_op_name(st->op);
+        ev.message = r->summary[0] ? r->summary : NULL;
         emit(r, &ev);
         r->epoch = 0;
         r->batch = 0;

@@ -184,6 +184,12 @@ int main(void)
         ok(same_file_tensor(a, b, "0.0.weight") && same_file_tensor(a, b, "1.weight") &&
                same_file_tensor(a, b, "0.0.bias") && same_file_tensor(a, b, "1.bias"),
            "interrupted + resumed weights are bit-identical to the uninterrupted run");
+        /* a checkpoint is only resumed by the spec that wrote it */
+        j.seed = 8;
+        eng_run_opts o3 = {.out_dir = dir, .resume_path = path2};
+        rc = eng_job_run(&j, &o3, NULL, &err);
+        ok(rc == ENG_EFORMAT && strstr(err.text, "different spec"),
+           "resume with another spec is refused: %s", err.text);
     }
 
     /* 3. cancel within one batch */
