@@ -151,7 +151,9 @@ static bool parse_ready(const char *log, th_daemon *d)
     return false;
 }
 
-int th_daemon_start(th_daemon *d, const char *const *extra, double timeout_s)
+/* Forks $THAWD_BIN with the standard arguments plus `extra`, stdout+stderr into a new log
+ * file. Returns the pid (also in d->pid) or -1. */
+static pid_t spawn(th_daemon *d, const char *const *extra)
 {
     const char *bin = getenv("THAWD_BIN");
     if (!bin || !*bin) {
@@ -205,9 +207,17 @@ int th_daemon_start(th_daemon *d, const char *const *extra, double timeout_s)
     }
     close(fd);
     d->pid = pid;
+    return pid;
+}
+
+int th_daemon_start(th_daemon *d, const char *const *extra, double timeout_s)
+{
     d->port = 0;
     d->base_url[0] = '\0';
-
+    pid_t pid = spawn(d, extra);
+    if (pid < 0)
+        return -1;
+    const char *log = d->logs[d->n_starts - 1];
     double deadline = th_now() + timeout_s;
     for (;;) {
         char *text = read_file(log, NULL);
@@ -283,6 +293,24 @@ void th_daemon_kill9(th_daemon *d)
     while (waitpid(d->pid, &st, 0) < 0 && errno == EINTR) {
     }
     d->pid = 0;
+}
+
+int th_daemon_run_once(th_daemon *d, const char *const *extra, double timeout_s)
+{
+    pid_t running = d->pid;
+    if (spawn(d, extra) < 0) {
+        d->pid = running;
+        return -1;
+    }
+    int st = wait_deadline(d, timeout_s);
+    if (st == -1) {
+        diagf("second thawd still running after %.0f s", timeout_s);
+        th_daemon_kill9(d);
+    }
+    d->pid = running;
+    if (st == -1)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1000 + WTERMSIG(st);
 }
 
 void th_daemon_dump_log(const th_daemon *d, int lines)
@@ -693,6 +721,44 @@ json_t *th_job_events(const th_daemon *d, long long id)
             return all;
     }
     return all;
+}
+
+/* True when `events` holds a "state" event that names a final state. */
+static bool has_final_state_event(const json_t *events)
+{
+    size_t i;
+    const json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        const char *t = th_json_str(ev, "type");
+        if (!t || strcmp(t, "state") != 0)
+            continue;
+        char *txt = json_dumps(ev, 0);
+        bool fin =
+            txt && (strstr(txt, "succeeded") || strstr(txt, "failed") || strstr(txt, "cancelled"));
+        free(txt);
+        if (fin)
+            return true;
+    }
+    return false;
+}
+
+json_t *th_job_events_final(const th_daemon *d, long long id, double timeout_s)
+{
+    double deadline = th_now() + timeout_s;
+    bool first = true;
+    for (;;) {
+        json_t *events = th_job_events(d, id);
+        if (!events || has_final_state_event(events))
+            return events;
+        if (first)
+            diagf("job %lld: no final state event yet although the job is final", id);
+        first = false;
+        if (th_now() > deadline)
+            return events;
+        json_decref(events);
+        th_sleep_ms(25);
+    }
 }
 
 /* ---- problems -------------------------------------------------------------------------- */

@@ -63,6 +63,12 @@ void th_daemon_kill9(th_daemon *d);
  * Returns true when no log shows a sanitizer report. */
 bool th_daemon_fini(th_daemon *d, bool dump_log);
 
+/* Runs another thawd with the standard arguments plus `extra` (same data dir, its own log)
+ * and waits up to `timeout_s` for it to exit, leaving a running daemon alone. Returns the
+ * exit status like th_daemon_stop, or -1 (then it was killed). th_daemon_log_contains and
+ * th_daemon_dump_log then look at this run's log. */
+int th_daemon_run_once(th_daemon *d, const char *const *extra, double timeout_s);
+
 /* Prints the last `lines` lines of the latest log as TAP comments. */
 void th_daemon_dump_log(const th_daemon *d, int lines);
 
@@ -104,6 +110,11 @@ json_t *th_job_wait_step(const th_daemon *d, long long id, long long min_step, d
 
 /* GETs every event of a job (all pages). Returns a JSON array (caller owns) or NULL. */
 json_t *th_job_events(const th_daemon *d, long long id);
+
+/* Like th_job_events for a job already in a final state, but waits (bounded) until the
+ * log holds the state event of that final state, which the daemon may append just after
+ * the job row changes. Says so in a comment when it had to wait. */
+json_t *th_job_events_final(const th_daemon *d, long long id, double timeout_s);
 
 /* Checks that `r` is an RFC 9457 problem: status `status`, Content-Type
  * application/problem+json, body type "urn:thawd:problem:<slug>", non-empty title, status

@@ -131,7 +131,7 @@ int main(void)
     json_decref(job);
 
     /* ---- events ---- */
-    json_t *events = th_job_events(&d, a);
+    json_t *events = th_job_events_final(&d, a, 10);
     ok(events != NULL, "events list");
     bool saw_running_event = false, ordered = true, shaped = true;
     int n_stage = 0, n_epoch = 0, n_lr = 0, n_art = 0, n_state = 0;
