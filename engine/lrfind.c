@@ -105,9 +105,9 @@ void eng_lrfind_suggest(const float *lrs, const float *losses, size_t n, size_t 
     size_t hi = n >= 5 ? n - 5 : 0;
     if (lo >= hi) {
         snprintf(r->reason, sizeof(r->reason),
-                 "too few points: %zu recorded, suggestions use points %zu..%zu (num_it/10 to "
-                 "5 before the end)",
-                 n, lo, n >= 5 ? n - 5 : 0);
+                 "too few points: %zu recorded (of num_it %zu; the sweep stops early when the "
+                 "loss diverges), and suggestions skip the first %zu and the last 5",
+                 n, num_it, lo);
         return;
     }
     const float *x = lrs + lo, *y = losses + lo;

@@ -192,6 +192,48 @@ int main(void)
            "resume with another spec is refused: %s", err.text);
     }
 
+    /* 2b. interrupts inside lr_find (restarts the sweep) and inside the fit that uses its
+     * suggestion, with dropout: still bit-identical */
+    {
+        eng_job_spec j;
+        base_spec(&j);
+        j.model.dropout = 0.3f;
+        eng_stage st[3];
+        eng_stage_defaults(&st[0], ENG_STAGE_LR_FIND);
+        st[0].num_it = 20;
+        eng_stage_defaults(&st[1], ENG_STAGE_FIT_ONE_CYCLE);
+        st[1].epochs = 2;
+        st[1].lr.kind = ENG_LR_SUGGESTION;
+        st[1].lr.suggest = ENG_SUGGEST_VALLEY;
+        eng_stage_defaults(&st[2], ENG_STAGE_SAVE);
+        snprintf(st[2].name, sizeof(st[2].name), "lf_ref");
+        j.stages = st;
+        j.n_stages = 3;
+        int rc = eng_job_run(&j, &opts, NULL, &err);
+        is_int(rc, 0, "lr_find reference run (%s)", err.text);
+        snprintf(st[2].name, sizeof(st[2].name), "lf_resumed");
+        const char *resume = NULL;
+        int at[2] = {7, 27}, stops = 0;
+        for (int k = 0;; k++) {
+            rec r2 = {.cancel_at = -1, .interrupt_at = k < 2 ? at[k] : -1};
+            eng_callbacks c2 = {cb, &r2};
+            eng_run_opts o2 = {.out_dir = dir, .resume_path = resume};
+            rc = eng_job_run(&j, &o2, &c2, &err);
+            if (rc != ENG_EINTERRUPTED)
+                break;
+            stops++;
+            rename(path, path2);
+            resume = path2;
+        }
+        is_int(rc, 0, "resumed lr_find job finishes (%s)", err.text);
+        is_int(stops, 2, "two interruptions");
+        char a[512], b[512];
+        snprintf(a, sizeof(a), "%s/lf_ref.safetensors", dir);
+        snprintf(b, sizeof(b), "%s/lf_resumed.safetensors", dir);
+        ok(same_file_tensor(a, b, "0.0.weight") && same_file_tensor(a, b, "1.weight"),
+           "bit-identical after interrupts in lr_find and in the fit");
+    }
+
     /* 3. cancel within one batch */
     {
         eng_job_spec j;
