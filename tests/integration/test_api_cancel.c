@@ -74,8 +74,9 @@ int main(void)
 
     long long lng = th_job_submit(&d, SPEC_LONG, NULL);
     long long q = th_job_submit(&d, SPEC_SMALL, NULL);
-    ok(lng > 0 && q > 0, "submitted a long job (%lld) and a small one (%lld)", lng, q);
-    if (lng <= 0 || q <= 0)
+    long long q2 = th_job_submit(&d, SPEC_SMALL, NULL);
+    ok(lng > 0 && q > 0 && q2 > 0, "submitted a long job (%lld) and two small ones", lng);
+    if (lng <= 0 || q <= 0 || q2 <= 0)
         goto stop;
 
     /* Wait until the long job trains, so the small one is surely still queued behind it. */
@@ -93,12 +94,22 @@ int main(void)
     is_str(th_json_str(r.json, "state"), "queued", "small job is queued behind the long one");
     is_int(th_json_int(r.json, "queue_position", -1), 0, "  at queue_position 0");
     th_resp_fini(&r);
+    snprintf(path, sizeof(path), "/v1/jobs/%lld", q2);
+    th_get(&d, path, &r);
+    is_int(th_json_int(r.json, "queue_position", -1), 1, "the next queued job is at position 1");
+    th_resp_fini(&r);
 
     snprintf(path, sizeof(path), "/v1/jobs/%lld/cancel", q);
     th_post_json(&d, path, NULL, &r);
     is_int(r.status, 200, "cancel queued job -> 200");
     is_str(th_json_str(r.json, "object"), "job", "cancel returns the job object");
     is_str(th_json_str(r.json, "state"), "cancelled", "a queued job is cancelled at once");
+    ok(json_is_null(json_object_get(r.json, "queue_position")), "  queue_position null");
+    th_resp_fini(&r);
+    snprintf(path, sizeof(path), "/v1/jobs/%lld", q2);
+    th_get(&d, path, &r);
+    is_int(th_json_int(r.json, "queue_position", -1), 0,
+           "the job queued behind it moves up to queue_position 0");
     th_resp_fini(&r);
 
     /* ---- cancel the running job ---- */

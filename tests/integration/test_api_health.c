@@ -74,6 +74,25 @@ int main(void)
 
     ok(th_daemon_log_contains(&d, "/healthz"), "requests are logged (one line per request)");
 
+    ok(th_daemon_log_contains(&d, "path=/healthz") && th_daemon_log_contains(&d, "status=200") &&
+           th_daemon_log_contains(&d, "bytes=") && th_daemon_log_contains(&d, "ms="),
+       "request log lines carry method, path, status, bytes, ms");
+
+    /* Bad option values: exit 2 with a message naming the option (the running daemon holds
+     * the data dir, but option checks come first). */
+    static const char *const bad_opts[][3] = {
+        {"--workers", "0", "workers"},
+        {"--log-level", "loud", "log-level"},
+        {"--max-body", "-5", "max-body"},
+        {"--http-threads", "x", "http-threads"},
+    };
+    for (size_t i = 0; i < sizeof(bad_opts) / sizeof(bad_opts[0]); i++) {
+        const char *const extra[] = {bad_opts[i][0], bad_opts[i][1], NULL};
+        is_int(th_daemon_run_once(&d, extra, 20), 2, "%s %s -> exit 2", bad_opts[i][0],
+               bad_opts[i][1]);
+        ok(th_daemon_log_contains(&d, bad_opts[i][2]), "  the message names %s", bad_opts[i][2]);
+    }
+
     is_int(th_daemon_stop(&d, 20), 0, "SIGTERM -> exit status 0");
     ok(th_daemon_fini(&d, tap_failed > 0), "no sanitizer report in the daemon's log");
     return done_testing();

@@ -81,6 +81,63 @@ static void check_submit_response(const th_resp *r, long long id)
     ok(json_is_object(json_object_get(r->json, "spec")), "job carries its normalised spec");
 }
 
+/* A spec without stages gets the seed workflow, and it runs to the end. */
+static void check_default_workflow(th_daemon *d)
+{
+    static const char *const want[] = {"freeze",  "lr_find",       "fit_one_cycle", "unfreeze",
+                                       "lr_find", "fit_one_cycle", "save"};
+    th_resp r;
+    long long id = th_job_submit(d,
+                                 "{\"model\":{\"arch\":\"mlp\",\"hidden\":[32]},"
+                                 "\"data\":{\"source\":\"synthetic\",\"n_train\":512}}",
+                                 &r);
+    const json_t *stages = json_object_get(json_object_get(r.json, "spec"), "stages");
+    bool same = json_array_size(stages) == 7;
+    for (size_t i = 0; same && i < 7; i++)
+        same = th_json_str(json_array_get(stages, i), "op") &&
+               strcmp(th_json_str(json_array_get(stages, i), "op"), want[i]) == 0;
+    ok(same, "no stages -> the seed workflow freeze, lr_find, fit_one_cycle, unfreeze, lr_find, "
+             "fit_one_cycle, save");
+    const json_t *lr = json_object_get(json_array_get(stages, 5), "lr_max");
+    is_str(th_json_str(lr, "suggestion"), "valley", "  second fit uses the valley suggestion");
+    th_resp_fini(&r);
+    json_t *job = id > 0 ? th_job_wait(d, id, "succeeded|failed|cancelled", 120, NULL) : NULL;
+    is_str(th_json_str(job, "state"), "succeeded", "  the default workflow succeeds");
+    if (job && th_json_str(job, "error"))
+        diag("error: %s", th_json_str(job, "error"));
+    json_decref(job);
+}
+
+/* The fashion-mnist source: runs when Debian's files are installed, else 422. */
+static void check_fashion_mnist(th_daemon *d)
+{
+    static const char spec[] =
+        "{\"model\":{\"arch\":\"mlp\",\"hidden\":[32]},\"batch_size\":64,"
+        "\"data\":{\"source\":\"fashion-mnist\",\"classes\":[0,1],\"per_class_limit\":100},"
+        "\"stages\":[{\"op\":\"fit\",\"epochs\":1,\"lr\":0.01},{\"op\":\"save\"}]}";
+    struct stat st;
+    bool have = stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &st) == 0 ||
+                stat("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte", &st) == 0;
+    th_resp r;
+    th_post_json(d, "/v1/jobs", spec, &r);
+    if (!have) {
+        ok(th_is_problem(&r, 422, "validation-error") && th_problem_has_pointer(&r, "/data"),
+           "fashion-mnist without its files -> 422");
+        th_resp_fini(&r);
+        return;
+    }
+    is_int(r.status, 201, "fashion-mnist job accepted");
+    long long id = th_json_int(r.json, "id", -1);
+    th_resp_fini(&r);
+    json_t *job = id > 0 ? th_job_wait(d, id, "succeeded|failed|cancelled", 120, NULL) : NULL;
+    is_str(th_json_str(job, "state"), "succeeded", "  a 2-class fashion-mnist job succeeds");
+    if (job && th_json_str(job, "error"))
+        diag("error: %s", th_json_str(job, "error"));
+    double acc = th_json_num(json_object_get(job, "metrics"), "accuracy", -1);
+    ok(acc > 0.5, "  it learns something (accuracy %.3f)", acc);
+    json_decref(job);
+}
+
 int main(void)
 {
     th_daemon d;
@@ -307,6 +364,20 @@ int main(void)
            "GET %s -> 400/422 problem (got %ld)", bad_queries[k], r.status);
         th_resp_fini(&r);
     }
+
+    static const char *const bad_event_queries[] = {"/events?limit=0", "/events?limit=1001",
+                                                    "/events?after=x"};
+    for (size_t k = 0; k < sizeof(bad_event_queries) / sizeof(bad_event_queries[0]); k++) {
+        snprintf(path, sizeof(path), "/v1/jobs/%lld%s", a, bad_event_queries[k]);
+        th_get(&d, path, &r);
+        ok((r.status == 400 || r.status == 422) &&
+               th_media_type_is(r.content_type, "application/problem+json"),
+           "GET %s -> 400/422 problem (got %ld)", path, r.status);
+        th_resp_fini(&r);
+    }
+
+    check_default_workflow(&d);
+    check_fashion_mnist(&d);
 
 stop:
     is_int(th_daemon_stop(&d, 30), 0, "SIGTERM -> exit 0");
