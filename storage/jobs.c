@@ -397,7 +397,8 @@ int store_job_claim(store *s, const char *owner, int64_t lease_ms, store_job *ou
         "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_expires_at = ?2 + ?3,"
         " attempt = attempt + 1,"
         " started_at = CASE WHEN started_at = 0 THEN ?2 ELSE started_at END, updated_at = ?2"
-        " WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)"
+        " WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id"
+        " LIMIT 1)"
         " AND state = 'queued' RETURNING " JOB_COLS;
     sqlite3_stmt *st;
     bool found;
@@ -609,6 +610,33 @@ int store_job_requeue(store *s, int64_t id, const char *owner)
     return changed ? STORE_OK : explain_miss(s, id, STORE_ELOST);
 }
 
+/* Adds one event to each job left running, saying what recovery does with it, so the job's
+ * log shows the crash. Runs inside store_job_recover's transaction, before its updates. */
+static int recover_events(store *s, int64_t now)
+{
+    static const char sql[] =
+        "INSERT INTO events (job_id, created_at, level, type, message, data_json)"
+        " SELECT id, ?1, 'warn', 'state', CASE WHEN cancel_requested"
+        "  THEN 'job recovered after the daemon stopped unexpectedly; cancelled as requested'"
+        "  ELSE 'job recovered after the daemon stopped unexpectedly; queued to resume' END,"
+        " json_object('state', CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,"
+        "  'recovered', json('true'), 'attempt', attempt,"
+        "  'resume', CASE WHEN resume_path IS NULL THEN json('false') ELSE json('true') END)"
+        " FROM jobs WHERE state = 'running'";
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+
+    if (rc != SQLITE_OK)
+        return store_sqlite_fail(s, rc, "prepare recovery events");
+    rc = sqlite3_bind_int64(st, 1, now);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    rc = rc == SQLITE_DONE ? STORE_OK : store_sqlite_fail(s, rc, "add recovery events");
+    /* finalize() only repeats the step's error, handled above */
+    (void)sqlite3_finalize(st);
+    return rc;
+}
+
 int store_job_recover(store *s, int64_t *n_requeued)
 {
     static const char sql_requeue[] =
@@ -629,6 +657,8 @@ int store_job_recover(store *s, int64_t *n_requeued)
         return rc;
     if ((rc = store_tx_begin(s)) != 0)
         return rc;
+    if ((rc = recover_events(s, now)) != 0)
+        goto fail;
     store_bind_i64(st_q, 1, now, &rc);
     if (rc != SQLITE_OK) {
         rc = store_sqlite_fail(s, rc, "bind");

@@ -65,6 +65,31 @@ static const char *const migrations[] = {
     "  UNIQUE (job_id, kind, name)"
     ") STRICT;"
     "PRAGMA user_version = 1;",
+    /* 1 -> 2 (api): priority and measured step rate on jobs, idempotency keys of
+     * submissions, per-batch training metrics. */
+    "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN step_rate REAL NOT NULL DEFAULT 0;"
+    "CREATE INDEX jobs_queue ON jobs (state, priority DESC, id);"
+    "CREATE TABLE idempotency_keys ("
+    "  key TEXT PRIMARY KEY,"
+    "  request_sha256 TEXT NOT NULL,"
+    "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  created_at INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE batch_metrics ("
+    "  job_id INTEGER NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,"
+    "  step INTEGER NOT NULL,"
+    "  stage INTEGER NOT NULL,"
+    "  epoch INTEGER NOT NULL,"
+    "  batch INTEGER NOT NULL,"
+    "  loss REAL,"
+    "  smooth_loss REAL,"
+    "  lr REAL,"
+    "  mom REAL,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (job_id, stage, step)"
+    ") STRICT, WITHOUT ROWID;"
+    "PRAGMA user_version = 2;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -237,3 +237,66 @@ int store_artifact_add(store *s, int64_t job_id, const char *kind, const char *n
 
 /* Lists a job's artifacts oldest first (caller frees with store_artifact_list_free). */
 int store_artifact_list(store *s, int64_t job_id, store_artifact **out, size_t *n);
+
+/* ---- v1 API additions (jobmeta.c) -------------------------------------------------------- */
+
+/* A submission: store_job_enqueue plus a priority and an optional idempotency key. */
+typedef struct store_submit {
+    const char *name;      /* may be NULL */
+    const char *spec_json; /* required; copied */
+    int32_t priority;      /* higher runs first; equal priorities run oldest first */
+    /* NULL = no key. With a key (1..255 bytes), request_sha256 (64 lowercase hex digits of
+     * the request) is required: a second submission with the same key and hash within 24
+     * hours returns the first job instead of a new one. */
+    const char *idempotency_key;
+    const char *request_sha256;
+} store_submit;
+
+/* Enqueues a job like store_job_enqueue, in one transaction with the idempotency check.
+ * Sets *id and *replayed (true: the key was seen with the same request hash and *id is the
+ * earlier job; nothing was added). STORE_ECONFLICT: the key was used with another request
+ * hash. STORE_EINVAL on bad arguments. */
+int store_job_submit(store *s, const store_submit *sub, int64_t *id, bool *replayed);
+
+/* What the API shows of a job beyond store_job. */
+typedef struct store_job_extra {
+    int32_t priority;
+    double step_rate;       /* training batches per second last measured (0 = unknown) */
+    int64_t queue_position; /* queued jobs that will be claimed before it; -1 unless queued */
+} store_job_extra;
+
+/* Reads the extra fields of job `id` (STORE_ENOTFOUND if none). */
+int store_job_extra_get(store *s, int64_t id, store_job_extra *out);
+
+/* Records the measured step rate of a running job held by `owner` (STORE_ELOST otherwise);
+ * steps_per_second must be finite and >= 0. */
+int store_job_set_rate(store *s, int64_t id, const char *owner, double steps_per_second);
+
+/* Sum of the step rates of running jobs (for /metrics). */
+int store_job_count_running_rate(store *s, double *total_rate);
+
+/* Puts a failed or cancelled job back in the queue (error, finished_at and the cancel flag
+ * cleared; attempt and resume_path kept, so it continues from its last checkpoint).
+ * STORE_ECONFLICT for any other state, STORE_ENOTFOUND if there is no such job. */
+int store_job_retry(store *s, int64_t id);
+
+/* Deletes a finished job with its events, artifacts rows, metrics and idempotency keys (not
+ * its files: the caller removes those). STORE_ECONFLICT unless the job is in a final state. */
+int store_job_delete(store *s, int64_t id);
+
+/* One training batch as reported by the engine. Non-finite values are stored as NULL and
+ * read back as NaN. */
+typedef struct store_batch_metric {
+    int64_t step; /* training batches done in the job after this one */
+    int32_t stage, epoch, batch;
+    double loss, smooth_loss, lr, mom;
+    int64_t created_at;
+} store_batch_metric;
+
+/* Appends (or replaces, for a step replayed after resume) `n` rows in one transaction.
+ * STORE_ENOTFOUND if the job does not exist. */
+int store_batch_metrics_add(store *s, int64_t job_id, const store_batch_metric *rows, size_t n);
+
+/* Lists a job's per-batch rows ordered by stage and step (at most 100000). Caller frees
+ * *out with free(). An unknown job simply has none. */
+int store_batch_metrics_list(store *s, int64_t job_id, store_batch_metric **out, size_t *n);
