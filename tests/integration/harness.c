@@ -267,15 +267,20 @@ static int wait_deadline(th_daemon *d, double timeout_s)
 
 int th_daemon_stop(th_daemon *d, double timeout_s)
 {
+    return th_daemon_stop_sig(d, SIGTERM, timeout_s);
+}
+
+int th_daemon_stop_sig(th_daemon *d, int sig, double timeout_s)
+{
     if (d->pid <= 0)
         return -1;
-    if (kill(d->pid, SIGTERM) != 0) {
-        diagf("kill(SIGTERM): %s", strerror(errno));
+    if (kill(d->pid, sig) != 0) {
+        diagf("kill(%d): %s", sig, strerror(errno));
         return -1;
     }
     int st = wait_deadline(d, timeout_s);
     if (st == -1) {
-        diagf("thawd did not exit within %.0f s of SIGTERM", timeout_s);
+        diagf("thawd did not exit within %.0f s of signal %d", timeout_s, sig);
         th_daemon_kill9(d);
         return -1;
     }

@@ -54,6 +54,9 @@ int th_daemon_start(th_daemon *d, const char *const *extra, double timeout_s);
  * process is then killed with SIGKILL and reaped). */
 int th_daemon_stop(th_daemon *d, double timeout_s);
 
+/* Like th_daemon_stop with another signal (SIGINT). */
+int th_daemon_stop_sig(th_daemon *d, int sig, double timeout_s);
+
 /* SIGKILLs the daemon and reaps it (a crash, for recovery tests). */
 void th_daemon_kill9(th_daemon *d);
 

@@ -2,6 +2,7 @@
  * test_api_health: /healthz, unknown routes (404 problem) and wrong methods (405 + Allow)
  * against a real thawd; a clean SIGTERM shutdown with exit 0 and no sanitizer reports.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,7 +94,23 @@ int main(void)
         ok(th_daemon_log_contains(&d, bad_opts[i][2]), "  the message names %s", bad_opts[i][2]);
     }
 
+    /* Options also come from THAWD_<NAME>; the command line wins over the environment. */
+    setenv("THAWD_LOG_LEVEL", "loud", 1);
+    is_int(th_daemon_run_once(&d, NULL, 20), 2, "THAWD_LOG_LEVEL=loud -> exit 2");
+    unsetenv("THAWD_LOG_LEVEL");
+    setenv("THAWD_WORKERS", "0", 1);
+    static const char *const one_worker[] = {"--workers", "1", NULL};
+    is_int(th_daemon_run_once(&d, one_worker, 20), 1,
+           "THAWD_WORKERS=0 --workers 1: options accepted, then exit 1 on the busy data dir");
+    unsetenv("THAWD_WORKERS");
+
     is_int(th_daemon_stop(&d, 20), 0, "SIGTERM -> exit status 0");
+
+    /* SIGINT stops it cleanly too. */
+    if (th_daemon_start(&d, NULL, 20) == 0)
+        is_int(th_daemon_stop_sig(&d, SIGINT, 20), 0, "SIGINT -> exit status 0");
+    else
+        ok(0, "daemon restarts on its data dir");
     ok(th_daemon_fini(&d, tap_failed > 0), "no sanitizer report in the daemon's log");
     return done_testing();
 }
