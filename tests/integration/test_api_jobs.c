@@ -248,6 +248,20 @@ int main(void)
                th_json_int(json_array_get(events, 2), "id", -2),
                "events after= continues with the next event");
         th_resp_fini(&r);
+        size_t total = json_array_size(events);
+        snprintf(path, sizeof(path), "/v1/jobs/%lld/events?limit=%zu", a, total);
+        th_get(&d, path, &r);
+        is_int(json_array_size(json_object_get(r.json, "data")), total,
+               "events limit = count: every event");
+        ok(json_is_false(json_object_get(r.json, "has_more")), "  and has_more false");
+        th_resp_fini(&r);
+        snprintf(path, sizeof(path), "/v1/jobs/%lld/events?after=%lld", a,
+                 th_json_int(json_array_get(events, total - 1), "id", 0));
+        th_get(&d, path, &r);
+        is_int(json_array_size(json_object_get(r.json, "data")), 0,
+               "events after the last one: empty");
+        ok(json_is_false(json_object_get(r.json, "has_more")), "  and has_more false");
+        th_resp_fini(&r);
     }
     json_decref(events);
 
@@ -342,6 +356,19 @@ int main(void)
     th_resp_fini(&r);
     th_get(&d, "/v1/jobs", &r);
     is_int(list_ids(&r, ids, 8), 3, "default list has all 3 jobs");
+    th_resp_fini(&r);
+    th_get(&d, "/v1/jobs?limit=3", &r);
+    is_int(list_ids(&r, ids, 8), 3, "limit=3 with exactly 3 jobs: 3 jobs");
+    ok(json_is_false(json_object_get(r.json, "has_more")), "  and has_more false");
+    th_resp_fini(&r);
+    snprintf(path, sizeof(path), "/v1/jobs?state=succeeded&limit=1&after=%lld", cc);
+    th_get(&d, path, &r);
+    ok(list_ids(&r, ids, 8) == 1 && ids[0] == b, "state filter with a cursor: B");
+    ok(json_is_true(json_object_get(r.json, "has_more")), "  has_more true (A is left)");
+    th_resp_fini(&r);
+    snprintf(path, sizeof(path), "/v1/jobs?after=%lld", a);
+    th_get(&d, path, &r);
+    is_int(list_ids(&r, ids, 8), 0, "after the oldest job: empty page");
     th_resp_fini(&r);
     th_get(&d, "/v1/jobs?state=succeeded", &r);
     is_int(list_ids(&r, ids, 8), 3, "state=succeeded: 3 jobs");
