@@ -83,6 +83,60 @@ static const bad_spec bad_specs[] = {
      "/name"},
 };
 
+/* A job whose loss diverges ends "failed" with an error message. */
+static void check_failed_job(th_daemon *d)
+{
+    static const char spec[] = "{" MODEL "," DATA ",\"stages\":[{\"op\":\"fit\",\"epochs\":2,"
+                               "\"lr\":1e30},{\"op\":\"save\"}]}";
+    long long id = th_job_submit(d, spec, NULL);
+    json_t *job = id > 0 ? th_job_wait(d, id, "succeeded|failed|cancelled", 60, NULL) : NULL;
+    is_str(th_json_str(job, "state"), "failed", "a diverging job (lr 1e30) fails");
+    const char *error = th_json_str(job, "error");
+    ok(error && *error, "  with an error message: %s", error ? error : "(null)");
+    ok(json_is_string(json_object_get(job, "finished_at")), "  finished_at set");
+    ok(th_json_num(job, "progress", 1) < 1.0, "  progress below 1");
+    json_decref(job);
+
+    th_resp r;
+    th_get(d, "/v1/jobs?state=failed", &r);
+    const json_t *data = json_object_get(r.json, "data");
+    ok(json_array_size(data) == 1 && th_json_int(json_array_get(data, 0), "id", -1) == id,
+       "state=failed lists it");
+    th_resp_fini(&r);
+
+    json_t *events = th_job_events_final(d, id, 10);
+    bool error_level = false;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(events, i, ev)
+    {
+        const char *level = th_json_str(ev, "level");
+        if (level && strcmp(level, "error") == 0)
+            error_level = true;
+    }
+    ok(error_level, "  its events include an error-level event");
+    json_decref(events);
+
+    char path[96];
+    snprintf(path, sizeof(path), "/v1/jobs/%lld/checkpoints", id);
+    th_get(d, path, &r);
+    bool weights = false;
+    json_t *c;
+    json_array_foreach(json_object_get(r.json, "data"), i, c)
+    {
+        const char *kind = th_json_str(c, "kind");
+        if (kind && strcmp(kind, "weights") == 0)
+            weights = true;
+    }
+    ok(r.status == 200 && !weights, "  no weights saved");
+    th_resp_fini(&r);
+
+    snprintf(path, sizeof(path), "/v1/jobs/%lld/cancel", id);
+    th_post_json(d, path, NULL, &r);
+    ok(th_is_problem(&r, 409, "conflict"), "cancel a failed job -> 409 conflict");
+    th_resp_fini(&r);
+}
+
 int main(void)
 {
     th_daemon d;
@@ -200,6 +254,8 @@ int main(void)
         is_str(th_json_str(r.json, "state"), "succeeded", "the refused cancel changed nothing");
         th_resp_fini(&r);
     }
+
+    check_failed_job(&d);
 
     is_int(th_daemon_stop(&d, 30), 0, "SIGTERM -> exit 0");
     ok(th_daemon_fini(&d, tap_failed > 0), "no sanitizer report in the daemon's log");
