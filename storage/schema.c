@@ -90,6 +90,18 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (job_id, stage, step)"
     ") STRICT, WITHOUT ROWID;"
     "PRAGMA user_version = 2;",
+    /* 2 -> 3 (auth): API tokens. Only the SHA-256 of each secret is kept; revoked_at 0 =
+     * active. */
+    "CREATE TABLE tokens ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL,"
+    "  scopes TEXT NOT NULL,"
+    "  secret_sha256 TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  last_used_at INTEGER NOT NULL DEFAULT 0,"
+    "  revoked_at INTEGER NOT NULL DEFAULT 0"
+    ") STRICT;"
+    "PRAGMA user_version = 3;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

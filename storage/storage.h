@@ -238,6 +238,50 @@ int store_artifact_add(store *s, int64_t job_id, const char *kind, const char *n
 /* Lists a job's artifacts oldest first (caller frees with store_artifact_list_free). */
 int store_artifact_list(store *s, int64_t job_id, store_artifact **out, size_t *n);
 
+/* ---- API tokens ------------------------------------------------------------------------- */
+
+/* A bearer token's row. The secret itself is never stored: only the SHA-256 of it, which the
+ * server computes (storage does not interpret the digest, it only keeps it). Scopes are the
+ * server's comma-separated names ("read,submit"), also opaque to storage. */
+typedef struct store_token {
+    int64_t id;
+    char *name;
+    char *scopes;
+    char *secret_sha256; /* 64 lowercase hex digits */
+    int64_t created_at;
+    int64_t last_used_at; /* 0 = never */
+    int64_t revoked_at;   /* 0 = active */
+} store_token;
+
+/* Frees the strings of a token filled by a store_token_* call and zeroes it. NULL is a no-op. */
+void store_token_fini(store_token *t);
+/* Frees an array returned by store_token_list() (each element finied). */
+void store_token_list_free(store_token *t, size_t n);
+
+/* Records a new active token, durably. `name` (1..64 bytes), `scopes` (non-empty) and
+ * `secret_sha256` (64 lowercase hex digits, else STORE_EINVAL) are copied. Sets *id (> 0),
+ * which is part of the token the server prints. */
+int store_token_create(store *s, const char *name, const char *scopes, const char *secret_sha256,
+                       int64_t *id);
+
+/* Reads one token, revoked or not. STORE_EINVAL for id <= 0, STORE_ENOTFOUND if none. *out
+ * is zeroed on any error. */
+int store_token_get(store *s, int64_t id, store_token *out);
+
+/* Lists every token (revoked ones too) oldest first; caller frees with
+ * store_token_list_free. */
+int store_token_list(store *s, store_token **out, size_t *n);
+
+/* Marks a token revoked now. STORE_ENOTFOUND if none, STORE_ECONFLICT if already revoked. */
+int store_token_revoke(store *s, int64_t id);
+
+/* Sets last_used_at of a token to `when_ms` if that is later than the recorded value
+ * (callers throttle: it is a write). STORE_ENOTFOUND if the token does not exist. */
+int store_token_touch(store *s, int64_t id, int64_t when_ms);
+
+/* Counts tokens not revoked (for "auth is on once a token exists"). */
+int store_token_count_active(store *s, int64_t *count);
+
 /* ---- v1 API additions (jobmeta.c) -------------------------------------------------------- */
 
 /* A submission: store_job_enqueue plus a priority and an optional idempotency key. */
