@@ -311,6 +311,25 @@ int main(void)
         ok(th_safetensors_valid(file, &n_tensors), "download is a valid safetensors file");
         ok(n_tensors >= 2, "it holds the MLP's tensors (%zu)", n_tensors);
     }
+    /* Every other listed file (the resumable checkpoint) downloads intact too. */
+    json_array_foreach(json_object_get(r.json, "data"), i, c)
+    {
+        const char *kind = th_json_str(c, "kind"), *u = th_json_str(c, "download_url");
+        if (!kind || strcmp(kind, "weights") == 0)
+            continue;
+        ok(strcmp(kind, "checkpoint") == 0, "other entries are of kind checkpoint (%s)", kind);
+        char file[700];
+        snprintf(file, sizeof(file), "%s/other.safetensors", d.dir);
+        th_resp dl;
+        is_int(u ? th_download(&d, u, file, &dl) : -1, 200, "download %s -> 200", u ? u : "?");
+        th_resp_fini(&dl);
+        char hex[65] = "";
+        const char *want = th_json_str(c, "sha256");
+        ok(th_sha256_file(file, hex) == 0 && want && strcmp(hex, want) == 0,
+           "  its sha256 matches the list");
+        size_t n_tensors = 0;
+        ok(th_safetensors_valid(file, &n_tensors), "  and it is a valid safetensors file");
+    }
     th_resp_fini(&r);
 
     snprintf(path, sizeof(path), "/v1/jobs/%lld/checkpoints/nosuch", a);
