@@ -90,6 +90,50 @@ static char *read_file(const char *path, size_t *len_out)
 
 /* ---- process control ------------------------------------------------------------------- */
 
+/* Daemons we forked and have not reaped, so that a test killed by meson's timeout (SIGTERM)
+ * or ^C does not leave them running. Written only by the test thread; read by the handler. */
+static volatile sig_atomic_t live_pids[TH_MAX_STARTS * 4];
+
+static void track_pid(pid_t pid, bool live)
+{
+    for (size_t i = 0; i < sizeof(live_pids) / sizeof(live_pids[0]); i++) {
+        if (live && live_pids[i] == 0) {
+            live_pids[i] = pid;
+            return;
+        }
+        if (!live && live_pids[i] == pid) {
+            live_pids[i] = 0;
+            return;
+        }
+    }
+}
+
+static void on_fatal_signal(int sig)
+{
+    for (size_t i = 0; i < sizeof(live_pids) / sizeof(live_pids[0]); i++)
+        if (live_pids[i] > 0)
+            kill((pid_t)live_pids[i], SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_handlers(void)
+{
+    static bool done;
+    if (done)
+        return;
+    done = true;
+    /* A closed stdout (`| head`) must not kill the test before it stops its daemon. */
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_fatal_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
 int th_daemon_init(th_daemon *d, const char *name)
 {
     memset(d, 0, sizeof(*d));
@@ -104,6 +148,7 @@ int th_daemon_init(th_daemon *d, const char *name)
         return -1;
     }
     snprintf(d->data_dir, sizeof(d->data_dir), "%s/data", d->dir);
+    install_handlers();
     static bool curl_ready;
     if (!curl_ready) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -207,6 +252,7 @@ static pid_t spawn(th_daemon *d, const char *const *extra)
     }
     close(fd);
     d->pid = pid;
+    track_pid(pid, true);
     return pid;
 }
 
@@ -228,6 +274,7 @@ int th_daemon_start(th_daemon *d, const char *const *extra, double timeout_s)
         int st;
         pid_t w = waitpid(pid, &st, WNOHANG);
         if (w == pid) {
+            track_pid(pid, false);
             d->pid = 0;
             diagf("thawd exited before ready (%s %d)", WIFEXITED(st) ? "status" : "signal",
                   WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
@@ -252,10 +299,12 @@ static int wait_deadline(th_daemon *d, double timeout_s)
         int st;
         pid_t w = waitpid(d->pid, &st, WNOHANG);
         if (w == d->pid) {
+            track_pid(d->pid, false);
             d->pid = 0;
             return st;
         }
         if (w < 0 && errno != EINTR) {
+            track_pid(d->pid, false);
             d->pid = 0;
             return -1;
         }
@@ -297,6 +346,7 @@ void th_daemon_kill9(th_daemon *d)
     int st;
     while (waitpid(d->pid, &st, 0) < 0 && errno == EINTR) {
     }
+    track_pid(d->pid, false);
     d->pid = 0;
 }
 
