@@ -12,6 +12,8 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics_prom.h"
+#include "sse.h"
 
 static void close_store(void *p)
 {
@@ -33,6 +35,11 @@ int srv_app_init(srv_app *app, const srv_config *cfg)
 
 void srv_app_fini(srv_app *app)
 {
+    /* after HTTP and the workers stopped: nobody streams, counts or notifies any more */
+    srv_sse_destroy(app->sse);
+    app->sse = NULL;
+    srv_prom_destroy(app->prom);
+    app->prom = NULL;
     if (app->key_created) {
         srv_app_store_release(app);
         (void)pthread_key_delete(app->store_key); /* only fails for an invalid key */

@@ -12,6 +12,8 @@
 #include "config.h"
 
 typedef struct srv_workers srv_workers;
+typedef struct srv_sse srv_sse;
+typedef struct srv_prom srv_prom;
 
 typedef struct srv_app {
     const srv_config *cfg;                  /* borrowed, read-only after start-up */
@@ -20,7 +22,9 @@ typedef struct srv_app {
     const char *fmnist_dir;                 /* NULL = the Debian package's directory */
     srv_workers *workers;                   /* set before HTTP starts; NULL = no workers */
     atomic_bool shutting_down;              /* set by main on SIGINT/SIGTERM */
-    pthread_key_t store_key;                /* per-thread store connection */
+    srv_sse *sse;            /* live event streams (sse.h); set by srv_http_start, NULL before */
+    srv_prom *prom;          /* request counters for /metrics (metrics_prom.h); same lifetime */
+    pthread_key_t store_key; /* per-thread store connection */
     bool key_created;
 } srv_app;
 

@@ -7,6 +7,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,8 +28,13 @@ typedef struct srv_request {
     size_t n_params;
     /* Query-string lookup: returns the value of `key` (borrowed) or NULL. */
     const char *(*query)(const struct srv_request *req, const char *key);
-    void *conn; /* opaque for `query` */
+    void *conn; /* opaque for `query` and `header` */
+    /* Request-header lookup (case-insensitive name): the value (borrowed) or NULL. */
+    const char *(*header)(const struct srv_request *req, const char *name);
+    const char *route; /* the matched route pattern (static), set by srv_route_dispatch */
 } srv_request;
+
+#define SRV_REPLY_MAX_HEADERS 6
 
 typedef struct srv_reply {
     unsigned status;
@@ -40,7 +46,25 @@ typedef struct srv_reply {
     char location[96];     /* Location header when non-empty */
     char allow[64];        /* Allow header when non-empty */
     char disposition[160]; /* Content-Disposition header when non-empty */
+    uint64_t fd_offset;    /* first byte of the file to send (Range) */
+    /* ETag of the representation; empty = http.c derives a strong one from the body of a
+     * 200 reply and answers If-None-Match with 304 itself. */
+    char etag[80];
+    bool no_etag; /* never add an ETag (e.g. volatile bodies such as /metrics) */
+    /* More response headers (name and value are copied), added by srv_reply_header. */
+    size_t n_headers;
+    char header_name[SRV_REPLY_MAX_HEADERS][32];
+    char header_value[SRV_REPLY_MAX_HEADERS][160];
+    /* Server-Sent Events: stream job `stream_job`'s events with ids > stream_after instead
+     * of a body, with a heartbeat comment every stream_heartbeat_ms. */
+    bool stream;
+    int64_t stream_job, stream_after;
+    int stream_heartbeat_ms;
 } srv_reply;
+
+/* Adds a response header (both strings copied, truncated to fit); at most
+ * SRV_REPLY_MAX_HEADERS, further ones are dropped with a warning. */
+void srv_reply_header(srv_reply *r, const char *name, const char *value);
 
 /* Sets a JSON reply; takes ownership of `body` (a reference), even on failure (which
  * becomes a 500 problem). */
@@ -58,6 +82,9 @@ void srv_route_dispatch(srv_request *req, srv_reply *rep);
 
 /* handlers_health.c */
 void srv_handle_healthz(srv_request *req, srv_reply *rep);
+void srv_handle_readyz(srv_request *req, srv_reply *rep);
+void srv_handle_metrics(srv_request *req, srv_reply *rep);
+void srv_handle_openapi(srv_request *req, srv_reply *rep);
 /* handlers_jobs.c */
 void srv_handle_job_create(srv_request *req, srv_reply *rep);
 void srv_handle_job_list(srv_request *req, srv_reply *rep);
@@ -66,3 +93,8 @@ void srv_handle_job_cancel(srv_request *req, srv_reply *rep);
 void srv_handle_job_events(srv_request *req, srv_reply *rep);
 void srv_handle_job_checkpoints(srv_request *req, srv_reply *rep);
 void srv_handle_job_checkpoint_get(srv_request *req, srv_reply *rep);
+void srv_handle_job_retry(srv_request *req, srv_reply *rep);
+void srv_handle_job_delete(srv_request *req, srv_reply *rep);
+void srv_handle_job_metrics(srv_request *req, srv_reply *rep);
+void srv_handle_job_lr_find(srv_request *req, srv_reply *rep);
+void srv_handle_job_lr_find_svg(srv_request *req, srv_reply *rep);

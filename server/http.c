@@ -10,15 +10,15 @@
  * answered 413); the final call builds a srv_request, dispatches it and queues the reply.
  * MHD_OPTION_NOTIFY_COMPLETED logs one line per request and frees the state.
  */
-#include "http.h"
-
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
@@ -27,8 +27,19 @@
 #include <microhttpd.h>
 
 #include "handlers.h"
+#include "http.h"
 #include "json_io.h"
 #include "log.h"
+#include "metrics_prom.h"
+#include "sse.h"
+
+/* Connections answered normally; above this (up to the MHD limit) requests get 503. */
+#define MAX_CONNECTIONS   256
+#define MHD_CONNECTIONS   (MAX_CONNECTIONS + 16)
+#define CORS_ALLOW_ORIGIN "*"
+#define CORS_EXPOSE                                                                          \
+    "ETag, Location, Link, Retry-After, Idempotent-Replayed, Content-Range, Accept-Ranges, " \
+    "Content-Disposition"
 
 struct srv_http {
     struct MHD_Daemon *mhd;
@@ -46,6 +57,7 @@ typedef struct req_state {
     struct timespec start;
     char method[16];
     char path[256];
+    const char *route; /* matched route pattern (static) or NULL */
 } req_state;
 
 static double ms_since(const struct timespec *t0)
@@ -102,12 +114,81 @@ void srv_reply_json(srv_reply *r, unsigned status, json_t *body)
     r->body = text;
 }
 
+void srv_reply_header(srv_reply *r, const char *name, const char *value)
+{
+    if (r->n_headers >= SRV_REPLY_MAX_HEADERS) {
+        srv_log(SRV_LOG_WARN, "response header dropped name=%s", name);
+        return;
+    }
+    snprintf(r->header_name[r->n_headers], sizeof r->header_name[0], "%s", name);
+    snprintf(r->header_value[r->n_headers], sizeof r->header_value[0], "%s", value);
+    r->n_headers++;
+}
+
+/* A strong validator from the body: two FNV-1a 64 hashes with different offsets. */
+static void etag_of(const char *body, size_t len, char out[80])
+{
+    uint64_t a = 0xcbf29ce484222325ULL, b = 0x84222325cbf29ce4ULL;
+    for (size_t i = 0; i < len; i++) {
+        a = (a ^ (unsigned char)body[i]) * 0x100000001b3ULL;
+        b = (b ^ (unsigned char)body[i]) * 0x100000001b3ULL;
+    }
+    snprintf(out, 80, "\"%016" PRIx64 "%016" PRIx64 "\"", a, b);
+}
+
+/* Does an If-None-Match header value match `etag`? ("*", or a list; W/ prefixes compare
+ * weakly as RFC 9110 section 13.1.2 asks.) */
+static bool etag_matches(const char *inm, const char *etag)
+{
+    size_t el = strlen(etag);
+    const char *p = inm;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        if (*p == '*')
+            return true;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        if (strncmp(p, etag, el) == 0 && (p[el] == '\0' || p[el] == ',' || p[el] == ' '))
+            return true;
+        while (*p && *p != ',')
+            p++;
+    }
+    return false;
+}
+
+static bool is_get(const char *method)
+{
+    return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+}
+
 /* Queues `rep` on `conn`; frees what `rep` owns. Returns MHD_YES/MHD_NO. */
-static enum MHD_Result send_reply(struct MHD_Connection *conn, req_state *st, srv_reply *rep)
+static enum MHD_Result send_reply(srv_http *h, struct MHD_Connection *conn, req_state *st,
+                                  srv_reply *rep)
 {
     struct MHD_Response *resp;
-    if (rep->fd >= 0) {
-        resp = MHD_create_response_from_fd64(rep->fd_size, rep->fd);
+    if (!rep->no_etag && !rep->stream && rep->status == 200 && is_get(st->method)) {
+        if (!rep->etag[0] && rep->fd < 0)
+            etag_of(rep->body ? rep->body : "", rep->body_len, rep->etag);
+        const char *inm =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+        if (rep->etag[0] && inm && etag_matches(inm, rep->etag)) {
+            free(rep->body);
+            rep->body = NULL;
+            rep->body_len = 0;
+            if (rep->fd >= 0)
+                close(rep->fd);
+            rep->fd = -1;
+            rep->status = 304;
+            rep->content_type = NULL;
+        }
+    }
+    if (rep->stream) {
+        resp = srv_sse_response(h->app->sse, conn, rep->stream_job, rep->stream_after,
+                                rep->stream_heartbeat_ms);
+        st->bytes = 0;
+    } else if (rep->fd >= 0) {
+        resp = MHD_create_response_from_fd_at_offset64(rep->fd_size, rep->fd, rep->fd_offset);
         if (resp)
             rep->fd = -1; /* MHD owns and closes it now */
         st->bytes = rep->fd_size;
@@ -134,7 +215,26 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, req_state *st, sr
         ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) == MHD_YES;
     if (rep->disposition[0])
         ok &= MHD_add_response_header(resp, "Content-Disposition", rep->disposition) == MHD_YES;
-    ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES;
+    if (rep->etag[0] && !rep->no_etag)
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, rep->etag) == MHD_YES;
+    for (size_t i = 0; i < rep->n_headers; i++)
+        ok &= MHD_add_response_header(resp, rep->header_name[i], rep->header_value[i]) == MHD_YES;
+    if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN)) {
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN,
+                                      CORS_ALLOW_ORIGIN) == MHD_YES;
+        ok &=
+            MHD_add_response_header(resp, "Access-Control-Expose-Headers", CORS_EXPOSE) == MHD_YES;
+    }
+    if (rep->stream) {
+        ok &= MHD_add_response_header(resp, "X-Accel-Buffering", "no") == MHD_YES;
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") == MHD_YES;
+    } else if (rep->etag[0] && !rep->no_etag) {
+        /* cacheable only after revalidation: pollers send If-None-Match and get 304 */
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") == MHD_YES;
+    } else {
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES;
+    }
+
     if (!ok)
         srv_log(SRV_LOG_WARN, "could not add a response header path=%s", st->path);
     st->status = rep->status;
@@ -149,6 +249,11 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, req_state *st, sr
 static const char *query_lookup(const srv_request *req, const char *key)
 {
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+static const char *header_lookup(const srv_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -172,6 +277,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(st->path, sizeof st->path, "%s", url);
         *con_cls = st;
 
+        /* Over the connection budget: answer 503 at once instead of queueing work. */
+        if (srv_prom_connections(h->app->prom) > MAX_CONNECTIONS) {
+            srv_request req = {.path = st->path};
+            srv_reply_problem(&rep, &req, 503, "too many connections; retry later");
+            srv_reply_header(&rep, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+            st->answered = true;
+            return send_reply(h, conn, st, &rep);
+        }
+
         /* Reject an announced oversized body before reading any of it. */
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -186,7 +300,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 srv_request req = {.path = st->path};
                 srv_reply_problem(&rep, &req, 413, detail);
                 st->answered = true;
-                return send_reply(conn, st, &rep);
+                return send_reply(h, conn, st, &rep);
             }
         }
         return MHD_YES;
@@ -233,6 +347,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .body_len = st->len,
         .query = query_lookup,
         .conn = conn,
+        .header = header_lookup,
     };
     if (st->too_large) {
         char detail[128];
@@ -241,19 +356,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         srv_reply_problem(&rep, &req, 413, detail);
     } else {
         srv_route_dispatch(&req, &rep);
+        st->route = req.route;
     }
-    return send_reply(conn, st, &rep);
+    return send_reply(h, conn, st, &rep);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    (void)socket_ctx;
+    srv_http *h = cls;
+    srv_prom_connection(h->app->prom, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
     (void)conn;
     req_state *st = *con_cls;
     if (!st)
         return;
     *con_cls = NULL;
+    srv_http *h = cls;
+    srv_prom_request(h->app->prom, st->method, st->route, st->status);
     srv_log(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? SRV_LOG_INFO : SRV_LOG_WARN,
             "request method=%s path=%s status=%u bytes=%llu ms=%.1f%s", st->method, st->path,
             st->status, (unsigned long long)st->bytes, ms_since(&st->start),
@@ -328,16 +454,29 @@ int srv_http_start(srv_app *app, srv_http **out, char *err, size_t err_size)
         return -1;
     }
     h->app = app;
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
+    if (srv_prom_create(&app->prom) != 0 || srv_sse_create(app, &app->sse) != 0) {
+        srv_prom_destroy(app->prom);
+        app->prom = NULL;
+        close(fd);
+        free(h);
+        snprintf(err, err_size, "out of memory");
+        return -1;
+    }
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (family == AF_INET6)
         flags |= MHD_USE_IPv6;
     h->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)h,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)256, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)h, MHD_OPTION_END);
+        (unsigned)MHD_CONNECTIONS, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)h, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, (void *)h, MHD_OPTION_END);
     if (!h->mhd) {
+        srv_sse_destroy(app->sse);
+        srv_prom_destroy(app->prom);
+        app->sse = NULL;
+        app->prom = NULL;
         close(fd);
         free(h);
         snprintf(err, err_size, "cannot start the HTTP server on %s:%d (see the mhd log line)",
@@ -367,6 +506,8 @@ void srv_http_stop(srv_http *h)
 {
     if (!h)
         return;
-    MHD_stop_daemon(h->mhd); /* closes the listening socket and joins the pool threads */
+    srv_sse_shutdown(h->app->sse); /* suspended streams must be resumed before the stop */
+    MHD_stop_daemon(h->mhd);       /* closes the listening socket and joins the pool threads */
+    /* app->sse and app->prom stay until srv_app_fini: workers may still notify the hub */
     free(h);
 }

@@ -3,7 +3,9 @@
  *
  * Patterns are '/'-separated; a segment "{...}" captures one non-empty segment. A path that
  * matches a pattern under another method gets 405 with an Allow header listing the methods
- * that would match; a path matching nothing gets 404.
+ * that would match; a path matching nothing gets 404. OPTIONS on a known path is a CORS
+ * preflight: 204 with the methods of that path, before any auth check (browsers send no
+ * credentials on a preflight).
  */
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +20,9 @@ typedef struct route {
 
 static const route routes[] = {
     {"GET", "/healthz", srv_handle_healthz},
+    {"GET", "/readyz", srv_handle_readyz},
+    {"GET", "/metrics", srv_handle_metrics},
+    {"GET", "/openapi.yaml", srv_handle_openapi},
     {"POST", "/v1/jobs", srv_handle_job_create},
     {"GET", "/v1/jobs", srv_handle_job_list},
     {"GET", "/v1/jobs/{id}", srv_handle_job_get},
@@ -25,6 +30,11 @@ static const route routes[] = {
     {"GET", "/v1/jobs/{id}/events", srv_handle_job_events},
     {"GET", "/v1/jobs/{id}/checkpoints", srv_handle_job_checkpoints},
     {"GET", "/v1/jobs/{id}/checkpoints/{name}", srv_handle_job_checkpoint_get},
+    {"DELETE", "/v1/jobs/{id}", srv_handle_job_delete},
+    {"POST", "/v1/jobs/{id}/retry", srv_handle_job_retry},
+    {"GET", "/v1/jobs/{id}/metrics", srv_handle_job_metrics},
+    {"GET", "/v1/jobs/{id}/lr_find", srv_handle_job_lr_find},
+    {"GET", "/v1/jobs/{id}/lr_find.svg", srv_handle_job_lr_find_svg},
 };
 
 /* Matches `path` against `pattern`; on success stores up to SRV_ROUTE_MAX_PARAMS captures
@@ -58,6 +68,7 @@ void srv_route_dispatch(srv_request *req, srv_reply *rep)
 {
     static _Thread_local char caps[SRV_ROUTE_MAX_PARAMS][128];
     char allow[64] = "";
+    bool options = strcmp(req->method, "OPTIONS") == 0;
     bool path_known = false;
     bool head = strcmp(req->method, "HEAD") == 0;
     size_t n;
@@ -65,11 +76,12 @@ void srv_route_dispatch(srv_request *req, srv_reply *rep)
         if (!match(routes[i].pattern, req->path, caps, &n))
             continue;
         path_known = true;
-        if (strcmp(routes[i].method, req->method) == 0 ||
-            (head && strcmp(routes[i].method, "GET") == 0)) {
+        if (!options && (strcmp(routes[i].method, req->method) == 0 ||
+                         (head && strcmp(routes[i].method, "GET") == 0))) {
             for (size_t k = 0; k < n; k++)
                 req->params[k] = caps[k];
             req->n_params = n;
+            req->route = routes[i].pattern;
             routes[i].handler(req, rep);
             return;
         }
@@ -82,6 +94,18 @@ void srv_route_dispatch(srv_request *req, srv_reply *rep)
         char detail[160];
         snprintf(detail, sizeof detail, "no route for %.100s", req->path);
         srv_reply_problem(rep, req, 404, detail);
+        return;
+    }
+    if (options) {
+        rep->status = 204;
+        size_t l = strlen(allow);
+        snprintf(allow + l, sizeof allow - l, ", OPTIONS");
+        snprintf(rep->allow, sizeof rep->allow, "%s", allow);
+        srv_reply_header(rep, "Access-Control-Allow-Methods", allow);
+        srv_reply_header(rep, "Access-Control-Allow-Headers",
+                         "Authorization, Content-Type, Idempotency-Key, If-None-Match, "
+                         "Last-Event-ID, Range");
+        srv_reply_header(rep, "Access-Control-Max-Age", "600");
         return;
     }
     char detail[160];

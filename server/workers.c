@@ -13,6 +13,11 @@
  * and returns the engine's next action: CANCEL when the job's cancel flag is set (by the
  * cancel handler through srv_workers_cancel, or by storage), INTERRUPT on shutdown.
  *
+ * Reporting for the API: every training batch becomes a row of the per-batch metrics
+ * history, buffered and written in one transaction per progress write (not one fsync per
+ * step); each flush also measures the step rate (an exponential average over windows of at
+ * least a second) for the ETA; every stored event wakes the job's live SSE streams.
+ *
  * Registry: slot i holds the id of the job worker i runs (guarded by pool->mu) and an
  * atomic cancel flag that the engine's callback polls without locking.
  */
@@ -29,11 +34,14 @@
 
 #include "json_io.h"
 #include "log.h"
+#include "sse.h"
 
 #define LEASE_MS          60000
 #define HEARTBEAT_MS      2000
 #define PROGRESS_MS       250
 #define IDLE_WAIT_SECONDS 2
+#define METRICS_BUF       256
+#define RATE_WINDOW_MS    1000
 
 typedef struct worker {
     struct srv_workers *pool;
@@ -74,7 +82,18 @@ typedef struct job_ctx {
     bool lost; /* the lease is gone: stop without touching the job again */
     char metrics[256];
     uint64_t batches;
+    store_batch_metric mbuf[METRICS_BUF]; /* batches not yet written */
+    size_t n_mbuf;
+    int64_t rate_t0, rate_step0; /* start of the current rate window */
+    double rate;                 /* steps per second, 0 until measured */
 } job_ctx;
+
+static int64_t wall_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
 
 static void add_event(job_ctx *c, const char *level, const char *type, const char *message,
                       json_t *data)
@@ -85,7 +104,39 @@ static void add_event(job_ctx *c, const char *level, const char *type, const cha
     if (rc != 0)
         srv_log(SRV_LOG_WARN, "event not stored job=%lld type=%s err=%s", (long long)c->id, type,
                 store_strerror(rc));
+    else
+        srv_sse_notify(c->w->pool->app->sse, c->id);
     free(text);
+}
+
+/* Writes the buffered per-batch rows and updates the measured step rate. */
+static void flush_metrics(job_ctx *c, int64_t step)
+{
+    if (c->n_mbuf > 0) {
+        int rc = store_batch_metrics_add(c->s, c->id, c->mbuf, c->n_mbuf);
+        if (rc != 0)
+            srv_log(SRV_LOG_WARN, "batch metrics not stored job=%lld n=%zu err=%s",
+                    (long long)c->id, c->n_mbuf, store_strerror(rc));
+        c->n_mbuf = 0;
+    }
+    int64_t now = now_ms();
+    if (c->rate_t0 == 0 || step < c->rate_step0) {
+        c->rate_t0 = now;
+        c->rate_step0 = step;
+        return;
+    }
+    int64_t dt = now - c->rate_t0;
+    if (dt < RATE_WINDOW_MS || step == c->rate_step0)
+        return;
+    double r = (double)(step - c->rate_step0) * 1000.0 / (double)dt;
+    c->rate = c->rate > 0 ? 0.7 * c->rate + 0.3 * r : r;
+    c->rate_t0 = now;
+    c->rate_step0 = step;
+    if (!c->lost) {
+        int rc = store_job_set_rate(c->s, c->id, c->w->owner, c->rate);
+        if (rc == STORE_ELOST)
+            c->lost = true;
+    }
 }
 
 static void write_progress(job_ctx *c, const eng_event *ev)
@@ -104,6 +155,8 @@ static void write_progress(job_ctx *c, const eng_event *ev)
     /* storage rejects fractions outside [0, 1]; rounding may overshoot by a hair */
     p.fraction = isfinite(ev->progress) ? fmin(1.0, fmax(0.0, ev->progress)) : 0.0;
     p.metrics_json = c->metrics[0] ? c->metrics : NULL;
+    if (!c->lost)
+        flush_metrics(c, (int64_t)ev->step);
     int rc = store_job_progress(c->s, c->id, c->w->owner, &p);
     if (rc == STORE_ELOST)
         c->lost = true;
@@ -203,8 +256,20 @@ static eng_action on_progress(const eng_event *ev, void *user)
                             (int)ev->stage_index, "count", (int)ev->n_stages, "op", op, "seconds",
                             ev->seconds));
         break;
-    case ENG_EVENT_BATCH:
+    case ENG_EVENT_BATCH: {
         c->batches++;
+        store_batch_metric *m = &c->mbuf[c->n_mbuf++];
+        m->step = (int64_t)ev->step;
+        m->stage = (int32_t)ev->stage_index;
+        m->epoch = (int32_t)ev->epoch;
+        m->batch = (int32_t)ev->batch;
+        m->loss = (double)ev->loss;
+        m->smooth_loss = (double)ev->smooth_loss;
+        m->lr = (double)ev->lr;
+        m->mom = (double)ev->mom;
+        m->created_at = wall_ms();
+        if (c->n_mbuf == METRICS_BUF)
+            write_progress(c, ev); /* flushes the buffer */
         if ((int32_t)ev->stage_index != c->last_stage || (int32_t)ev->epoch != c->last_epoch ||
             now - c->last_write >= PROGRESS_MS)
             write_progress(c, ev);
@@ -212,6 +277,7 @@ static eng_action on_progress(const eng_event *ev, void *user)
             srv_log(SRV_LOG_DEBUG, "batch job=%lld step=%llu loss=%.4f lr=%.3g", (long long)c->id,
                     (unsigned long long)ev->step, (double)ev->smooth_loss, (double)ev->lr);
         break;
+    }
     case ENG_EVENT_EPOCH: {
         json_t *m = json_pack("{s:o, s:o, s:o}", "train_loss", jnum(ev->train_loss), "valid_loss",
                               jnum(ev->valid_loss), "accuracy", jnum(ev->accuracy));
@@ -355,6 +421,13 @@ static void run_job(worker *w, store *s, store_job *job)
     eng_error err;
     memset(&err, 0, sizeof err);
     int rc = eng_job_run(&spec->eng, &opts, &cb, &err);
+    if (!c.lost && c.n_mbuf > 0) {
+        int mrc = store_batch_metrics_add(s, job->id, c.mbuf, c.n_mbuf);
+        if (mrc != 0)
+            srv_log(SRV_LOG_WARN, "batch metrics not stored job=%lld err=%s", (long long)job->id,
+                    store_strerror(mrc));
+        c.n_mbuf = 0;
+    }
 
     if (c.lost) {
         srv_log(SRV_LOG_WARN, "lease lost; leaving job=%lld alone", (long long)job->id);

@@ -405,6 +405,7 @@ int store_batch_metrics_add(store *s, int64_t job_id, const store_batch_metric *
         goto fail;
     for (size_t i = 0; i < n; i++) {
         const store_batch_metric *m = &rows[i];
+        rc = SQLITE_OK;
         store_bind_i64(st, 1, job_id, &rc);
         store_bind_i64(st, 2, m->step, &rc);
         store_bind_i64(st, 3, m->stage, &rc);
