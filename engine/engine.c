@@ -71,6 +71,11 @@ void eng_model_spec_defaults(eng_model_spec *m)
     snprintf(m->arch, sizeof(m->arch), "mlp");
     m->n_hidden = 1;
     m->hidden[0] = 64;
+    m->head.kind = ENG_HEAD_DEFAULT;
+    m->head.n_hidden = 1;
+    m->head.hidden[0] = 512;
+    m->head.ps = 0.5f;
+    m->head.concat_pool = true;
 }
 
 size_t eng_arch_count(void)
@@ -287,6 +292,20 @@ int eng_job_spec_validate(const eng_job_spec *j, eng_error *err)
         return bad(err, "model.dropout", "must be in [0, 1)");
     if (strnlen(m->weights, sizeof(m->weights)) >= sizeof(m->weights))
         return bad(err, "model.weights", "path too long");
+    if (m->in_channels > 4096)
+        return bad(err, "model.in_channels", "must be an integer 0..4096");
+    if (m->head.kind != ENG_HEAD_DEFAULT && m->head.kind != ENG_HEAD_FASTAI &&
+        m->head.kind != ENG_HEAD_TORCHVISION)
+        return bad(err, "model.head.kind", "must be default, fastai or torchvision");
+    if (m->head.kind == ENG_HEAD_TORCHVISION && strncmp(m->arch, "resnet", 6) != 0)
+        return bad(err, "model.head.kind", "torchvision's head exists only for resnet*");
+    if (m->head.n_hidden > ENG_MAX_HIDDEN)
+        return bad(err, "model.head.hidden", "at most 8 hidden layers");
+    for (uint32_t i = 0; i < m->head.n_hidden; i++)
+        if (m->head.hidden[i] < 1 || m->head.hidden[i] > 65536)
+            return bad(err, "model.head.hidden", "sizes must be integers 1..65536");
+    if (!(m->head.ps >= 0.0f && m->head.ps < 1.0f))
+        return bad(err, "model.head.ps", "must be in [0, 1)");
 
     const eng_data_spec *d = &j->data;
     if (d->kind == ENG_DATA_SYNTHETIC) {

@@ -88,9 +88,30 @@ void eng_data_spec_defaults(eng_data_spec *d);
 
 /* ---- model ------------------------------------------------------------------------------- */
 
+/* The classifier head of a vision architecture. */
+typedef enum eng_head_kind {
+    ENG_HEAD_DEFAULT,     /* the architecture's own: fastai head for resnet*, M1's head
+                             (avg pool, flatten, dropout 0.25, linear) for cnn-small */
+    ENG_HEAD_FASTAI,      /* fastai create_head (options below) */
+    ENG_HEAD_TORCHVISION, /* resnet only: torchvision's avgpool + fc (names "fc.weight",
+                             "fc.bias"), to load a torchvision model as-is */
+} eng_head_kind;
+
+typedef struct eng_head_spec {
+    eng_head_kind kind;
+    /* fastai create_head(lin_ftrs, ps, concat_pool): hidden sizes of the head's linear
+     * layers (default [512]; n_hidden 0 = one linear layer), dropout ps (default 0.5: the
+     * last dropout gets ps, the others ps/2; a dropout of 0 is omitted as in fastai's
+     * LinBnDrop) and pooling (true: AdaptiveConcatPool2d, max then avg; false: average). */
+    uint32_t n_hidden;
+    uint32_t hidden[ENG_MAX_HIDDEN];
+    float ps;
+    bool concat_pool;
+} eng_head_spec;
+
 typedef struct eng_model_spec {
-    /* Architecture name from the registry: "mlp" now; "cnn-small", "resnet18", "resnet34"
-     * later. eng_arch_count()/eng_arch_name() list them. */
+    /* Architecture name from the registry: "mlp", "cnn-small", "resnet18", "resnet34".
+     * eng_arch_count()/eng_arch_name() list them. */
     char arch[32];
     /* mlp: hidden layer sizes and dropout after each hidden ReLU. */
     uint32_t n_hidden;
@@ -101,9 +122,16 @@ typedef struct eng_model_spec {
      * otherwise loading is strict. Empty string = random init. */
     char weights[ENG_PATH_MAX];
     bool body_only;
+    /* Vision architectures (cnn-small, resnet*): expected input channels; 0 = whatever the
+     * data has, otherwise the data must have exactly this many (ENG_ESHAPE). Inputs are
+     * [C, H, W] of any size the strided layers accept; an mlp flattens them. */
+    uint32_t in_channels;
+    /* The head (vision architectures only; an mlp ignores it). */
+    eng_head_spec head;
 } eng_model_spec;
 
-/* Fills `m` with the defaults: arch "mlp", one hidden layer of 64, dropout 0, no weights. */
+/* Fills `m` with the defaults: arch "mlp", one hidden layer of 64, dropout 0, no weights,
+ * in_channels 0, head: default kind, hidden [512], ps 0.5, concat pool. */
 void eng_model_spec_defaults(eng_model_spec *m);
 
 /* Registry of architectures: count, and the name of entry i (static string, or NULL). */
@@ -309,3 +337,75 @@ int eng_job_run(const eng_job_spec *spec, const eng_run_opts *opts, const eng_ca
 int eng_blas_set_threads(int n);
 /* Static description of the BLAS library and its configuration, for the startup log. */
 const char *eng_blas_info(void);
+
+/* ---- models outside a job: inspection and inference ------------------------------------- */
+
+/* A model built from an eng_model_spec for a given input shape, for summaries and
+ * prediction (no data, no optimizer). Opaque. */
+typedef struct eng_net eng_net;
+
+/* Builds spec->arch for per-sample inputs in_shape[in_ndim] (1 or 3 dims: (F) or (C, H, W))
+ * and n_classes outputs, initialised from `seed`, and loads spec->weights when set (strict
+ * unless spec->body_only). n_classes 0 takes the class count from the weights file (the
+ * first dimension of the architecture's last weight tensor, e.g. "fc.weight"). train_bn as
+ * in eng_opt_spec (matters for freezing). On success *out is caller-owned (free with
+ * eng_net_destroy). Returns 0, ENG_EINVAL, ENG_ESHAPE, ENG_EIO, ENG_EFORMAT or ENG_ENOMEM
+ * with `err` set (a weights error names the offending tensor). Thread-safe for distinct
+ * nets. */
+int eng_net_create(const eng_model_spec *spec, size_t in_ndim, const size_t *in_shape,
+                   size_t n_classes, uint64_t seed, bool train_bn, eng_net **out, eng_error *err);
+/* Frees a net; NULL is a no-op. */
+void eng_net_destroy(eng_net *n);
+/* The number of outputs (classes). */
+size_t eng_net_n_classes(const eng_net *n);
+/* The per-sample input size in floats. */
+size_t eng_net_in_size(const eng_net *n);
+/* fastai freeze_to(k) with its negative-index rules (freeze = -1, unfreeze = 0). */
+void eng_net_freeze_to(eng_net *n, int32_t k);
+
+/* Inference (eval mode: BatchNorm running statistics, no dropout): x [N x in_size]
+ * (normalised as the model expects) -> logits [N x n_classes], in internal batches.
+ * Returns 0 or ENG_ENOMEM with `err` set. Not thread-safe on one net. */
+int eng_net_predict(eng_net *n, const float *x, size_t N, float *logits, eng_error *err);
+
+/* In-place softmax over each row of p [N x C] (class probabilities from logits). */
+void eng_softmax_rows(float *p, size_t N, size_t C);
+
+/* ---- model summary (fastai's learn.summary()) -------------------------------------------- */
+
+typedef struct eng_summary_row {
+    char name[64];   /* state_dict prefix of the module, e.g. "layer1.0.conv1", "1.3" */
+    char type[32];   /* PyTorch class name: "Conv2d", "BatchNorm2d", "ReLU", "Linear" */
+    size_t out_ndim; /* per-sample output shape (the batch dimension is not included) */
+    size_t out_shape[3];
+    bool shape_kept; /* output shape == input shape (fastai does not start a new block) */
+    bool has_params; /* false: fastai leaves Param # and Trainable empty */
+    uint64_t params; /* parameters of the module (weight + bias; buffers not counted) */
+    bool trainable;  /* requires_grad of the module's first parameter */
+    unsigned group;  /* layer group */
+} eng_summary_row;
+
+typedef struct eng_summary {
+    char arch[32];
+    char model_class[32]; /* "Sequential", or "ResNet" with torchvision's head */
+    size_t batch;         /* the batch size shown in shapes */
+    size_t in_ndim, in_shape[3];
+    size_t n_rows;
+    eng_summary_row *rows; /* owned by the summary: one per leaf module */
+    uint64_t total_params, trainable_params, non_trainable_params; /* by module, as fastai */
+    size_t n_groups;
+    uint64_t group_params[ENG_MAX_GROUPS];
+    char group_first[ENG_MAX_GROUPS][64], group_last[ENG_MAX_GROUPS][64]; /* module names */
+    size_t frozen_idx; /* 0 = unfrozen; groups below it are frozen */
+    bool train_bn;
+} eng_summary;
+
+/* Describes the net as fastai's learn.summary() would, for a batch of `batch` samples.
+ * On success *out is caller-owned (free with eng_summary_destroy). Returns 0 or ENG_ENOMEM. */
+int eng_net_summary(const eng_net *n, size_t batch, eng_summary **out, eng_error *err);
+void eng_summary_destroy(eng_summary *s);
+/* Writes the summary as text in fastai's layout (76 columns, rows grouped by output shape,
+ * totals), followed by the layer groups and "Model unfrozen" / "Model frozen up to
+ * parameter group #k". Like snprintf: writes at most cap bytes (NUL included) and returns
+ * the length the full text needs. */
+size_t eng_summary_text(const eng_summary *s, char *buf, size_t cap);

@@ -65,6 +65,9 @@ typedef union eng_layer_cfg {
     struct {
         size_t KH, KW, stride, pad;
     } pool;
+    struct {
+        size_t IC, OC, stride; /* downsample branch iff stride != 1 or IC != OC */
+    } block;
 } eng_layer_cfg;
 
 typedef struct eng_fwd_args {

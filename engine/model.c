@@ -8,33 +8,38 @@
  */
 #include "model.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch.h"
 #include "safetensors.h"
 #include "util.h"
 
-#define MAX_LAYERS 64
-
-typedef struct builder {
-    eng_layer layers[MAX_LAYERS];
-    size_t n;
-} builder;
-
-static eng_layer *add_layer(builder *b, const eng_layer_ops *ops, unsigned group, const char *name)
+eng_layer *eng_builder_add(eng_builder *b, const eng_layer_ops *ops, unsigned group, eng_error *err,
+                           const char *fmt, ...)
 {
-    ENG_ASSERT(b->n < MAX_LAYERS);
-    eng_layer *l = &b->layers[b->n++];
+    if (b->n >= ENG_BUILDER_MAX) {
+        eng_err_set(err, ENG_EINVAL, "model", "more than %d layers", ENG_BUILDER_MAX);
+        return NULL;
+    }
+    eng_layer *l = &b->layers[b->n];
     memset(l, 0, sizeof(*l));
+    b->init[b->n] = ENG_INIT_DEFAULT;
+    b->n++;
     l->ops = ops;
     l->group = group;
-    snprintf(l->name, sizeof(l->name), "%s", name);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(l->name, sizeof(l->name), fmt, ap);
+    va_end(ap);
     return l;
 }
 
-/* mlp: body = [Linear, ReLU, Dropout?] per hidden layer (group 0), head = Linear (group 1). */
-static int build_mlp(builder *b, const eng_model_spec *spec, size_t in_size, size_t n_classes,
+/* mlp: body = [Linear, ReLU, Dropout?] per hidden layer (group 0), head = Linear (group 1).
+ * Inputs of any shape are flattened (a Linear reads the sample as one vector). */
+static int build_mlp(eng_builder *b, const eng_model_spec *spec, const eng_arch_input *in,
                      eng_error *err)
 {
     if (spec->n_hidden > ENG_MAX_HIDDEN)
@@ -42,41 +47,46 @@ static int build_mlp(builder *b, const eng_model_spec *spec, size_t in_size, siz
                            ENG_MAX_HIDDEN);
     if (!(spec->dropout >= 0.0f && spec->dropout < 1.0f))
         return eng_err_set(err, ENG_EINVAL, "model.dropout", "must be in [0, 1)");
-    size_t prev = in_size, idx = 0;
-    char name[48];
+    size_t prev = in->size, idx = 0;
+    b->n_groups = 2;
     for (uint32_t h = 0; h < spec->n_hidden; h++) {
         if (spec->hidden[h] == 0 || spec->hidden[h] > 65536)
             return eng_err_set(err, ENG_EINVAL, "model.hidden", "sizes must be 1..65536");
-        snprintf(name, sizeof(name), "0.%zu", idx++);
-        eng_layer *l = add_layer(b, &eng_layer_linear, 0, name);
+        eng_layer *l = eng_builder_add(b, &eng_layer_linear, 0, err, "0.%zu", idx++);
+        if (!l)
+            return ENG_EINVAL;
         l->cfg.dense.in = prev;
         l->cfg.dense.out = spec->hidden[h];
         l->cfg.dense.bias = true;
-        snprintf(name, sizeof(name), "0.%zu", idx++);
-        add_layer(b, &eng_layer_relu, 0, name);
+        if (!eng_builder_add(b, &eng_layer_relu, 0, err, "0.%zu", idx++))
+            return ENG_EINVAL;
         if (spec->dropout > 0.0f) {
-            snprintf(name, sizeof(name), "0.%zu", idx++);
-            l = add_layer(b, &eng_layer_dropout, 0, name);
+            l = eng_builder_add(b, &eng_layer_dropout, 0, err, "0.%zu", idx++);
+            if (!l)
+                return ENG_EINVAL;
             l->cfg.dropout.p = spec->dropout;
         }
         prev = spec->hidden[h];
     }
-    eng_layer *head = add_layer(b, &eng_layer_linear, 1, "1");
+    eng_layer *head = eng_builder_add(b, &eng_layer_linear, 1, err, "1");
+    if (!head)
+        return ENG_EINVAL;
     head->cfg.dense.in = prev;
-    head->cfg.dense.out = n_classes;
+    head->cfg.dense.out = in->n_classes;
     head->cfg.dense.bias = true;
     return 0;
 }
 
 typedef struct arch_entry {
     const char *name;
-    size_t n_groups;
-    int (*build)(builder *b, const eng_model_spec *spec, size_t in_size, size_t n_classes,
-                 eng_error *err);
+    eng_arch_build_fn build;
 } arch_entry;
 
 static const arch_entry archs[] = {
-    {"mlp", 2, build_mlp},
+    {"mlp", build_mlp},
+    {"cnn-small", eng_arch_build_cnn_small},
+    {"resnet18", eng_arch_build_resnet18},
+    {"resnet34", eng_arch_build_resnet34},
 };
 
 size_t eng_model_arch_count(void)
@@ -152,7 +162,7 @@ int eng_model_create(const eng_model_spec *spec, size_t in_ndim, const size_t *i
                      size_t n_classes, bool train_bn, eng_rng *rng, eng_model **out, eng_error *err)
 {
     int rc;
-    builder *b = NULL;
+    eng_builder *b = NULL;
     eng_model *m = NULL;
     const arch_entry *arch = NULL;
     *out = NULL;
@@ -178,11 +188,21 @@ int eng_model_create(const eng_model_spec *spec, size_t in_ndim, const size_t *i
         m->in_size *= in_shape[i];
     }
     m->n_classes = n_classes;
-    m->n_groups = arch->n_groups;
     m->train_bn = train_bn;
-    rc = arch->build(b, spec, m->in_size, n_classes, err);
+    if (spec->in_channels && strcmp(spec->arch, "mlp") != 0 &&
+        (in_ndim != 3 || in_shape[0] != spec->in_channels)) {
+        rc = eng_err_set(err, ENG_ESHAPE, "model.in_channels",
+                         "the model expects %u input channels but the data has %zu",
+                         spec->in_channels, in_ndim == 3 ? in_shape[0] : (size_t)0);
+        goto fail;
+    }
+    eng_arch_input ain = {.ndim = in_ndim, .size = m->in_size, .n_classes = n_classes};
+    memcpy(ain.shape, m->in_shape, sizeof(ain.shape));
+    rc = arch->build(b, spec, &ain, err);
     if (rc)
         goto fail;
+    ENG_ASSERT(b->n_groups >= 1 && b->n_groups <= ENG_MAX_GROUPS);
+    m->n_groups = b->n_groups;
 
     m->layers = calloc(b->n, sizeof(eng_layer));
     if (!m->layers) {
@@ -257,9 +277,11 @@ int eng_model_create(const eng_model_spec *spec, size_t in_ndim, const size_t *i
         l->param[p->index] = m->w + p->offset;
         l->grad[p->index] = p->info.is_buffer ? NULL : m->g + p->offset;
     }
-    for (size_t i = 0; i < m->n_layers; i++)
+    for (size_t i = 0; i < m->n_layers; i++) {
         if (m->layers[i].ops->init)
             m->layers[i].ops->init(&m->layers[i], rng);
+        eng_arch_apply_init(&m->layers[i], b->init[i], rng);
+    }
     eng_model_freeze_to(m, 0);
 
     if (spec->weights[0]) {

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +89,15 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* PyTorch's BatchNorm counter is int64; it is the only integer tensor of thawd's models. A
+ * tensor whose last name component is num_batches_tracked is written as I64 (the engine
+ * keeps it as a float holding an integer, exact below 2^24). */
+static bool is_i64_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return strcmp(dot ? dot + 1 : name, "num_batches_tracked") == 0;
+}
+
 int eng_st_write(const char *path, const eng_st_tensor *t, size_t n, const eng_st_kv *meta,
                  size_t n_meta, uint64_t *size, char sha256[65], eng_error *err)
 {
@@ -113,17 +123,19 @@ int eng_st_write(const char *path, const eng_st_tensor *t, size_t n, const eng_s
         size_t count = 1;
         if (n_meta || i)
             sb_str(&h, ",");
+        const size_t esz = is_i64_name(t[i].name) ? 8 : 4;
         sb_json_string(&h, t[i].name);
-        sb_str(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        sb_str(&h,
+               esz == 8 ? ":{\"dtype\":\"I64\",\"shape\":[" : ":{\"dtype\":\"F32\",\"shape\":[");
         for (size_t d = 0; d < t[i].ndim; d++) {
             snprintf(num, sizeof(num), "%s%zu", d ? "," : "", t[i].shape[d]);
             sb_str(&h, num);
             count *= t[i].shape[d];
         }
         snprintf(num, sizeof(num), "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
-                 (unsigned long long)(off + 4 * count));
+                 (unsigned long long)(off + esz * count));
         sb_str(&h, num);
-        off += 4 * (uint64_t)count;
+        off += esz * (uint64_t)count;
     }
     sb_str(&h, "}");
     while (h.n % 8) /* pad with spaces so the data section is 8-byte aligned */
@@ -156,6 +168,18 @@ int eng_st_write(const char *path, const eng_st_tensor *t, size_t n, const eng_s
         size_t count = 1;
         for (size_t d = 0; d < t[i].ndim; d++)
             count *= t[i].shape[d];
+        if (is_i64_name(t[i].name)) {
+            for (size_t k = 0; k < count; k++) {
+                unsigned char b8[8];
+                uint64_t v = (uint64_t)(int64_t)llrintf(t[i].data[k]);
+                for (int bi = 0; bi < 8; bi++)
+                    b8[bi] = (unsigned char)(v >> (8 * bi));
+                eng_sha256_update(&sh, b8, 8);
+                if (write_all(fd, b8, 8))
+                    goto io_fail;
+            }
+            continue;
+        }
         /* the engine only runs on little-endian hosts (checked in eng_job_run) */
         eng_sha256_update(&sh, t[i].data, count * 4);
         if (write_all(fd, t[i].data, count * 4))
@@ -598,12 +622,13 @@ int eng_st_read(const char *path, eng_st_file **out, eng_error *err)
     uint64_t data_len = f->len - f->data_off;
     for (size_t i = 0; i < f->n; i++) {
         eng_st_entry *e = &f->e[i];
-        if (strcmp(e->dtype, "F32") != 0) {
+        if (strcmp(e->dtype, "F32") != 0 && strcmp(e->dtype, "I64") != 0) {
             rc = eng_err_set(err, ENG_EFORMAT, NULL,
-                             "%s: tensor \"%.60s\" has dtype %s; only F32 is supported", path,
-                             e->name, e->dtype);
+                             "%s: tensor \"%.60s\" has dtype %s; only F32 and I64 are supported",
+                             path, e->name, e->dtype);
             goto fail;
         }
+        const uint64_t esz = strcmp(e->dtype, "I64") == 0 ? 8 : 4;
         if (e->begin > e->end || e->end > data_len) {
             rc = eng_err_set(err, ENG_EFORMAT, NULL,
                              "%s: tensor \"%.60s\" data_offsets [%llu, %llu] outside the %llu "
@@ -614,17 +639,17 @@ int eng_st_read(const char *path, eng_st_file **out, eng_error *err)
         }
         uint64_t count = 1;
         for (size_t d = 0; d < e->ndim; d++) {
-            if (e->shape[d] && count > UINT64_MAX / 4 / e->shape[d]) {
+            if (e->shape[d] && count > UINT64_MAX / 8 / e->shape[d]) {
                 count = UINT64_MAX;
                 break;
             }
             count *= e->shape[d];
         }
-        if (count == UINT64_MAX || count * 4 != e->end - e->begin) {
+        if (count == UINT64_MAX || count * esz != e->end - e->begin) {
             rc = eng_err_set(err, ENG_EFORMAT, NULL,
                              "%s: tensor \"%.60s\" shape needs %llu bytes but data_offsets "
                              "span %llu",
-                             path, e->name, (unsigned long long)(count * 4),
+                             path, e->name, (unsigned long long)(count * esz),
                              (unsigned long long)(e->end - e->begin));
             goto fail;
         }
@@ -681,10 +706,21 @@ const char *eng_st_meta(const eng_st_file *f, const char *key)
 int eng_st_copy(const eng_st_file *f, const eng_st_entry *e, float *dst, size_t count,
                 eng_error *err)
 {
-    if ((e->end - e->begin) != (uint64_t)count * 4)
+    const uint64_t esz = strcmp(e->dtype, "I64") == 0 ? 8 : 4;
+    if ((e->end - e->begin) != (uint64_t)count * esz)
         return eng_err_set(err, ENG_ESHAPE, NULL, "tensor \"%.60s\" has %llu values, want %zu",
-                           e->name, (unsigned long long)((e->end - e->begin) / 4), count);
-    memcpy(dst, f->buf + f->data_off + e->begin, count * 4);
+                           e->name, (unsigned long long)((e->end - e->begin) / esz), count);
+    if (esz == 4) {
+        memcpy(dst, f->buf + f->data_off + e->begin, count * 4);
+        return 0;
+    }
+    const unsigned char *src = f->buf + f->data_off + e->begin;
+    for (size_t k = 0; k < count; k++) { /* little-endian int64 -> float */
+        uint64_t v = 0;
+        for (int bi = 0; bi < 8; bi++)
+            v |= (uint64_t)src[8 * k + (size_t)bi] << (8 * bi);
+        dst[k] = (float)(int64_t)v;
+    }
     return 0;
 }
 
@@ -709,9 +745,16 @@ int eng_st_load_model(const char *path, eng_model *m, bool body_only, eng_error 
         for (size_t d = 0; same && d < e->ndim; d++)
             same = e->shape[d] == p->info.shape[d];
         if (!same) {
+            char have[64] = "", want[64] = "";
+            for (size_t d = 0; d < e->ndim && d < 4; d++)
+                snprintf(have + strlen(have), sizeof(have) - strlen(have), "%s%zu", d ? "x" : "",
+                         e->shape[d]);
+            for (size_t d = 0; d < p->info.ndim; d++)
+                snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%zu", d ? "x" : "",
+                         p->info.shape[d]);
             rc = eng_err_set(err, ENG_ESHAPE, "model.weights",
-                             "%s: tensor \"%s\" has the wrong shape for this architecture", path,
-                             p->name);
+                             "%s: tensor \"%s\" has shape [%s], this architecture needs [%s]", path,
+                             p->name, have, want);
             goto out;
         }
         rc = eng_st_copy(f, e, m->w + p->offset, p->count, err);

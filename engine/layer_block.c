@@ -1,0 +1,350 @@
+/*
+ * layer_block.c: torchvision's residual BasicBlock as one composite layer kind:
+ *   out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))
+ * conv1 is 3x3 with the block's stride, conv2 3x3 stride 1 (both pad 1, no bias); the
+ * shortcut is the identity, or downsample = conv 1x1 stride s (no bias) + BN when the stride
+ * is not 1 or the channel count changes (torchvision's rule).
+ *
+ * DESIGN. The children are ordinary conv2d / batchnorm2d layers built on the fly as
+ * eng_layer values whose parameters, gradients, trainable flags and scratch point into the
+ * block's own, so the block reuses their kernels, GEMM counters and freezing rules. Parameter
+ * order and names are torchvision's state_dict order: conv1.weight, bn1.{weight, bias,
+ * running_mean, running_var, num_batches_tracked}, conv2.weight, bn2.*, downsample.0.weight,
+ * downsample.1.*. The backward pass computes only what is needed: the main path below conv2
+ * only when a lower parameter trains or the input gradient is asked for; the shortcut's
+ * input gradient is added into dx with the conv kernel's accumulate flag.
+ *
+ * aux layout for a batch of N (each [N x out_size] unless said):
+ *   c1 conv1 out | a1 relu(bn1) out | c2 conv2 out | cd downsample conv out (if any) |
+ *   g, t1, t2 backward scratch (g also holds the downsample BN output during forward) |
+ *   three BN scratch areas of 2*OC+1 | the conv scratch shared by the three convs.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "layers.h"
+#include "util.h"
+
+enum { CH_CONV1, CH_BN1, CH_CONV2, CH_BN2, CH_DSCONV, CH_DSBN, CH_N };
+
+static const size_t ch_param0[CH_N] = {0, 1, 6, 7, 12, 13};
+static const size_t ch_nparam[CH_N] = {1, 5, 1, 5, 1, 5};
+static const char *const ch_name[CH_N] = {"conv1", "bn1",          "conv2",
+                                          "bn2",   "downsample.0", "downsample.1"};
+
+static bool has_ds(const eng_layer *l)
+{
+    return l->cfg.block.stride != 1 || l->cfg.block.IC != l->cfg.block.OC;
+}
+
+static size_t block_out(const eng_layer *l, size_t N)
+{
+    return N * l->out_size;
+}
+
+static size_t bn_scratch(const eng_layer *l)
+{
+    return 2 * l->cfg.block.OC + 1;
+}
+
+/* Builds child k without its scratch; returns setup's code. The input shape is the block's
+ * for conv1 and the downsample conv, [OC, OH, OW] for the others. */
+static int child_make(const eng_layer *l, int k, eng_layer *c, eng_error *err)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->name, sizeof(c->name), "%.30s.%s", l->name, ch_name[k]);
+    const size_t OC = l->cfg.block.OC;
+    c->stats = l->stats;
+    c->rng = l->rng;
+    if (k == CH_CONV1 || k == CH_DSCONV) {
+        c->in_ndim = l->in_ndim;
+        memcpy(c->in_shape, l->in_shape, sizeof(c->in_shape));
+        c->in_size = l->in_size;
+    } else {
+        c->in_ndim = 3;
+        c->in_shape[0] = OC;
+        c->in_shape[1] = l->out_shape[1];
+        c->in_shape[2] = l->out_shape[2];
+        c->in_size = l->out_size;
+    }
+    if (k == CH_CONV1 || k == CH_CONV2 || k == CH_DSCONV) {
+        bool ds = k == CH_DSCONV;
+        c->ops = &eng_layer_conv2d;
+        c->cfg.conv.IC = k == CH_CONV2 ? OC : l->cfg.block.IC;
+        c->cfg.conv.OC = OC;
+        c->cfg.conv.KH = c->cfg.conv.KW = ds ? 1 : 3;
+        c->cfg.conv.stride = k == CH_CONV2 ? 1 : l->cfg.block.stride;
+        c->cfg.conv.pad = ds ? 0 : 1;
+        c->cfg.conv.bias = false;
+    } else {
+        c->ops = &eng_layer_batchnorm2d;
+        c->cfg.norm.C = OC;
+        c->cfg.norm.eps = ENG_BN_EPS;
+        c->cfg.norm.momentum = ENG_BN_MOMENTUM;
+    }
+    for (size_t j = 0; j < ch_nparam[k]; j++) {
+        c->param[j] = l->param[ch_param0[k] + j];
+        c->grad[j] = l->grad[ch_param0[k] + j];
+        c->trainable[j] = l->trainable[ch_param0[k] + j];
+    }
+    return c->ops->setup(c, err);
+}
+
+/* Floats of conv scratch: the largest need of the three convs. */
+static size_t conv_scratch_size(const eng_layer *l, size_t N)
+{
+    size_t best = 0;
+    for (int k = CH_CONV1; k <= CH_DSCONV; k++) {
+        eng_layer c;
+        if ((k == CH_BN1 || k == CH_BN2) || (k == CH_DSCONV && !has_ds(l)))
+            continue;
+        int rc = child_make(l, k, &c, NULL);
+        ENG_ASSERT(rc == 0);
+        size_t s = c.ops->aux_size(&c, N);
+        best = s > best ? s : best;
+    }
+    return best;
+}
+
+typedef struct block_bufs {
+    float *c1, *a1, *c2, *cd, *g, *t1, *t2, *bn[3], *conv;
+} block_bufs;
+
+static block_bufs bufs(const eng_layer *l, size_t N)
+{
+    block_bufs b = {0};
+    const size_t o = block_out(l, N);
+    float *p = l->aux;
+    b.c1 = p, p += o;
+    b.a1 = p, p += o;
+    b.c2 = p, p += o;
+    if (has_ds(l))
+        b.cd = p, p += o;
+    b.g = p, p += o;
+    b.t1 = p, p += o;
+    b.t2 = p, p += o;
+    for (int i = 0; i < 3; i++)
+        b.bn[i] = p, p += bn_scratch(l);
+    b.conv = p;
+    return b;
+}
+
+/* Child k ready to run, with its scratch. N is the batch the aux was laid out for. */
+static void child(const eng_layer *l, int k, const block_bufs *b, eng_layer *c)
+{
+    int rc = child_make(l, k, c, NULL);
+    ENG_ASSERT(rc == 0);
+    if (k == CH_BN1)
+        c->aux = b->bn[0];
+    else if (k == CH_BN2)
+        c->aux = b->bn[1];
+    else if (k == CH_DSBN)
+        c->aux = b->bn[2];
+    else
+        c->aux = b->conv;
+}
+
+static int block_setup(eng_layer *l, eng_error *err)
+{
+    const size_t IC = l->cfg.block.IC, OC = l->cfg.block.OC;
+    if (IC == 0 || OC == 0 || l->cfg.block.stride == 0)
+        return eng_err_set(err, ENG_EINVAL, NULL, "layer %s: block needs channels and a stride",
+                           l->name);
+    if (l->in_ndim != 3 || l->in_shape[0] != IC)
+        return eng_err_set(err, ENG_ESHAPE, NULL,
+                           "layer %s: block expects input [%zu, H, W], got %zu dims (C = %zu)",
+                           l->name, IC, l->in_ndim, l->in_shape[0]);
+    eng_layer c;
+    int rc = child_make(l, CH_CONV1, &c, err);
+    if (rc)
+        return rc;
+    l->out_ndim = 3;
+    memcpy(l->out_shape, c.out_shape, sizeof(l->out_shape));
+    l->out_size = c.out_size;
+    for (int k = CH_BN1; k < CH_N; k++) {
+        if (k >= CH_DSCONV && !has_ds(l))
+            break;
+        rc = child_make(l, k, &c, err);
+        if (rc)
+            return rc;
+        if (c.out_size != l->out_size)
+            return eng_err_set(err, ENG_ESHAPE, NULL, "layer %s: %s output does not match", l->name,
+                               ch_name[k]);
+    }
+    return 0;
+}
+
+static size_t block_n_params(const eng_layer *l)
+{
+    return has_ds(l) ? 18 : 12;
+}
+
+static void block_param_info(const eng_layer *l, size_t i, eng_param_info *info)
+{
+    int k = CH_N - 1;
+    while (ch_param0[k] > i)
+        k--;
+    eng_layer c;
+    int rc = child_make(l, k, &c, NULL);
+    ENG_ASSERT(rc == 0);
+    eng_param_info ci;
+    c.ops->param_info(&c, i - ch_param0[k], &ci);
+    *info = ci;
+    snprintf(info->suffix, sizeof(info->suffix), "%s.%.24s", ch_name[k], ci.suffix);
+}
+
+/* torchvision's ResNet init: convs kaiming_normal(fan_out, relu), std = sqrt(2 / fan_out)
+ * with fan_out = OC*KH*KW; BatchNorm weight 1, bias 0 (running stats 1 / 0). */
+static void block_init(eng_layer *l, eng_rng *rng)
+{
+    for (int k = 0; k < CH_N; k++) {
+        if (k >= CH_DSCONV && !has_ds(l))
+            break;
+        eng_layer c;
+        int rc = child_make(l, k, &c, NULL);
+        ENG_ASSERT(rc == 0);
+        if (c.ops == &eng_layer_conv2d) {
+            size_t fan_out = c.cfg.conv.OC * c.cfg.conv.KH * c.cfg.conv.KW;
+            size_t n = fan_out * c.cfg.conv.IC;
+            float sd = sqrtf(2.0f / (float)fan_out);
+            for (size_t i = 0; i < n; i++)
+                c.param[0][i] = sd * eng_rng_normal(rng);
+        } else {
+            c.ops->init(&c, rng);
+        }
+    }
+}
+
+static size_t block_aux_size(const eng_layer *l, size_t N)
+{
+    size_t planes = has_ds(l) ? 7 : 6;
+    return planes * block_out(l, N) + 3 * bn_scratch(l) + conv_scratch_size(l, N);
+}
+
+static void run_fwd(eng_layer *c, size_t N, const float *x, float *y, bool train)
+{
+    eng_fwd_args a = {.N = N, .x = x, .y = y, .train = train};
+    c->ops->forward(c, &a);
+}
+
+static void run_bwd(eng_layer *c, size_t N, const float *x, const float *dy, float *dx)
+{
+    eng_bwd_args a = {.N = N, .x = x, .y = NULL, .dy = dy, .dx = dx};
+    c->ops->backward(c, &a);
+}
+
+static void relu_inplace(float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        v[i] = v[i] > 0.0f ? v[i] : 0.0f;
+}
+
+static void block_forward(eng_layer *l, const eng_fwd_args *a)
+{
+    const size_t N = a->N, o = block_out(l, N);
+    block_bufs b = bufs(l, N);
+    eng_layer c;
+    child(l, CH_CONV1, &b, &c);
+    run_fwd(&c, N, a->x, b.c1, a->train);
+    child(l, CH_BN1, &b, &c);
+    run_fwd(&c, N, b.c1, b.a1, a->train);
+    relu_inplace(b.a1, o);
+    child(l, CH_CONV2, &b, &c);
+    run_fwd(&c, N, b.a1, b.c2, a->train);
+    child(l, CH_BN2, &b, &c);
+    run_fwd(&c, N, b.c2, a->y, a->train);
+    const float *sc = a->x;
+    if (has_ds(l)) {
+        child(l, CH_DSCONV, &b, &c);
+        run_fwd(&c, N, a->x, b.cd, a->train);
+        child(l, CH_DSBN, &b, &c);
+        run_fwd(&c, N, b.cd, b.g, a->train);
+        sc = b.g;
+    }
+    for (size_t i = 0; i < o; i++) {
+        float v = a->y[i] + sc[i];
+        a->y[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+static bool any_trainable(const eng_layer *l, size_t from, size_t to)
+{
+    for (size_t i = from; i < to; i++)
+        if (l->trainable[i])
+            return true;
+    return false;
+}
+
+static void block_backward(eng_layer *l, const eng_bwd_args *a)
+{
+    const size_t N = a->N, o = block_out(l, N);
+    block_bufs b = bufs(l, N);
+    eng_layer c;
+    const bool need_lower = a->dx || any_trainable(l, 0, 6);
+    const bool need_main = need_lower || any_trainable(l, 6, 12);
+    const bool ds = has_ds(l);
+    const bool need_ds = ds && (a->dx || any_trainable(l, 12, 18));
+
+    /* through the final ReLU: g = dy where the output is positive */
+    for (size_t i = 0; i < o; i++)
+        b.g[i] = a->y[i] > 0.0f ? a->dy[i] : 0.0f;
+
+    if (need_main) {
+        const bool conv2_w = l->trainable[6];
+        child(l, CH_BN2, &b, &c);
+        run_bwd(&c, N, b.c2, b.g, conv2_w || need_lower ? b.t1 : NULL);
+        if (conv2_w || need_lower) {
+            child(l, CH_CONV2, &b, &c);
+            run_bwd(&c, N, b.a1, b.t1, need_lower ? b.t2 : NULL);
+        }
+    }
+    if (need_lower) {
+        for (size_t i = 0; i < o; i++) /* through relu(bn1) */
+            if (!(b.a1[i] > 0.0f))
+                b.t2[i] = 0.0f;
+        const bool conv1_w = l->trainable[0];
+        child(l, CH_BN1, &b, &c);
+        run_bwd(&c, N, b.c1, b.t2, conv1_w || a->dx ? b.t1 : NULL);
+        if (conv1_w || a->dx) {
+            child(l, CH_CONV1, &b, &c);
+            run_bwd(&c, N, a->x, b.t1, a->dx); /* sets dx */
+        }
+    }
+    if (need_ds) {
+        const bool dsw = l->trainable[12];
+        child(l, CH_DSBN, &b, &c);
+        run_bwd(&c, N, b.cd, b.g, dsw || a->dx ? b.t1 : NULL);
+        child(l, CH_DSCONV, &b, &c);
+        if (dsw)
+            run_bwd(&c, N, a->x, b.t1, NULL); /* weight gradient only */
+        if (a->dx) {
+            /* dx += the shortcut's input gradient, one image per GEMM (the chunked scratch
+             * laid out for this conv is at least the one-image size) */
+            eng_conv2d_geom g;
+            int rc = eng_conv2d_geom_init(&g, c.cfg.conv.IC, l->in_shape[1], l->in_shape[2],
+                                          c.cfg.conv.OC, 1, 1, c.cfg.conv.stride, c.cfg.conv.stride,
+                                          0, 0);
+            ENG_ASSERT(rc == 0);
+            eng_conv2d_scratch s = {.col = b.conv, .tmp = NULL, .nb = 1};
+            eng_conv2d_backward_input(&g, N, c.param[0], b.t1, a->dx, true, &s);
+            for (size_t n = 0; n < N; n++)
+                eng_stats_gemm(l->stats, eng_conv2d_kdim(&g), g.OH * g.OW, g.OC);
+        }
+    } else if (!ds && a->dx) {
+        for (size_t i = 0; i < o; i++) /* identity shortcut */
+            a->dx[i] += b.g[i];
+    }
+}
+
+const eng_layer_ops eng_layer_basic_block = {
+    .kind = "basic_block",
+    .setup = block_setup,
+    .n_params = block_n_params,
+    .param_info = block_param_info,
+    .init = block_init,
+    .aux_size = block_aux_size,
+    .forward = block_forward,
+    .backward = block_backward,
+};
