@@ -142,20 +142,20 @@ static const opt_def *find_option(const char *name, size_t len)
     return NULL;
 }
 
+/* One option given on the command line, before it is applied. */
+typedef struct cmdline_opt {
+    const opt_def *o;
+    const char *val;
+} cmdline_opt;
+
 int srv_config_parse(srv_config *c, int argc, char *const *argv, char *const *envp, char *err,
                      size_t err_size)
 {
-    char ename[64];
-    for (size_t i = 0; i < N_OPTIONS && envp; i++) {
-        env_name(&options[i], ename, sizeof ename);
-        size_t elen = strlen(ename);
-        for (char *const *e = envp; *e; e++) {
-            if (strncmp(*e, ename, elen) == 0 && (*e)[elen] == '=') {
-                if (apply(c, &options[i], *e + elen + 1, ename, err, err_size) != 0)
-                    return -1;
-            }
-        }
-    }
+    /* The command line wins over the environment, so a bad variable that the command line
+     * overrides is never looked at: collect the command line first, then apply the
+     * environment for the other options, then the command line. */
+    cmdline_opt given[N_OPTIONS];
+    size_t n_given = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
@@ -170,19 +170,44 @@ int srv_config_parse(srv_config *c, int argc, char *const *argv, char *const *en
             snprintf(err, err_size, "unknown option '--%.*s' (see --help)", (int)nlen, name);
             return -1;
         }
-        char origin[64];
-        snprintf(origin, sizeof origin, "--%s", o->name);
         const char *val;
         if (eq) {
             val = eq + 1;
         } else {
             if (i + 1 >= argc) {
-                snprintf(err, err_size, "%s: missing value (%s)", origin, o->arg);
+                snprintf(err, err_size, "--%s: missing value (%s)", o->name, o->arg);
                 return -1;
             }
             val = argv[++i];
         }
-        if (apply(c, o, val, origin, err, err_size) != 0)
+        size_t k = 0;
+        while (k < n_given && given[k].o != o)
+            k++;
+        if (k == n_given)
+            n_given++;
+        given[k] = (cmdline_opt){o, val}; /* a repeated option: the last one wins */
+    }
+
+    char ename[64];
+    for (size_t i = 0; i < N_OPTIONS && envp; i++) {
+        bool overridden = false;
+        for (size_t k = 0; k < n_given; k++)
+            overridden = overridden || given[k].o == &options[i];
+        if (overridden)
+            continue;
+        env_name(&options[i], ename, sizeof ename);
+        size_t elen = strlen(ename);
+        for (char *const *e = envp; *e; e++) {
+            if (strncmp(*e, ename, elen) == 0 && (*e)[elen] == '=') {
+                if (apply(c, &options[i], *e + elen + 1, ename, err, err_size) != 0)
+                    return -1;
+            }
+        }
+    }
+    for (size_t k = 0; k < n_given; k++) {
+        char origin[64];
+        snprintf(origin, sizeof origin, "--%s", given[k].o->name);
+        if (apply(c, given[k].o, given[k].val, origin, err, err_size) != 0)
             return -1;
     }
     return 0;

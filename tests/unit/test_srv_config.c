@@ -62,6 +62,9 @@ int main(void)
     char *benv[] = {"THAWD_HTTP_THREADS=many", NULL};
     ok(parse(&c, 0, NULL, benv, err) != 0 && strstr(err, "THAWD_HTTP_THREADS"),
        "bad env value names the variable: %s", err);
+    char *over[] = {"--http-threads", "3"};
+    is_int(parse(&c, 2, over, benv, err), 0, "a bad env value the command line overrides is ignored");
+    is_int(c.http_threads, 3, "the overriding value is used");
     char *bad8[] = {"stray"};
     ok(parse(&c, 1, bad8, NULL, err) != 0 && strstr(err, "stray"), "positional: %s", err);
 
