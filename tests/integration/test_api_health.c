@@ -95,9 +95,9 @@ int main(void)
     }
 
     /* Options also come from THAWD_<NAME>; the command line wins over the environment. */
-    setenv("THAWD_LOG_LEVEL", "loud", 1);
-    is_int(th_daemon_run_once(&d, NULL, 20), 2, "THAWD_LOG_LEVEL=loud -> exit 2");
-    unsetenv("THAWD_LOG_LEVEL");
+    setenv("THAWD_HTTP_THREADS", "many", 1);
+    is_int(th_daemon_run_once(&d, NULL, 20), 2, "THAWD_HTTP_THREADS=many -> exit 2");
+    unsetenv("THAWD_HTTP_THREADS");
     setenv("THAWD_WORKERS", "0", 1);
     static const char *const one_worker[] = {"--workers", "1", NULL};
     is_int(th_daemon_run_once(&d, one_worker, 20), 1,
