@@ -20,7 +20,8 @@ def save(path, tensors, metadata=None):
         a = tensors[name]
         if hasattr(a, "detach"):
             a = a.detach().cpu().numpy()
-        a = np.ascontiguousarray(a)
+        # np.ascontiguousarray would turn a 0-d tensor (num_batches_tracked) into shape [1]
+        a = np.asarray(a, order="C")
         if a.dtype == np.float32:
             dtype = "F32"
         elif a.dtype == np.int64:
