@@ -20,6 +20,7 @@ typedef enum opt_kind {
     OPT_SIZE,  /* size_t field, range [lo, hi] */
     OPT_STR,   /* char[SRV_CONFIG_STR_MAX] or char[256] field, `hi` = capacity */
     OPT_LEVEL, /* srv_log_level field */
+    OPT_AUTH,  /* srv_auth_mode field */
 } opt_kind;
 
 typedef struct opt_def {
@@ -51,6 +52,9 @@ static const opt_def options[] = {
     {"log-level", "LEVEL", OPT_LEVEL, 0, 0, FIELD(log_level), "info", "debug, info, warn or error"},
     {"log-file", "PATH", OPT_STR, 0, SRV_CONFIG_STR_MAX, FIELD(log_file), "stderr",
      "append log lines to this file"},
+    {"auth", "MODE", OPT_AUTH, 0, 0, FIELD(auth), "auto",
+     "bearer tokens: auto (needed once a token exists), required, or insecure-none (never;"
+     " also allows a non-loopback --host without tokens)"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -67,6 +71,7 @@ void srv_config_defaults(srv_config *c)
     c->max_body = 1048576;
     c->log_level = SRV_LOG_INFO;
     c->log_file[0] = '\0';
+    c->auth = SRV_AUTH_AUTO;
 }
 
 static void env_name(const opt_def *o, char *buf, size_t size)
@@ -129,6 +134,18 @@ static int apply(srv_config *c, const opt_def *o, const char *val, const char *o
             return -1;
         }
         return 0;
+    case OPT_AUTH: {
+        static const char *const modes[] = {"auto", "required", "insecure-none"};
+        for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+            if (strcmp(val, modes[m]) == 0) {
+                *(srv_auth_mode *)(void *)(base + o->offset) = (srv_auth_mode)m;
+                return 0;
+            }
+        }
+        snprintf(err, err_size, "%s: '%s' is not one of auto, required, insecure-none", origin,
+                 val);
+        return -1;
+    }
     }
     snprintf(err, err_size, "%s: internal error (option kind)", origin);
     return -1;
@@ -229,6 +246,11 @@ void srv_config_print_help(FILE *out)
     fprintf(out, "usage: thawd [serve] [options]       run the training daemon (default)\n"
                  "       thawd run SPEC.json [--out DIR] [--threads N]\n"
                  "                                     run one job in the foreground\n"
+                 "       thawd token create --name NAME --scope read,submit,admin"
+                 " [--data-dir DIR]\n"
+                 "       thawd token list [--data-dir DIR]\n"
+                 "       thawd token revoke ID [--data-dir DIR]\n"
+                 "                                     manage API bearer tokens\n"
                  "       thawd --help | -h | --version\n"
                  "\n"
                  "daemon options (each also set by the environment variable shown; the\n"
@@ -255,8 +277,11 @@ void srv_config_describe(const srv_config *c, char *buf, size_t size)
 {
     snprintf(buf, size,
              "host=%s port=%d data_dir=%s workers=%d blas_threads=%d http_threads=%d "
-             "conn_timeout=%d max_body=%zu log_level=%s log_file=%s",
+             "conn_timeout=%d max_body=%zu log_level=%s log_file=%s auth=%s",
              c->host, c->port, c->data_dir, c->workers, c->blas_threads, c->http_threads,
              c->conn_timeout, c->max_body, srv_log_level_name(c->log_level),
-             c->log_file[0] ? c->log_file : "stderr");
+             c->log_file[0] ? c->log_file : "stderr",
+             c->auth == SRV_AUTH_REQUIRED        ? "required"
+             : c->auth == SRV_AUTH_INSECURE_NONE ? "insecure-none"
+                                                 : "auto");
 }

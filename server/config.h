@@ -14,6 +14,13 @@
 
 #define SRV_CONFIG_STR_MAX 1024
 
+/* --auth: when requests need a bearer token (see server/auth.h). */
+typedef enum srv_auth_mode {
+    SRV_AUTH_AUTO,          /* required once an active token exists */
+    SRV_AUTH_REQUIRED,      /* always required */
+    SRV_AUTH_INSECURE_NONE, /* never, even on a non-loopback address */
+} srv_auth_mode;
+
 typedef struct srv_config {
     char host[256];                    /* --host: bind address (default 127.0.0.1) */
     int port;                          /* --port: 0..65535, 0 = any free port (8080) */
@@ -25,6 +32,7 @@ typedef struct srv_config {
     size_t max_body;                   /* --max-body: request body cap in bytes (1 MiB) */
     srv_log_level log_level;           /* --log-level (info) */
     char log_file[SRV_CONFIG_STR_MAX]; /* --log-file: empty = stderr */
+    srv_auth_mode auth;                /* --auth (auto) */
 } srv_config;
 
 /* Fills `c` with the documented defaults (blas_threads 0 = decided by srv_config_finish). */

@@ -31,7 +31,9 @@ typedef struct srv_request {
     void *conn; /* opaque for `query` and `header` */
     /* Request-header lookup (case-insensitive name): the value (borrowed) or NULL. */
     const char *(*header)(const struct srv_request *req, const char *name);
-    const char *route; /* the matched route pattern (static), set by srv_route_dispatch */
+    const char *route;         /* the matched route pattern (static), set by srv_route_dispatch */
+    const char *authorization; /* Authorization header (borrowed from MHD), or NULL */
+    int64_t token_id;          /* set by the auth check: the caller's token, 0 = none */
 } srv_request;
 
 #define SRV_REPLY_MAX_HEADERS 6
@@ -60,6 +62,7 @@ typedef struct srv_reply {
     bool stream;
     int64_t stream_job, stream_after;
     int stream_heartbeat_ms;
+    char www_authenticate[224]; /* WWW-Authenticate header when non-empty (401, 403) */
 } srv_reply;
 
 /* Adds a response header (both strings copied, truncated to fit); at most

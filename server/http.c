@@ -215,6 +215,9 @@ static enum MHD_Result send_reply(srv_http *h, struct MHD_Connection *conn, req_
         ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) == MHD_YES;
     if (rep->disposition[0])
         ok &= MHD_add_response_header(resp, "Content-Disposition", rep->disposition) == MHD_YES;
+    if (rep->www_authenticate[0])
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                      rep->www_authenticate) == MHD_YES;
     if (rep->etag[0] && !rep->no_etag)
         ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, rep->etag) == MHD_YES;
     for (size_t i = 0; i < rep->n_headers; i++)
@@ -348,6 +351,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .query = query_lookup,
         .conn = conn,
         .header = header_lookup,
+        .authorization =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
     };
     if (st->too_large) {
         char detail[128];

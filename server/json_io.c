@@ -970,6 +970,8 @@ typedef struct status_row {
 
 static const status_row status_rows[] = {
     {400, "invalid-json", "Request body is not valid JSON"},
+    {401, "unauthorized", "Authentication required"},
+    {403, "forbidden", "Insufficient scope"},
     {404, "not-found", "Not found"},
     {405, "method-not-allowed", "Method not allowed"},
     {409, "conflict", "Conflict with the resource's state"},
@@ -982,10 +984,14 @@ static const status_row status_rows[] = {
 
 static const status_row *status_find(unsigned status)
 {
-    for (size_t i = 0; i < sizeof status_rows / sizeof status_rows[0]; i++)
+    const status_row *fallback = NULL;
+    for (size_t i = 0; i < sizeof status_rows / sizeof status_rows[0]; i++) {
         if (status_rows[i].status == status)
             return &status_rows[i];
-    return &status_rows[7]; /* internal-error */
+        if (status_rows[i].status == 500)
+            fallback = &status_rows[i]; /* internal-error */
+    }
+    return fallback;
 }
 
 const char *srv_problem_slug(unsigned status)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "auth.h"
 #include "build_config.h"
 #include "cli_run.h"
 #include "config.h"
@@ -145,6 +146,16 @@ static int serve(int argc, char **argv)
                 store_strerror(rc));
         goto done;
     }
+    int auth_rc = srv_auth_startup_check(&cfg, s, err, sizeof err);
+    if (auth_rc != 0) {
+        store_close(s);
+        srv_log(SRV_LOG_ERROR, "%s", err);
+        if (cfg.log_file[0])
+            fprintf(stderr, "thawd: %s\n", err);
+        if (auth_rc > 0)
+            status = 2; /* a usage problem: the operator must add a token or a flag */
+        goto done;
+    }
     int64_t requeued = 0;
     rc = store_job_recover(s, &requeued);
     store_close(s);
@@ -204,6 +215,8 @@ int main(int argc, char **argv)
     int first = 1;
     if (argc > 1 && strcmp(argv[1], "run") == 0)
         return srv_cli_run(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "token") == 0)
+        return srv_cli_token(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "serve") == 0)
         first = 2;
     for (int i = first; i < argc; i++) {

@@ -10,31 +10,37 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth.h"
 #include "handlers.h"
 
+/* `access` is what the caller's bearer token must grant once auth is on (auth.h): GETs need
+ * read, actions on jobs need submit, anything destructive needs admin. A row without it gets
+ * 0 = SRV_ACCESS_ADMIN, so a new route fails closed until someone decides. */
 typedef struct route {
     const char *method;
     const char *pattern;
     srv_handler handler;
+    srv_access access;
 } route;
 
 static const route routes[] = {
-    {"GET", "/healthz", srv_handle_healthz},
-    {"GET", "/readyz", srv_handle_readyz},
-    {"GET", "/metrics", srv_handle_metrics},
-    {"GET", "/openapi.yaml", srv_handle_openapi},
-    {"POST", "/v1/jobs", srv_handle_job_create},
-    {"GET", "/v1/jobs", srv_handle_job_list},
-    {"GET", "/v1/jobs/{id}", srv_handle_job_get},
-    {"POST", "/v1/jobs/{id}/cancel", srv_handle_job_cancel},
-    {"GET", "/v1/jobs/{id}/events", srv_handle_job_events},
-    {"GET", "/v1/jobs/{id}/checkpoints", srv_handle_job_checkpoints},
-    {"GET", "/v1/jobs/{id}/checkpoints/{name}", srv_handle_job_checkpoint_get},
-    {"DELETE", "/v1/jobs/{id}", srv_handle_job_delete},
-    {"POST", "/v1/jobs/{id}/retry", srv_handle_job_retry},
-    {"GET", "/v1/jobs/{id}/metrics", srv_handle_job_metrics},
-    {"GET", "/v1/jobs/{id}/lr_find", srv_handle_job_lr_find},
-    {"GET", "/v1/jobs/{id}/lr_find.svg", srv_handle_job_lr_find_svg},
+    {"GET", "/healthz", srv_handle_healthz, SRV_ACCESS_PUBLIC},
+    {"GET", "/readyz", srv_handle_readyz, SRV_ACCESS_PUBLIC},
+    {"GET", "/metrics", srv_handle_metrics, SRV_ACCESS_READ},
+    {"GET", "/openapi.yaml", srv_handle_openapi, SRV_ACCESS_PUBLIC},
+    {"POST", "/v1/jobs", srv_handle_job_create, SRV_ACCESS_SUBMIT},
+    {"GET", "/v1/jobs", srv_handle_job_list, SRV_ACCESS_READ},
+    {"GET", "/v1/jobs/{id}", srv_handle_job_get, SRV_ACCESS_READ},
+    {"POST", "/v1/jobs/{id}/cancel", srv_handle_job_cancel, SRV_ACCESS_SUBMIT},
+    {"GET", "/v1/jobs/{id}/events", srv_handle_job_events, SRV_ACCESS_STREAM},
+    {"POST", "/v1/jobs/{id}/events/ticket", srv_handle_job_events_ticket, SRV_ACCESS_READ},
+    {"GET", "/v1/jobs/{id}/checkpoints", srv_handle_job_checkpoints, SRV_ACCESS_READ},
+    {"GET", "/v1/jobs/{id}/checkpoints/{name}", srv_handle_job_checkpoint_get, SRV_ACCESS_READ},
+    {"DELETE", "/v1/jobs/{id}", srv_handle_job_delete, SRV_ACCESS_ADMIN},
+    {"POST", "/v1/jobs/{id}/retry", srv_handle_job_retry, SRV_ACCESS_SUBMIT},
+    {"GET", "/v1/jobs/{id}/metrics", srv_handle_job_metrics, SRV_ACCESS_READ},
+    {"GET", "/v1/jobs/{id}/lr_find", srv_handle_job_lr_find, SRV_ACCESS_READ},
+    {"GET", "/v1/jobs/{id}/lr_find.svg", srv_handle_job_lr_find_svg, SRV_ACCESS_READ},
 };
 
 /* Matches `path` against `pattern`; on success stores up to SRV_ROUTE_MAX_PARAMS captures
@@ -82,7 +88,8 @@ void srv_route_dispatch(srv_request *req, srv_reply *rep)
                 req->params[k] = caps[k];
             req->n_params = n;
             req->route = routes[i].pattern;
-            routes[i].handler(req, rep);
+            if (srv_auth_check(req, routes[i].access, rep))
+                routes[i].handler(req, rep);
             return;
         }
         if (!strstr(allow, routes[i].method)) {
