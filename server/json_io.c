@@ -251,9 +251,81 @@ static json_t *get_obj(pctx *c, json_t *obj, const char *key, bool *bad)
 
 /* ---- model -------------------------------------------------------------------------------- */
 
+/* An optional array of at most ENG_MAX_HIDDEN integers 1..65536 at obj[key]; returns the
+ * normalised array (the defaults v[0..*n) when absent). */
+static json_t *get_sizes(pctx *c, json_t *obj, const char *key, uint32_t *v, uint32_t *n)
+{
+    json_t *a = json_object_get(obj, key);
+    if (a) {
+        if (!json_is_array(a) || json_array_size(a) > ENG_MAX_HIDDEN) {
+            fail_at(c, key, "must be an array of at most %d integers", ENG_MAX_HIDDEN);
+        } else {
+            *n = (uint32_t)json_array_size(a);
+            size_t old = push_key(c, key);
+            for (size_t i = 0; i < *n; i++) {
+                json_t *h = json_array_get(a, i);
+                if (!json_is_integer(h) || json_integer_value(h) < 1 ||
+                    json_integer_value(h) > 65536) {
+                    size_t old2 = push_index(c, i);
+                    fail(c, "must be an integer in 1..65536");
+                    pop(c, old2);
+                    v[i] = 1;
+                } else {
+                    v[i] = (uint32_t)json_integer_value(h);
+                }
+            }
+            pop(c, old);
+        }
+    }
+    json_t *out = json_array();
+    for (uint32_t i = 0; i < *n; i++)
+        json_array_append_new(out, json_integer(v[i]));
+    return out;
+}
+
+/* "head": {"kind": "default"|"fastai"|"torchvision", "hidden": [...], "ps": x,
+ * "concat_pool": bool} (fastai create_head options; engine.h eng_head_spec). */
+static void parse_head(pctx *c, json_t *o, json_t *out, eng_model_spec *m)
+{
+    static const char *const keys[] = {"kind", "hidden", "ps", "concat_pool", NULL};
+    static const char *const kinds[] = {"default", "fastai", "torchvision"};
+    bool bad;
+    json_t *h = get_obj(c, o, "head", &bad);
+    json_t *empty = h ? NULL : json_object();
+    json_t *hn = json_object();
+    size_t old = push_key(c, "head");
+    if (!h)
+        h = empty;
+    check_keys(c, h, keys);
+    json_t *k = json_object_get(h, "kind");
+    if (k) {
+        bool known = false;
+        for (int i = 0; i < 3 && json_is_string(k); i++)
+            if (strcmp(json_string_value(k), kinds[i]) == 0) {
+                m->head.kind = (eng_head_kind)i;
+                known = true;
+            }
+        if (!known)
+            fail_at(c, "kind", "must be \"default\", \"fastai\" or \"torchvision\"");
+        else if (m->head.kind == ENG_HEAD_TORCHVISION && strncmp(m->arch, "resnet", 6) != 0)
+            fail_at(c, "kind", "\"torchvision\" exists only for resnet18 and resnet34");
+    }
+    json_object_set_new(hn, "kind", json_string(kinds[m->head.kind]));
+    json_object_set_new(hn, "hidden", get_sizes(c, h, "hidden", m->head.hidden, &m->head.n_hidden));
+    m->head.ps = (float)get_num(c, h, hn, "ps", NUM_UNIT_CO, 0.5);
+    m->head.concat_pool = get_bool(c, h, hn, "concat_pool", true);
+    pop(c, old);
+    json_decref(empty);
+    if (!bad)
+        json_object_set_new(out, "head", hn);
+    else
+        json_decref(hn);
+}
+
 static void parse_model(pctx *c, json_t *root, json_t *norm, eng_model_spec *m)
 {
-    static const char *const keys[] = {"arch", "hidden", "dropout", NULL};
+    static const char *const keys[] = {"arch",    "hidden", "dropout",   "in_channels",
+                                       "head",    "weights", "body_only", NULL};
     eng_model_spec_defaults(m);
     bool bad;
     json_t *o = get_obj(c, root, "model", &bad);
@@ -292,33 +364,24 @@ static void parse_model(pctx *c, json_t *root, json_t *norm, eng_model_spec *m)
     }
     json_object_set_new(out, "arch", json_string(m->arch));
 
-    json_t *hidden = json_object_get(o, "hidden");
-    if (hidden) {
-        if (!json_is_array(hidden) || json_array_size(hidden) > ENG_MAX_HIDDEN) {
-            fail_at(c, "hidden", "must be an array of at most %d integers", ENG_MAX_HIDDEN);
-        } else {
-            m->n_hidden = (uint32_t)json_array_size(hidden);
-            size_t old2 = push_key(c, "hidden");
-            for (size_t i = 0; i < m->n_hidden; i++) {
-                json_t *h = json_array_get(hidden, i);
-                if (!json_is_integer(h) || json_integer_value(h) < 1 ||
-                    json_integer_value(h) > 65536) {
-                    size_t old3 = push_index(c, i);
-                    fail(c, "must be an integer in 1..65536");
-                    pop(c, old3);
-                    m->hidden[i] = 1;
-                } else {
-                    m->hidden[i] = (uint32_t)json_integer_value(h);
-                }
-            }
-            pop(c, old2);
-        }
-    }
-    json_t *ha = json_array();
-    for (uint32_t i = 0; i < m->n_hidden; i++)
-        json_array_append_new(ha, json_integer(m->hidden[i]));
-    json_object_set_new(out, "hidden", ha);
+    json_object_set_new(out, "hidden", get_sizes(c, o, "hidden", m->hidden, &m->n_hidden));
     m->dropout = (float)get_num(c, o, out, "dropout", NUM_UNIT_CO, 0.0);
+    /* vision architectures: input channels (0 = the data's), head, pretrained weights */
+    m->in_channels = (uint32_t)get_int(c, o, out, "in_channels", 0, 4096, 0, false);
+    parse_head(c, o, out, m);
+    json_t *w = json_object_get(o, "weights");
+    if (json_is_null(w)) /* the normalised form of "no weights" */
+        w = NULL;
+    if (w && (!json_is_string(w) || json_string_length(w) < 1 ||
+              json_string_length(w) >= sizeof m->weights))
+        fail_at(c, "weights", "must be a path of 1..%zu characters (a safetensors file)",
+                sizeof m->weights - 1);
+    else if (w)
+        snprintf(m->weights, sizeof m->weights, "%s", json_string_value(w));
+    json_object_set_new(out, "weights", m->weights[0] ? json_string(m->weights) : json_null());
+    m->body_only = get_bool(c, o, out, "body_only", false);
+    if (m->body_only && !m->weights[0])
+        fail_at(c, "body_only", "needs \"weights\"");
 
     pop(c, old);
     json_decref(empty);

@@ -252,5 +252,48 @@ int main(void)
            "validation problem type");
     json_decref(p);
 
+    /* vision model fields */
+    rc = parse("{\"model\":{\"arch\":\"resnet18\",\"in_channels\":1,\"head\":{\"hidden\":[256,"
+               "128],\"ps\":0.3,\"concat_pool\":false},\"weights\":\"/w.safetensors\","
+               "\"body_only\":true}}");
+    is_int(rc, 0, "resnet18 with head options, weights and body_only parses");
+    if (rc == 0) {
+        const eng_model_spec *m = &spec.eng.model;
+        ok(strcmp(m->arch, "resnet18") == 0 && m->in_channels == 1 &&
+               m->head.kind == ENG_HEAD_DEFAULT && m->head.n_hidden == 2 &&
+               m->head.hidden[1] == 128 && m->head.ps > 0.29f && m->head.ps < 0.31f &&
+               !m->head.concat_pool && strcmp(m->weights, "/w.safetensors") == 0 && m->body_only,
+           "model fields map onto eng_model_spec");
+        srv_spec_fini(&spec);
+    }
+    rc = parse("{\"model\":{\"arch\":\"cnn-small\"}}");
+    if (rc == 0) {
+        ok(spec.eng.model.head.n_hidden == 1 && spec.eng.model.head.hidden[0] == 512 &&
+               spec.eng.model.head.concat_pool && !spec.eng.model.weights[0],
+           "head defaults: fastai's create_head");
+        srv_spec_fini(&spec);
+    } else {
+        ok(0, "cnn-small parses");
+    }
+    ok(fails_at("{\"model\":{\"arch\":\"cnn-small\",\"head\":{\"kind\":\"torchvision\"}}}",
+                "/model/head/kind"),
+       "torchvision head only for resnet");
+    ok(fails_at("{\"model\":{\"arch\":\"resnet34\",\"head\":{\"kind\":\"big\"}}}",
+                "/model/head/kind"),
+       "unknown head kind");
+    ok(fails_at("{\"model\":{\"arch\":\"resnet34\",\"head\":{\"hidden\":[0]}}}",
+                "/model/head/hidden/0"),
+       "head hidden sizes are checked with their index");
+    ok(fails_at("{\"model\":{\"arch\":\"resnet34\",\"head\":{\"ps\":1}}}", "/model/head/ps"),
+       "head ps < 1");
+    ok(fails_at("{\"model\":{\"arch\":\"resnet34\",\"head\":{\"pool\":1}}}", "/model/head/pool"),
+       "unknown head field");
+    ok(fails_at("{\"model\":{\"arch\":\"resnet34\",\"in_channels\":-1}}", "/model/in_channels"),
+       "in_channels range");
+    ok(fails_at("{\"model\":{\"arch\":\"resnet34\",\"weights\":\"\"}}", "/model/weights"),
+       "empty weights path");
+    ok(fails_at("{\"model\":{\"arch\":\"resnet34\",\"body_only\":true}}", "/model/body_only"),
+       "body_only needs weights");
+
     return done_testing();
 }
