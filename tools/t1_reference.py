@@ -3,7 +3,7 @@
 
 Run with Debian's python3-torch:
     nice -n 19 /usr/bin/python3 tools/t1_reference.py              # 5 seeds, full
-    nice -n 19 /usr/bin/python3 tools/t1_reference.py --quick      # smoke run, ~1 minute
+    nice -n 19 /usr/bin/python3 tools/t1_reference.py --quick      # smoke run, 2-3 minutes
 
 What it does, on Fashion-MNIST (IDX .gz files, --data):
   source  all 36,000 training images of classes {1,3,5,7,8,9}, relabelled 0-5, normalised
