@@ -21,6 +21,7 @@
 #include "app.h"
 #include "auth.h"
 #include "build_config.h"
+#include "cli_predict.h"
 #include "cli_run.h"
 #include "config.h"
 #include "engine.h"
@@ -215,6 +216,10 @@ int main(int argc, char **argv)
     int first = 1;
     if (argc > 1 && strcmp(argv[1], "run") == 0)
         return srv_cli_run(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "predict") == 0)
+        return srv_cli_predict(argc - 2, argv + 2);
+    if (argc > 1 && strcmp(argv[1], "summary") == 0)
+        return srv_cli_summary(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "token") == 0)
         return srv_cli_token(argc - 2, argv + 2);
     if (argc > 1 && strcmp(argv[1], "serve") == 0)
