@@ -14,6 +14,7 @@ FROM debian:12-slim AS runtime
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libmicrohttpd12 libjansson4 libopenblas0-pthread libsqlite3-0 zlib1g curl \
+      libpng16-16 libjpeg62-turbo \
       dataset-fashion-mnist \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data thawd \

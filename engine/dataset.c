@@ -21,6 +21,7 @@ void eng_dataset_destroy(eng_dataset *d)
     free(d->x_valid);
     free(d->y_train);
     free(d->y_valid);
+    free(d->u8_train);
     free(d);
 }
 
@@ -328,7 +329,13 @@ int eng_dataset_load(const eng_data_spec *s, eng_dataset **out, eng_error *err)
         rc = load_synthetic(s, d, err);
     else if (s->kind == ENG_DATA_IDX)
         rc = load_idx(s, d, err);
-    else
+    else if (s->kind >= ENG_DATA_IDX_DIR && s->kind <= ENG_DATA_IMAGES) {
+        rc = eng_dataset_load_registered(s, d, err);
+        if (rc == 0) {
+            *out = d; /* normalised by the loader (bytes) or already (floats) */
+            return 0;
+        }
+    } else
         rc = eng_err_set(err, ENG_EINVAL, "data.source", "unknown data kind %d", (int)s->kind);
     if (rc) {
         eng_dataset_destroy(d);

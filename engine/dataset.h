@@ -5,6 +5,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,15 @@ typedef struct eng_dataset {
     float *x_train, *x_valid;   /* owned: [n x in_size] */
     int32_t *y_train, *y_valid; /* owned: [n] */
     float mean, std;            /* the normalisation applied */
+    /* Registered byte datasets keep the training split compact: x_train is NULL and
+     * u8_train [n_train x in_size] holds raw bytes that the loader scales to [0, 1] and
+     * normalises per channel ((x - norm_mean[c]) / norm_std[c], norm_n = 1 or C) for each
+     * batch. x_valid is always floats, already normalised. */
+    uint8_t *u8_train; /* owned, or NULL */
+    size_t norm_n;
+    float norm_mean[4], norm_std[4];
+    bool aug_flip; /* training batches only */
+    uint32_t aug_pad;
 } eng_dataset;
 
 /* Loads the data described by `s`. On success *out is caller-owned (free with
@@ -42,3 +52,10 @@ typedef struct eng_idx {
  * Returns 0, ENG_EIO, ENG_EFORMAT or ENG_ENOMEM with err set. */
 int eng_idx_read(const char *path, eng_idx *out, eng_error *err);
 void eng_idx_free(eng_idx *x);
+
+/* Loads a registered dataset (s->kind ENG_DATA_IDX_DIR and later) into `d` (zeroed by the
+ * caller): class subset, per-class limit, validation split, normalisation, augmentation
+ * flags. Returns 0 or an ENG_E* code with err set. data_load.c. */
+int eng_dataset_load_registered(const eng_data_spec *s, eng_dataset *d, eng_error *err);
+/* Checks the registered-dataset fields of a spec (no file access). */
+int eng_data_spec_validate_dir(const eng_data_spec *d, eng_error *err);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dataset.h"
 #include "model.h"
 #include "util.h"
 
@@ -335,6 +336,10 @@ int eng_job_spec_validate(const eng_job_spec *j, eng_error *err)
                 if (d->subset[k] == d->subset[i])
                     return bad(err, "data.classes", "class ids must be distinct");
         }
+    } else if (d->kind >= ENG_DATA_IDX_DIR && d->kind <= ENG_DATA_IMAGES) {
+        int rc = eng_data_spec_validate_dir(d, err);
+        if (rc)
+            return rc;
     } else {
         return bad(err, "data.source", "unknown data source");
     }

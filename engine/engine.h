@@ -59,6 +59,12 @@ typedef struct eng_error {
 typedef enum eng_data_kind {
     ENG_DATA_SYNTHETIC, /* Gaussian class blobs generated from a seed (tests, demos) */
     ENG_DATA_IDX,       /* IDX files (MNIST family), raw or .gz */
+    /* Registered datasets: a directory (eng_data_spec.dir) holding the dataset's files. */
+    ENG_DATA_IDX_DIR,  /* IDX pairs: *train*-images/labels and *t10k* or *test* ones */
+    ENG_DATA_CIFAR10,  /* CIFAR-10 binary batches (*.bin; test_batch.bin is the test split) */
+    ENG_DATA_CIFAR100, /* CIFAR-100 binary (train.bin, test.bin; fine labels) */
+    ENG_DATA_CSV,      /* train.csv (+ test.csv): header row, numeric features, a label column */
+    ENG_DATA_IMAGES,   /* one sub-folder per class (PNG/JPEG), optionally under train/ test/ */
 } eng_data_kind;
 
 typedef struct eng_data_spec {
@@ -80,11 +86,67 @@ typedef struct eng_data_spec {
      * first scaled to [0, 1]. `normalize_auto` computes mean/std of the training split. */
     bool normalize_auto;
     float mean, std;
+    /* ---- registered datasets (kinds ENG_DATA_IDX_DIR and later) ---- */
+    char dir[ENG_PATH_MAX]; /* the dataset's directory; image caches are written into it */
+    /* Image folders: decode and resize to H x W with C channels (1 gray, 3 RGB);
+     * 0 = the dataset's own (the first image's size; RGB if any image has colour). */
+    uint32_t image_h, image_w, image_c;
+    /* Validation split: the dataset's test split, or (valid_pct > 0) that share of the
+     * training split drawn with valid_seed (the test split is then unused). */
+    float valid_pct;
+    uint64_t valid_seed;
+    /* Per-channel normalisation (x in [0, 1] for byte data): n_norm = 0 uses mean/std and
+     * normalize_auto above; n_norm = 1 or C gives a mean/std per channel (ImageNet's, or
+     * dataset statistics computed at registration). CSV features: normalize_auto
+     * standardises each feature with the training split's statistics. */
+    uint32_t n_norm;
+    float norm_mean[4], norm_std[4];
+    /* Training-batch augmentation (images only, never validation): random horizontal flip,
+     * and zero-pad by aug_pad pixels then crop back at a random offset. */
+    bool aug_flip;
+    uint32_t aug_pad;
 } eng_data_spec;
 
 /* Fills `d` with the defaults: synthetic, 512/128 samples, 16 features, 4 classes,
  * noise 1.0, seed 0, no subset, no limit, normalisation mean 0 std 1. */
 void eng_data_spec_defaults(eng_data_spec *d);
+
+/* What a registered dataset holds, from eng_dataset_inspect(). */
+#define ENG_CLASS_NAME_MAX 64
+typedef struct eng_dataset_info {
+    eng_data_kind kind;
+    uint64_t n_train, n_test; /* samples of the training and test splits (test may be 0) */
+    uint32_t n_classes;
+    uint32_t shape[3];                       /* C, H, W of one sample (CSV: 1, 1, features) */
+    char (*class_names)[ENG_CLASS_NAME_MAX]; /* owned, [n_classes] */
+    uint64_t *train_counts, *test_counts;    /* owned, [n_classes] samples per class */
+    /* Per-channel mean and std of the training split (byte data scaled to [0, 1]);
+     * n_stats = C for images, 1 for CSV (all features pooled). */
+    uint32_t n_stats;
+    float mean[4], std[4];
+} eng_dataset_info;
+
+/* Reads and validates every file of the dataset described by s->kind and s->dir (image
+ * folders: decoded at s->image_h x image_w x image_c, 0 = own size, and that decoded cache is
+ * written into s->dir so jobs do not decode again). A truncated, corrupt or inconsistent
+ * file gives ENG_EFORMAT with err->text naming the file and the problem; ENG_EIO when a
+ * file cannot be read; ENG_ENOMEM. On success *out is the caller's, free with
+ * eng_dataset_info_destroy(). Thread-safe for distinct directories. */
+int eng_dataset_inspect(const eng_data_spec *s, eng_dataset_info **out, eng_error *err);
+void eng_dataset_info_destroy(eng_dataset_info *info);
+/* Static name of a registered-dataset kind ("idx", "cifar10", "cifar100", "csv", "images"),
+ * NULL for other kinds; and the reverse (0 or ENG_EINVAL). */
+const char *eng_data_kind_name(eng_data_kind kind);
+int eng_data_kind_parse(const char *name, eng_data_kind *kind);
+
+/* Streaming SHA-256 (FIPS 180-4) for callers that hash what they write (dataset uploads).
+ * create: NULL on ENOMEM; caller frees with eng_sha256_destroy (NULL is a no-op). final_hex
+ * writes 64 lowercase hex digits and a NUL; the state must be re-created to hash again. */
+typedef struct eng_sha256 eng_sha256;
+eng_sha256 *eng_sha256_create(void);
+void eng_sha256_update(eng_sha256 *s, const void *data, size_t len);
+void eng_sha256_final_hex(eng_sha256 *s, char hex[65]);
+void eng_sha256_destroy(eng_sha256 *s);
 
 /* ---- model ------------------------------------------------------------------------------- */
 

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "loader.h"
 #include "util.h"
 
 #define SMOOTH_BETA 0.98
@@ -67,7 +68,8 @@ int eng_trainer_init(eng_trainer *t, eng_model *m, eng_dataset *d, const eng_opt
     layout(t);
     for (size_t i = 0; i < m->n_layers; i++)
         m->layers[i].rng = &t->rng;
-    return 0;
+    /* Training batches come from the background loader (prefetches within t->perm). */
+    return eng_loader_create(d, t->perm, max_batch, seed, &t->loader, err);
 }
 
 void eng_trainer_fini(eng_trainer *t)
@@ -77,6 +79,7 @@ void eng_trainer_fini(eng_trainer *t)
             t->model->layers[i].rng = NULL;
             t->model->layers[i].aux = NULL;
         }
+    eng_loader_destroy(t->loader);
     eng_arena_fini(&t->arena);
     free(t->act);
     free(t->perm);
@@ -99,12 +102,8 @@ const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool 
 float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N)
 {
     eng_model *m = t->model;
-    const eng_dataset *d = t->data;
-    size_t in = m->in_size, L = m->n_layers, C = m->n_classes;
-    for (size_t n = 0; n < N; n++) {
-        memcpy(t->act[0] + n * in, d->x_train + (size_t)idx[n] * in, in * sizeof(float));
-        t->labels[n] = d->y_train[idx[n]];
-    }
+    size_t L = m->n_layers, C = m->n_classes;
+    eng_loader_next(t->loader, idx, N, t->act[0], t->labels);
     const float *logits = eng_trainer_forward(t, t->act[0], N, true);
     float *dy = t->grad_buf[0];
     float loss = eng_softmax_ce(N, C, logits, t->labels, dy, NULL);

@@ -36,6 +36,7 @@ typedef struct eng_trainer {
     uint32_t *perm;     /* [n_train] */
     eng_rng rng;        /* dropout stream */
     eng_smooth smooth;
+    struct eng_loader *loader; /* owned: assembles training batches (engine/loader.h) */
 } eng_trainer;
 
 /* Sizes and allocates the arena for batches up to max_batch. Returns 0 or ENG_ENOMEM. */

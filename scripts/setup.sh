@@ -7,6 +7,7 @@ set -eu
 PACKAGES="
 gcc libc6-dev pkg-config meson ninja-build git ca-certificates curl
 libmicrohttpd-dev libjansson-dev libopenblas-dev libsqlite3-dev libcurl4-openssl-dev zlib1g-dev
+libpng-dev libjpeg62-turbo-dev
 dataset-fashion-mnist
 "
 
