@@ -102,6 +102,20 @@ static const char *const migrations[] = {
     "  revoked_at INTEGER NOT NULL DEFAULT 0"
     ") STRICT;"
     "PRAGMA user_version = 3;",
+    /* 3 -> 4 (data): the dataset registry. `dir` is the dataset's directory under the
+     * data dir; info_json holds what the engine found in it (classes with counts, sample
+     * shape, statistics). */
+    "CREATE TABLE datasets ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  format TEXT NOT NULL,"
+    "  dir TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  info_json TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL"
+    ") STRICT;"
+    "PRAGMA user_version = 4;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -344,3 +344,33 @@ int store_batch_metrics_add(store *s, int64_t job_id, const store_batch_metric *
 /* Lists a job's per-batch rows ordered by stage and step (at most 100000). Caller frees
  * *out with free(). An unknown job simply has none. */
 int store_batch_metrics_list(store *s, int64_t job_id, store_batch_metric **out, size_t *n);
+
+/* ---- datasets (the registry; files live in `dir`, storage only records them) ------------- */
+
+typedef struct store_dataset {
+    int64_t id;
+    int64_t created_at;
+    char *name;      /* unique */
+    char *format;    /* "idx", "cifar10", "cifar100", "csv", "images" */
+    char *dir;       /* the dataset's directory */
+    int64_t size;    /* bytes as uploaded or imported */
+    char *sha256;    /* lowercase hex */
+    char *info_json; /* what the engine found: classes, counts, shape, statistics */
+} store_dataset;
+
+void store_dataset_fini(store_dataset *d);
+void store_dataset_list_free(store_dataset *d, size_t n);
+
+/* Registers a dataset. All strings non-empty, size >= 0, sha256 64 lowercase hex digits
+ * (else STORE_EINVAL); STORE_ECONFLICT when the name is taken. Strings are copied. */
+int store_dataset_add(store *s, const char *name, const char *format, const char *dir, int64_t size,
+                      const char *sha256, const char *info_json, int64_t *id);
+/* Fetches one dataset by id, or by name when name != NULL (id ignored). STORE_ENOTFOUND. */
+int store_dataset_get(store *s, int64_t id, const char *name, store_dataset *out);
+/* Lists every dataset, oldest first (caller frees with store_dataset_list_free). */
+int store_dataset_list(store *s, store_dataset **out, size_t *n);
+/* Deletes a dataset's row in one transaction, unless a queued or running job's spec names
+ * it ("data": {"dataset": id}): then STORE_ECONFLICT and *n_jobs (may be NULL) the count.
+ * STORE_ENOTFOUND if no such dataset. On success *out_dir (may be NULL; caller frees with
+ * free()) is the directory to remove. */
+int store_dataset_delete(store *s, int64_t id, int64_t *n_jobs, char **out_dir);

@@ -1,0 +1,257 @@
+/*
+ * datasets.c: the dataset registry. Rows only: the server writes the files (atomically,
+ * before the row exists) and removes them after the row is deleted.
+ *
+ * DESIGN: these calls are rare (uploads, imports, listings), so each prepares its statement
+ * per call instead of using the connection's statement cache. Whether a job uses a dataset
+ * is answered by SQLite's json_extract on the stored spec text: storage still never parses
+ * specs itself, and the check and the delete share one BEGIN IMMEDIATE transaction, so a
+ * dataset cannot vanish under a job that was queued before the delete.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "store_impl.h"
+
+#define COLS "id, created_at, name, format, dir, size, sha256, info_json"
+
+void store_dataset_fini(store_dataset *d)
+{
+    if (!d)
+        return;
+    free(d->name);
+    free(d->format);
+    free(d->dir);
+    free(d->sha256);
+    free(d->info_json);
+    memset(d, 0, sizeof(*d));
+}
+
+void store_dataset_list_free(store_dataset *d, size_t n)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < n; i++)
+        store_dataset_fini(&d[i]);
+    free(d);
+}
+
+static bool hex64(const char *h)
+{
+    size_t i = 0;
+    for (; h && h[i]; i++)
+        if (i >= 64 || !((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f')))
+            return false;
+    return i == 64;
+}
+
+static int prepare(store *s, const char *sql, sqlite3_stmt **st)
+{
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
+    return rc == SQLITE_OK ? 0 : store_sqlite_fail(s, rc, "prepare dataset statement");
+}
+
+int store_dataset_add(store *s, const char *name, const char *format, const char *dir, int64_t size,
+                      const char *sha256, const char *info_json, int64_t *id)
+{
+    static const char sql[] = "INSERT INTO datasets (name, format, dir, size, sha256, info_json,"
+                              " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (!s || !name || !name[0] || !format || !format[0] || !dir || !dir[0] || size < 0 ||
+        !hex64(sha256) || !info_json || !info_json[0])
+        return STORE_EINVAL;
+    if ((rc = prepare(s, sql, &st)) != 0)
+        return rc;
+    store_bind_text(st, 1, name, &rc);
+    store_bind_text(st, 2, format, &rc);
+    store_bind_text(st, 3, dir, &rc);
+    store_bind_i64(st, 4, size, &rc);
+    store_bind_text(st, 5, sha256, &rc);
+    store_bind_text(st, 6, info_json, &rc);
+    store_bind_i64(st, 7, store_now_ms(), &rc);
+    if (rc != SQLITE_OK) {
+        rc = store_sqlite_fail(s, rc, "bind dataset");
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        if (id)
+            *id = sqlite3_last_insert_rowid(s->db);
+        rc = STORE_OK;
+    } else if (rc == SQLITE_CONSTRAINT ||
+               sqlite3_extended_errcode(s->db) == SQLITE_CONSTRAINT_UNIQUE) {
+        rc = STORE_ECONFLICT;
+    } else {
+        rc = store_sqlite_fail(s, rc, "insert dataset");
+    }
+out:
+    (void)sqlite3_finalize(st); /* repeats the step's error, handled above */
+    return rc;
+}
+
+static int read_row(sqlite3_stmt *st, store_dataset *d)
+{
+    int rc;
+    memset(d, 0, sizeof(*d));
+    d->id = sqlite3_column_int64(st, 0);
+    d->created_at = sqlite3_column_int64(st, 1);
+    d->size = sqlite3_column_int64(st, 5);
+    if ((rc = store_col_strdup(st, 2, &d->name)) != 0 ||
+        (rc = store_col_strdup(st, 3, &d->format)) != 0 ||
+        (rc = store_col_strdup(st, 4, &d->dir)) != 0 ||
+        (rc = store_col_strdup(st, 6, &d->sha256)) != 0 ||
+        (rc = store_col_strdup(st, 7, &d->info_json)) != 0)
+        store_dataset_fini(d);
+    return rc;
+}
+
+int store_dataset_get(store *s, int64_t id, const char *name, store_dataset *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (out)
+        memset(out, 0, sizeof(*out));
+    if (!s || !out || (!name && id <= 0))
+        return STORE_EINVAL;
+    if ((rc = prepare(s,
+                      name ? "SELECT " COLS " FROM datasets WHERE name = ?1"
+                           : "SELECT " COLS " FROM datasets WHERE id = ?1",
+                      &st)) != 0)
+        return rc;
+    if (name)
+        store_bind_text(st, 1, name, &rc);
+    else
+        store_bind_i64(st, 1, id, &rc);
+    if (rc != SQLITE_OK) {
+        rc = store_sqlite_fail(s, rc, "bind");
+        goto out;
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        rc = read_row(st, out);
+    else if (rc == SQLITE_DONE)
+        rc = STORE_ENOTFOUND;
+    else
+        rc = store_sqlite_fail(s, rc, "get dataset");
+out:
+    (void)sqlite3_finalize(st); /* repeats the step's error, handled above */
+    return rc;
+}
+
+int store_dataset_list(store *s, store_dataset **out, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    store_dataset *arr = NULL;
+    size_t got = 0, cap = 0;
+    int rc;
+    if (out)
+        *out = NULL;
+    if (n)
+        *n = 0;
+    if (!s || !out || !n)
+        return STORE_EINVAL;
+    if ((rc = prepare(s, "SELECT " COLS " FROM datasets ORDER BY id", &st)) != 0)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (got == cap) {
+            cap = cap ? cap * 2 : 8;
+            store_dataset *g = realloc(arr, cap * sizeof(*arr));
+            if (!g) {
+                rc = STORE_ENOMEM;
+                goto fail;
+            }
+            arr = g;
+        }
+        if ((rc = read_row(st, &arr[got])) != 0)
+            goto fail;
+        got++;
+    }
+    if (rc != SQLITE_DONE) {
+        rc = store_sqlite_fail(s, rc, "list datasets");
+        goto fail;
+    }
+    (void)sqlite3_finalize(st); /* the last step succeeded */
+    *out = arr;
+    *n = got;
+    return STORE_OK;
+fail:
+    (void)sqlite3_finalize(st); /* the error was handled above */
+    store_dataset_list_free(arr, got);
+    return rc;
+}
+
+int store_dataset_delete(store *s, int64_t id, int64_t *n_jobs, char **out_dir)
+{
+    sqlite3_stmt *st = NULL;
+    char *dir = NULL;
+    int rc;
+    if (n_jobs)
+        *n_jobs = 0;
+    if (out_dir)
+        *out_dir = NULL;
+    if (!s || id <= 0)
+        return STORE_EINVAL;
+    if ((rc = store_tx_begin(s)) != 0)
+        return rc;
+    if ((rc = prepare(s, "SELECT dir FROM datasets WHERE id = ?1", &st)) != 0)
+        goto fail;
+    store_bind_i64(st, 1, id, &rc);
+    rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
+    if (rc == SQLITE_DONE) {
+        rc = STORE_ENOTFOUND;
+        goto fail;
+    }
+    if (rc != SQLITE_ROW || (rc = store_col_strdup(st, 0, &dir)) != 0) {
+        rc = rc == STORE_ENOMEM ? rc : store_sqlite_fail(s, rc, "find dataset");
+        goto fail;
+    }
+    (void)sqlite3_finalize(st); /* the step succeeded */
+    st = NULL;
+    if ((rc = prepare(s,
+                      "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND"
+                      " json_valid(spec_json) AND"
+                      " json_extract(spec_json, '$.data.dataset') = ?1",
+                      &st)) != 0)
+        goto fail;
+    store_bind_i64(st, 1, id, &rc);
+    rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
+    if (rc != SQLITE_ROW) {
+        rc = store_sqlite_fail(s, rc, "count jobs using a dataset");
+        goto fail;
+    }
+    int64_t users = sqlite3_column_int64(st, 0);
+    (void)sqlite3_finalize(st); /* the step succeeded */
+    st = NULL;
+    if (users > 0) {
+        if (n_jobs)
+            *n_jobs = users;
+        rc = STORE_ECONFLICT;
+        goto fail;
+    }
+    if ((rc = prepare(s, "DELETE FROM datasets WHERE id = ?1", &st)) != 0)
+        goto fail;
+    store_bind_i64(st, 1, id, &rc);
+    rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
+    if (rc != SQLITE_DONE) {
+        rc = store_sqlite_fail(s, rc, "delete dataset");
+        goto fail;
+    }
+    (void)sqlite3_finalize(st); /* the step succeeded */
+    st = NULL;
+    if ((rc = store_tx_commit(s)) != 0)
+        goto fail_nodb;
+    if (out_dir)
+        *out_dir = dir;
+    else
+        free(dir);
+    return STORE_OK;
+fail:
+    (void)sqlite3_finalize(st); /* the error was handled above */
+    store_tx_rollback(s);
+fail_nodb:
+    free(dir);
+    return rc;
+}
