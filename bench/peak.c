@@ -4,7 +4,8 @@
  * registers (AVX-512 when the compiler targets it, else AVX2+FMA), so the FMA latency is
  * hidden and the loop is bound by the FMA ports. One FMA lane = 2 FLOPs. Measured with 1
  * thread and with --threads threads (pthreads) running at once; the best of --repeats runs is
- * the peak, the median is reported too.
+ * the peak, the median is reported too. fma_gflops_per_cpu_time divides by the CPU time each
+ * thread got instead of wall time, so it stays right on a busy machine.
  *
  * sgemm: cblas_sgemm (row-major, no transpose, alpha 1, beta 0) on an NxNxN problem
  * (2*N^3 FLOPs) with openblas_set_num_threads(1) and (--threads); optional extra shapes with
@@ -48,16 +49,22 @@ typedef __m256 vec;
 #define MAX_THREADS 256
 #define MAX_SHAPES  16
 
-static double now_s(void)
+static double clock_s(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double now_s(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
 }
 
 typedef struct fma_job {
     long iters;
-    float sink; /* keeps the chains alive */
+    float sink;   /* keeps the chains alive */
+    double cpu_s; /* CPU time this thread got for the loop */
 } fma_job;
 
 /* NACC independent FMA chains in named variables (an array would live in memory at -O2);
@@ -94,9 +101,11 @@ static void *fma_worker(void *arg)
     fma_job *job = arg;
     const vec a = vset1(0.9999999f), b = vset1(1e-7f);
     ACC_EACH(ACC_DECL);
+    double c0 = clock_s(CLOCK_THREAD_CPUTIME_ID);
     for (long it = 0; it < job->iters; it++) {
         ACC_EACH(ACC_STEP);
     }
+    job->cpu_s = clock_s(CLOCK_THREAD_CPUTIME_ID) - c0;
     vec sum = vset1(0.0f);
     ACC_EACH(ACC_SUM);
     float out[LANES];
@@ -105,8 +114,10 @@ static void *fma_worker(void *arg)
     return NULL;
 }
 
-/* GFLOPS of T threads each running `iters` iterations at once; < 0 on error. */
-static double fma_run(int T, long iters)
+/* GFLOPS of T threads each running `iters` iterations at once, by wall time; < 0 on error.
+ * *cpu_gflops gets the sum over threads of FLOPs per second of CPU time the thread got, which
+ * other processes on a busy machine do not lower (on an idle machine both agree). */
+static double fma_run(int T, long iters, double *cpu_gflops)
 {
     pthread_t tid[MAX_THREADS];
     fma_job jobs[MAX_THREADS];
@@ -129,7 +140,11 @@ static double fma_run(int T, long iters)
         fprintf(stderr, "peak: pthread_create: %s\n", strerror(rc));
         return -1.0;
     }
-    return (double)T * (double)iters * NACC * LANES * 2.0 / dt / 1e9;
+    double flops = (double)iters * NACC * LANES * 2.0;
+    *cpu_gflops = 0.0;
+    for (int t = 0; t < T; t++)
+        *cpu_gflops += flops / jobs[t].cpu_s / 1e9;
+    return (double)T * flops / dt / 1e9;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -150,25 +165,27 @@ static stats summarise(double *v, int n)
 }
 
 /* Measure T-thread FMA throughput: calibrate to ~0.2 s per run, then `repeats` runs. */
-static int fma_measure(int T, int repeats, stats *out)
+static int fma_measure(int T, int repeats, stats *out, stats *out_cpu)
 {
+    double cpu;
     long iters = 1L << 20;
     for (;;) {
         double t0 = now_s();
-        if (fma_run(1, iters) < 0)
+        if (fma_run(1, iters, &cpu) < 0)
             return -1;
         if (now_s() - t0 > 0.05 || iters > (1L << 34))
             break;
         iters *= 2;
     }
     iters *= 4;
-    double v[64];
+    double v[64], vc[64];
     for (int r = 0; r < repeats; r++) {
-        v[r] = fma_run(T, iters);
+        v[r] = fma_run(T, iters, &vc[r]);
         if (v[r] < 0)
             return -1;
     }
     *out = summarise(v, repeats);
+    *out_cpu = summarise(vc, repeats);
     return 0;
 }
 
@@ -264,8 +281,8 @@ int main(int argc, char **argv)
     }
     shapes[0] = (shape){n, n, n};
 
-    stats f1, fT;
-    if (fma_measure(1, repeats, &f1) || (T > 1 && fma_measure(T, repeats, &fT)))
+    stats f1, fT, c1, cT;
+    if (fma_measure(1, repeats, &f1, &c1) || (T > 1 && fma_measure(T, repeats, &fT, &cT)))
         return 1;
 
     printf("{\n  \"isa\": \"%s\",\n  \"threads\": %d,\n  \"repeats\": %d,\n", ISA, T, repeats);
@@ -277,6 +294,10 @@ int main(int argc, char **argv)
     print_stats("1", f1, T > 1 ? "," : "");
     if (T > 1)
         print_stats(key, fT, "");
+    printf("  },\n  \"fma_gflops_per_cpu_time\": {\n");
+    print_stats("1", c1, T > 1 ? "," : "");
+    if (T > 1)
+        print_stats(key, cT, "");
     printf("  },\n  \"sgemm_gflops\": [\n");
     for (int s = 0; s <= nshapes; s++) {
         stats g1, gT;
