@@ -1040,6 +1040,7 @@ static const status_row status_rows[] = {
     {409, "conflict", "Conflict with the resource's state"},
     {413, "payload-too-large", "Request body too large"},
     {415, "unsupported-media-type", "Unsupported media type"},
+    {416, "range-not-satisfiable", "Range not satisfiable"},
     {422, "validation-error", "Validation failed"},
     {500, "internal-error", "Internal server error"},
     {503, "unavailable", "Service unavailable"},

@@ -452,8 +452,20 @@ bool th_daemon_fini(th_daemon *d, bool dump_log)
 typedef struct sink {
     char *buf;
     size_t len, cap;
-    FILE *file; /* when set, the body goes here instead of buf */
+    FILE *file;     /* when set, the body goes here instead of buf */
+    int stop_after; /* > 0: abort the transfer once this many SSE records with an id arrived */
+    bool stopped;   /* the transfer was aborted on purpose */
 } sink;
+
+/* SSE records carrying an id in `buf` (each starts a line with "id:"). */
+static int count_sse_ids(const char *buf)
+{
+    int n = 0;
+    for (const char *p = buf; (p = strstr(p, "id:")) != NULL; p += 3)
+        if (p == buf || p[-1] == '\n')
+            n++;
+    return n;
+}
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *user)
 {
@@ -474,6 +486,10 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *user)
     memcpy(s->buf + s->len, ptr, n);
     s->len += n;
     s->buf[s->len] = '\0';
+    if (s->stop_after > 0 && count_sse_ids(s->buf) >= s->stop_after) {
+        s->stopped = true;
+        return 0; /* enough: curl aborts with CURLE_WRITE_ERROR */
+    }
     return n;
 }
 
@@ -503,12 +519,73 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *user)
     copy_header(r->content_type, sizeof(r->content_type), line, n, "Content-Type");
     copy_header(r->location, sizeof(r->location), line, n, "Location");
     copy_header(r->allow, sizeof(r->allow), line, n, "Allow");
+    copy_header(r->etag, sizeof(r->etag), line, n, "ETag");
+    size_t used = strlen(r->headers);
+    if (n > 2 && used + n + 1 < sizeof(r->headers)) {
+        memcpy(r->headers + used, line, n);
+        r->headers[used + n] = '\0';
+    }
     return n;
 }
 
-static int do_request(const th_daemon *d, const char *method, const char *path,
-                      const char *content_type, const char *body, size_t body_len, th_resp *r,
-                      FILE *out)
+bool th_resp_header(const th_resp *r, const char *name, char *out, size_t size)
+{
+    size_t nl = strlen(name);
+    for (const char *p = r->headers; *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        if (len > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ')
+                v++;
+            size_t vl = (size_t)(p + len - v);
+            while (vl > 0 && (v[vl - 1] == '\r' || v[vl - 1] == ' '))
+                vl--;
+            snprintf(out, size, "%.*s", (int)vl, v);
+            return true;
+        }
+        p += len + (eol ? 1 : 0);
+    }
+    if (size)
+        out[0] = '\0';
+    return false;
+}
+
+/* Appends one exchange to $THAWD_RESPONSE_LOG (JSON Lines) for the OpenAPI validator:
+ * method, path (query removed), status, content type and the body when it is text. One
+ * write(2) per line on an O_APPEND descriptor, so parallel tests do not interleave. */
+static void record_exchange(const char *method, const char *path, const th_resp *r, bool in_file)
+{
+    const char *log = getenv("THAWD_RESPONSE_LOG");
+    if (!log || !*log || r->status == 0)
+        return;
+    char p[1024];
+    snprintf(p, sizeof p, "%s", path);
+    p[strcspn(p, "?")] = '\0';
+    json_t *o = json_pack("{s:s, s:s, s:i, s:s}", "method", method, "path", p, "status",
+                          (int)r->status, "content_type", r->content_type);
+    bool text = !in_file && r->body &&
+                (strstr(r->content_type, "json") || strstr(r->content_type, "text/") ||
+                 strstr(r->content_type, "yaml") || strstr(r->content_type, "svg"));
+    json_object_set_new(o, "body", text ? json_stringn(r->body, r->body_len) : json_null());
+    char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!line)
+        return;
+    size_t n = strlen(line);
+    line[n] = '\n'; /* replaces the NUL: write n + 1 bytes */
+    int fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        if (write(fd, line, n + 1) != (ssize_t)(n + 1))
+            diagf("could not record the response in %s", log);
+        close(fd);
+    }
+    free(line);
+}
+
+static int do_request_ex(const th_daemon *d, const char *method, const char *path,
+                         const char *const *headers, const char *content_type, const char *body,
+                         size_t body_len, th_resp *r, FILE *out, int stop_after, long timeout_ms)
 {
     memset(r, 0, sizeof(*r));
     char url[1024];
@@ -523,11 +600,16 @@ static int do_request(const th_daemon *d, const char *method, const char *path,
         hdrs = curl_slist_append(hdrs, ct);
     }
     hdrs = curl_slist_append(hdrs, "Expect:");
-    sink s = {.file = out};
+    for (size_t i = 0; headers && headers[i]; i++)
+        hdrs = curl_slist_append(hdrs, headers[i]);
+    sink s = {.file = out, .stop_after = stop_after};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PROXY, "");
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    if (timeout_ms > 0)
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    else
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
@@ -548,6 +630,10 @@ static int do_request(const th_daemon *d, const char *method, const char *path,
         }
     }
     CURLcode rc = curl_easy_perform(c);
+    /* a stream read ends by our abort or by its time budget: both are normal */
+    if ((rc == CURLE_WRITE_ERROR && s.stopped) ||
+        (rc == CURLE_OPERATION_TIMEDOUT && timeout_ms > 0 && s.len > 0))
+        rc = CURLE_OK;
     if (rc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
     } else {
@@ -560,7 +646,76 @@ static int do_request(const th_daemon *d, const char *method, const char *path,
     r->body_len = s.len;
     if (r->body && r->body_len > 0 && strstr(r->content_type, "json"))
         r->json = json_loadb(r->body, r->body_len, 0, NULL);
+    record_exchange(method, path, r, out != NULL);
     return rc == CURLE_OK ? 0 : -1;
+}
+
+static int do_request(const th_daemon *d, const char *method, const char *path,
+                      const char *content_type, const char *body, size_t body_len, th_resp *r,
+                      FILE *out)
+{
+    return do_request_ex(d, method, path, NULL, content_type, body, body_len, r, out, 0, 0);
+}
+
+int th_request_ex(const th_daemon *d, const char *method, const char *path,
+                  const char *const *headers, const char *content_type, const char *body,
+                  size_t body_len, th_resp *r)
+{
+    return do_request_ex(d, method, path, headers, content_type, body, body_len, r, NULL, 0, 0);
+}
+
+int th_sse_read(const th_daemon *d, const char *path, const char *const *headers, int max_events,
+                long timeout_ms, th_resp *r)
+{
+    const char *h[16];
+    size_t n = 0;
+    h[n++] = "Accept: text/event-stream";
+    for (size_t i = 0; headers && headers[i] && n < 15; i++)
+        h[n++] = headers[i];
+    h[n] = NULL;
+    return do_request_ex(d, "GET", path, h, NULL, NULL, 0, r, NULL, max_events, timeout_ms);
+}
+
+json_t *th_sse_parse(const char *text, int *n_comments)
+{
+    json_t *out = json_array();
+    json_t *cur = NULL;
+    if (n_comments)
+        *n_comments = 0;
+    for (const char *p = text; p && *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        if (len == 0) { /* blank line: dispatch */
+            if (cur && json_object_get(cur, "data"))
+                json_array_append(out, cur);
+            json_decref(cur);
+            cur = NULL;
+        } else if (p[0] == ':') {
+            if (n_comments)
+                (*n_comments)++;
+        } else {
+            const char *colon = memchr(p, ':', len);
+            size_t kl = colon ? (size_t)(colon - p) : len;
+            const char *v = colon ? colon + 1 : p + len;
+            if (v < p + len && *v == ' ')
+                v++;
+            size_t vl = (size_t)(p + len - v);
+            if (!cur)
+                cur = json_object();
+            char key[16];
+            snprintf(key, sizeof key, "%.*s", (int)(kl < 15 ? kl : 15), p);
+            if (strcmp(key, "data") == 0) {
+                json_t *dj = json_loadb(v, vl, 0, NULL);
+                json_object_set_new(cur, "data", dj ? dj : json_stringn(v, vl));
+            } else if (strcmp(key, "id") == 0 || strcmp(key, "event") == 0 ||
+                       strcmp(key, "retry") == 0) {
+                json_object_set_new(cur, key, json_stringn(v, vl));
+            }
+        }
+        p = eol ? eol + 1 : NULL;
+    }
+    json_decref(cur); /* an unterminated record is not dispatched */
+    return out;
 }
 
 int th_request(const th_daemon *d, const char *method, const char *path, const char *content_type,

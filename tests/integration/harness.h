@@ -8,6 +8,10 @@
  * jansson. Nothing here prints TAP results: functions return codes or bools and explain
  * failures as TAP comments ("# ..."), and the tests turn them into ok() lines.
  *
+ * With THAWD_RESPONSE_LOG set, every response is appended to that file as one JSON line
+ * (method, path, status, content_type, body) for validate_responses.mjs, which checks them
+ * all against api-spec/openapi.yaml.
+ *
  * Not thread-safe: one test thread drives each th_daemon.
  */
 #pragma once
@@ -36,7 +40,9 @@ typedef struct th_resp {
     char content_type[128]; /* header values, "" when absent */
     char location[256];
     char allow[128];
-    char *body; /* NUL-terminated; caller owns through th_resp_fini */
+    char etag[128];
+    char headers[4096]; /* every response header line, raw (for th_resp_header) */
+    char *body;         /* NUL-terminated; caller owns through th_resp_fini */
     size_t body_len;
     json_t *json; /* parsed body when it is JSON, else NULL; owned like body */
 } th_resp;
@@ -89,6 +95,26 @@ int th_post_json(const th_daemon *d, const char *path, const char *json_text, th
 /* Downloads `path` into the file `out_path`. Returns the HTTP status, or -1. */
 long th_download(const th_daemon *d, const char *path, const char *out_path, th_resp *r);
 void th_resp_fini(th_resp *r);
+
+/* th_request with extra request headers (NULL-terminated "Name: value" array, may be NULL). */
+int th_request_ex(const th_daemon *d, const char *method, const char *path,
+                  const char *const *headers, const char *content_type, const char *body,
+                  size_t body_len, th_resp *r);
+
+/* A response header's value (first occurrence, trimmed) into out; false when absent. */
+bool th_resp_header(const th_resp *r, const char *name, char *out, size_t size);
+
+/* Reads a Server-Sent Events stream as a client would: GET `path` with Accept:
+ * text/event-stream plus `headers` (may be NULL; e.g. "Last-Event-ID: 7"), until
+ * `max_events` records with an id arrived (0 = no limit), the server ends the stream, or
+ * timeout_ms passes. r->body holds the raw stream. Returns 0, or -1 on a transport error. */
+int th_sse_read(const th_daemon *d, const char *path, const char *const *headers, int max_events,
+                long timeout_ms, th_resp *r);
+
+/* Parses SSE text into an array of {"id","event","retry","data"} records (data parsed as JSON
+ * when it is JSON); counts comment lines (": ping") into *n_comments (may be NULL). Caller
+ * owns the array. */
+json_t *th_sse_parse(const char *text, int *n_comments);
 
 /* POSTs a job spec to /v1/jobs and returns the new id (> 0), or -1 when the answer was not
  * a 201 with a job object (explained in a comment). `r` may be NULL. */
