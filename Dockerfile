@@ -1,5 +1,7 @@
 # thawd: build and test on Debian 12, then a slim non-root runtime image.
-# Keep the package list in step with scripts/setup.sh (the build stage runs that script).
+# Keep the package list in step with scripts/setup.sh (the build stage runs that script; it
+# also installs nodejs and npm, which the integration suite uses to lint the OpenAPI spec and
+# validate every response against it; offline, those two tests skip).
 
 FROM debian:12 AS build
 WORKDIR /src

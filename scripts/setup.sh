@@ -18,6 +18,13 @@ for p in $PACKAGES; do
     fi
 done
 
+# The integration suite lints api-spec/openapi.yaml (@redocly/cli) and validates every
+# response against it (ajv) with packages fetched by npm at test time. A Node.js from
+# elsewhere (e.g. NodeSource, which bundles npm) is fine; only without npm take Debian's.
+if ! command -v npm >/dev/null 2>&1; then
+    missing="$missing nodejs npm"
+fi
+
 if [ -z "$missing" ]; then
     echo "setup: all packages present"
     exit 0
