@@ -6,10 +6,13 @@ set -eu
 cd "$(dirname "$0")/.."
 
 sh scripts/setup.sh
+log=$(mktemp)
+# Quiet when all goes well; the whole build output when it does not.
 if [ ! -f build-release/build.ninja ]; then
-    meson setup build-release --buildtype=release -Dtests=false >/dev/null
+    meson setup build-release --buildtype=release -Dtests=false >"$log" 2>&1 || { cat "$log"; exit 1; }
 fi
-meson compile -C build-release >/dev/null
+meson compile -C build-release >"$log" 2>&1 || { cat "$log"; rm -f "$log"; exit 1; }
+rm -f "$log"
 
 cat <<'MSG'
 thawd: starting on http://127.0.0.1:8080 (data in ./thawd-data; Ctrl-C stops it cleanly)

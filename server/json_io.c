@@ -914,9 +914,10 @@ void srv_time_format(int64_t ms, char *buf, size_t size)
 {
     time_t sec = (time_t)(ms / 1000);
     struct tm tm;
-    gmtime_r(&sec, &tm);
-    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    char date[24]; /* "YYYY-MM-DDTHH:MM:SS"; strftime bounds it, unlike %d fields */
+    if (!gmtime_r(&sec, &tm) || strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        snprintf(date, sizeof date, "1970-01-01T00:00:00");
+    snprintf(buf, size, "%s.%03dZ", date, (int)(ms % 1000));
 }
 
 static json_t *time_or_null(int64_t ms)
