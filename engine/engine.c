@@ -97,6 +97,7 @@ static const char *const op_names[] = {
     [ENG_STAGE_FIT_ONE_CYCLE] = "fit_one_cycle",
     [ENG_STAGE_FIT] = "fit",
     [ENG_STAGE_SAVE] = "save",
+    [ENG_STAGE_FINE_TUNE] = "fine_tune",
 };
 
 const char *eng_stage_op_name(eng_stage_op op)
@@ -136,6 +137,13 @@ void eng_stage_defaults(eng_stage *s, eng_stage_op op)
     s->num_it = 100;
     s->stop_div = true;
     snprintf(s->name, sizeof(s->name), "model");
+    s->freeze_epochs = 1;
+    s->lr_mult = 100.0f;
+    if (op == ENG_STAGE_FINE_TUNE) { /* fine_tune(base_lr=2e-3, pct_start=0.3, div=5.0) */
+        s->lr.v[0] = 2e-3f;
+        s->pct_start = 0.3f;
+        s->div = 5.0f;
+    }
 }
 
 void eng_opt_spec_defaults(eng_opt_spec *o)
@@ -149,6 +157,39 @@ void eng_opt_spec_defaults(eng_opt_spec *o)
     o->train_bn = true;
 }
 
+static void tracker_defaults(eng_tracker_spec *t)
+{
+    memset(t, 0, sizeof(*t));
+    snprintf(t->monitor, sizeof(t->monitor), "valid_loss");
+    t->patience = 1;
+    snprintf(t->fname, sizeof(t->fname), "model");
+}
+
+void eng_train_callbacks_defaults(eng_train_callbacks *c)
+{
+    memset(c, 0, sizeof(*c));
+    tracker_defaults(&c->early_stopping);
+    tracker_defaults(&c->save_best);
+    c->terminate_on_nan = true;
+    c->clip_max_norm = 1.0f;
+    c->clip_norm_type = 2.0f;
+}
+
+int eng_metric_name(const eng_metric *m, char *buf, size_t size)
+{
+    switch (m->kind) {
+    case ENG_METRIC_ACCURACY:
+        return snprintf(buf, size, "accuracy");
+    case ENG_METRIC_ERROR_RATE:
+        return snprintf(buf, size, "error_rate");
+    case ENG_METRIC_TOP_K:
+        if (m->k == 5)
+            return snprintf(buf, size, "top_k_accuracy");
+        return snprintf(buf, size, "top_%u_accuracy", m->k);
+    }
+    return snprintf(buf, size, "?");
+}
+
 void eng_job_spec_defaults(eng_job_spec *j)
 {
     memset(j, 0, sizeof(*j));
@@ -157,6 +198,10 @@ void eng_job_spec_defaults(eng_job_spec *j)
     eng_opt_spec_defaults(&j->opt);
     j->batch_size = 64;
     j->seed = 0;
+    j->n_metrics = 1;
+    j->metrics[0].kind = ENG_METRIC_ACCURACY;
+    j->metrics[0].k = 5;
+    eng_train_callbacks_defaults(&j->callbacks);
 }
 
 /* ---- validation -------------------------------------------------------------------------- */
@@ -202,6 +247,71 @@ static int validate_lr(const eng_lr *lr, const char *field, bool have_lr_find, e
         return 0;
     }
     return bad(err, field, "unknown learning-rate kind");
+}
+
+static bool monitor_known(const eng_job_spec *j, const char *name)
+{
+    char col[48];
+    if (strcmp(name, "train_loss") == 0 || strcmp(name, "valid_loss") == 0)
+        return true;
+    for (uint32_t i = 0; i < j->n_metrics && i < ENG_MAX_METRICS; i++) {
+        eng_metric_name(&j->metrics[i], col, sizeof(col));
+        if (strcmp(name, col) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool valid_name(const char *s);
+
+static int validate_tracker(const eng_job_spec *j, const eng_tracker_spec *t, const char *what,
+                            bool save, eng_error *err)
+{
+    char f[96];
+    if (!t->enabled)
+        return 0;
+    if (strnlen(t->monitor, sizeof(t->monitor)) >= sizeof(t->monitor) ||
+        !monitor_known(j, t->monitor))
+        return bad(err, (snprintf(f, sizeof(f), "callbacks.%s.monitor", what), f),
+                   "must be train_loss, valid_loss or one of the job's metrics");
+    if (t->comp < -1 || t->comp > 1)
+        return bad(err, (snprintf(f, sizeof(f), "callbacks.%s.comp", what), f),
+                   "must be less or greater");
+    if (!isfinite(t->min_delta))
+        return bad(err, (snprintf(f, sizeof(f), "callbacks.%s.min_delta", what), f),
+                   "must be a finite number");
+    if (!save && (t->patience < 1 || t->patience > 100000))
+        return bad(err, (snprintf(f, sizeof(f), "callbacks.%s.patience", what), f),
+                   "must be an integer 1..100000");
+    if (save && !valid_name(t->fname))
+        return bad(err, (snprintf(f, sizeof(f), "callbacks.%s.fname", what), f),
+                   "must be 1..63 characters of [A-Za-z0-9_.-], not starting with '.'");
+    return 0;
+}
+
+static int validate_metrics_callbacks(const eng_job_spec *j, eng_error *err)
+{
+    if (j->n_metrics > ENG_MAX_METRICS)
+        return bad(err, "metrics", "at most 8 metrics");
+    for (uint32_t i = 0; i < j->n_metrics; i++) {
+        const eng_metric *m = &j->metrics[i];
+        if (m->kind != ENG_METRIC_ACCURACY && m->kind != ENG_METRIC_ERROR_RATE &&
+            m->kind != ENG_METRIC_TOP_K)
+            return bad(err, "metrics", "unknown metric");
+        if (m->kind == ENG_METRIC_TOP_K && (m->k < 1 || m->k > ENG_MAX_CLASSES))
+            return bad(err, "metrics", "top-k needs 1 <= k <= 1000");
+    }
+    const eng_train_callbacks *c = &j->callbacks;
+    int rc = validate_tracker(j, &c->early_stopping, "early_stopping", false, err);
+    if (!rc)
+        rc = validate_tracker(j, &c->save_best, "save_best", true, err);
+    if (rc)
+        return rc;
+    if (c->grad_clip && !finite_pos(c->clip_max_norm))
+        return bad(err, "callbacks.grad_clip.max_norm", "must be > 0");
+    if (c->grad_clip && !(c->clip_norm_type > 0.0f))
+        return bad(err, "callbacks.grad_clip.norm_type", "must be > 0 (or inf)");
+    return 0;
 }
 
 static bool valid_name(const char *s)
@@ -259,6 +369,33 @@ static int validate_stage(const eng_stage *s, size_t i, bool *have_lr_find, eng_
                 return bad(err, FIELD("moms"), "values must be in [0, 1)");
         return 0;
     }
+    case ENG_STAGE_FINE_TUNE:
+        if (s->epochs < 1 || s->epochs > 100000)
+            return bad(err, FIELD("epochs"), "must be an integer >= 1");
+        if (s->freeze_epochs < 1 || s->freeze_epochs > 100000)
+            return bad(err, FIELD("freeze_epochs"), "must be an integer >= 1");
+        if (s->lr.kind != ENG_LR_VALUE &&
+            !(s->lr.kind == ENG_LR_SUGGESTION && s->lr.slice_lo_divide == 0.0f))
+            return bad(err, FIELD("base_lr"), "must be a number or a suggestion without slice");
+        {
+            int rc = validate_lr(&s->lr, FIELD("base_lr"), *have_lr_find, err);
+            if (rc)
+                return rc;
+        }
+        if (!finite_pos(s->lr_mult))
+            return bad(err, FIELD("lr_mult"), "must be > 0");
+        if (!isfinite(s->wd))
+            return bad(err, FIELD("wd"), "must be a number >= 0");
+        if (!finite_pos(s->div))
+            return bad(err, FIELD("div"), "must be > 0");
+        if (!finite_pos(s->div_final))
+            return bad(err, FIELD("div_final"), "must be > 0");
+        if (!(s->pct_start > 0.0f && s->pct_start < 1.0f))
+            return bad(err, FIELD("pct_start"), "must be in (0, 1)");
+        for (int k = 0; k < 3; k++)
+            if (!(isfinite(s->moms[k]) && s->moms[k] >= 0.0f && s->moms[k] < 1.0f))
+                return bad(err, FIELD("moms"), "values must be in [0, 1)");
+        return 0;
     case ENG_STAGE_SAVE:
         if (!valid_name(s->name))
             return bad(err, FIELD("name"),
@@ -368,5 +505,5 @@ int eng_job_spec_validate(const eng_job_spec *j, eng_error *err)
         if (rc)
             return rc;
     }
-    return 0;
+    return validate_metrics_callbacks(j, err);
 }

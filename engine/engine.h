@@ -237,6 +237,9 @@ typedef enum eng_stage_op {
     ENG_STAGE_FIT_ONE_CYCLE, /* 1cycle LR + momentum schedule */
     ENG_STAGE_FIT,           /* constant LR */
     ENG_STAGE_SAVE,          /* write the weights as <out_dir>/<name>.safetensors */
+    ENG_STAGE_FINE_TUNE,     /* fastai fine_tune: freeze, fit_one_cycle(freeze_epochs,
+                                slice(base_lr), pct_start 0.99), base_lr /= 2, unfreeze,
+                                fit_one_cycle(epochs, slice(base_lr/lr_mult, base_lr)) */
 } eng_stage_op;
 
 /* Static name of an op as used in specs ("fit_one_cycle"), or NULL if out of range. */
@@ -260,6 +263,11 @@ typedef struct eng_stage {
     bool stop_div;
     /* SAVE */
     char name[ENG_NAME_MAX];
+    /* FINE_TUNE: `epochs`, `lr` = base_lr (a value or a suggestion without slice_divide),
+     * `pct_start` and `div` of the second fit; `div_final`, `moms` and `wd` go to both fits
+     * (eng_stage_defaults gives fastai's 0.3 / 5 for fine_tune). */
+    uint32_t freeze_epochs;
+    float lr_mult;
 } eng_stage;
 
 /* Fills `s` with fastai's defaults for `op`: fit_one_cycle(lr_max=1e-3, div=25,
@@ -284,6 +292,51 @@ typedef struct eng_opt_spec {
  * train_bn true. */
 void eng_opt_spec_defaults(eng_opt_spec *o);
 
+/* ---- metrics and training callbacks ------------------------------------------------------- */
+
+#define ENG_MAX_METRICS 8
+
+typedef enum eng_metric_kind {
+    ENG_METRIC_ACCURACY,   /* mean(argmax == target) */
+    ENG_METRIC_ERROR_RATE, /* 1 - accuracy */
+    ENG_METRIC_TOP_K,      /* fastai top_k_accuracy: target among the k largest logits */
+} eng_metric_kind;
+
+typedef struct eng_metric {
+    eng_metric_kind kind;
+    uint32_t k; /* ENG_METRIC_TOP_K (fastai default 5) */
+} eng_metric;
+
+/* The recorder column name of a metric ("accuracy", "error_rate", "top_k_accuracy"; a
+ * top-k with k != 5 is "top_<k>_accuracy"), written into buf like snprintf. */
+int eng_metric_name(const eng_metric *m, char *buf, size_t size);
+
+/* fastai TrackerCallback arguments (EarlyStoppingCallback, SaveModelCallback). */
+typedef struct eng_tracker_spec {
+    bool enabled;
+    char monitor[32];  /* a recorder column: "valid_loss" (default), "train_loss", a metric */
+    int comp;          /* 0: fastai's rule (less if the name has "loss" or "error"), -1 less, +1
+                          greater */
+    float min_delta;   /* default 0 */
+    uint32_t patience; /* early stopping: default 1 */
+    char fname[ENG_NAME_MAX]; /* save-best: default "model" */
+} eng_tracker_spec;
+
+typedef struct eng_train_callbacks {
+    eng_tracker_spec early_stopping;
+    eng_tracker_spec save_best; /* saves <fname> on improvement, reloads it after each fit */
+    /* TerminateOnNaN: a non-finite training or validation loss fails the job with
+     * ENG_ENUMERIC (default true; false records the non-finite values and goes on). */
+    bool terminate_on_nan;
+    /* GradientClip: clip the global norm of the trainable gradients before each step. */
+    bool grad_clip;
+    float clip_max_norm, clip_norm_type; /* defaults 1 and 2; norm_type may be INFINITY */
+} eng_train_callbacks;
+
+/* Fills `c` with the defaults: trackers off (monitor valid_loss, comp 0, min_delta 0,
+ * patience 1, fname "model"), terminate_on_nan true, grad_clip off (1, 2). */
+void eng_train_callbacks_defaults(eng_train_callbacks *c);
+
 /* ---- job --------------------------------------------------------------------------------- */
 
 typedef struct eng_job_spec {
@@ -294,6 +347,10 @@ typedef struct eng_job_spec {
     uint64_t seed; /* fixes init, shuffling and dropout */
     size_t n_stages;
     eng_stage *stages; /* borrowed array of n_stages */
+    /* Validation metrics, recorder columns after valid_loss (default: accuracy). */
+    uint32_t n_metrics;
+    eng_metric metrics[ENG_MAX_METRICS];
+    eng_train_callbacks callbacks;
 } eng_job_spec;
 
 /* Fills `j` with defaults (batch 64, seed 0, no stages) and the sub-spec defaults. */
@@ -361,6 +418,13 @@ typedef struct eng_event {
     const eng_artifact *artifact;      /* ENG_EVENT_ARTIFACT */
     eng_log_level level;               /* ENG_EVENT_LOG */
     const char *message;               /* ENG_EVENT_LOG and STAGE_END summaries */
+    /* ENG_EVENT_EPOCH: the job's metrics in spec order (n_metrics values, borrowed; NaN or
+     * inf when the value is not finite, NaN when the validation set is empty). */
+    size_t n_metrics;
+    const float *metrics;
+    /* ENG_EVENT_EPOCH of a fine_tune stage: which of its fits (0 frozen, 1 unfrozen) and
+     * the epoch within that fit (fastai prints one table per fit). */
+    uint32_t fit_index, fit_epoch;
 } eng_event;
 
 /* What the progress callback asks the engine to do next. */

@@ -15,6 +15,7 @@ void eng_optim_init(eng_optim *o, const eng_opt_spec *spec, size_t n_groups)
     ENG_ASSERT(n_groups >= 1 && n_groups <= ENG_MAX_GROUPS);
     o->kind = spec->kind;
     o->n_groups = n_groups;
+    o->sgd_mom = spec->mom != 0.0f;
     for (size_t g = 0; g < n_groups; g++) {
         o->h[g].lr = 1e-3f;
         o->h[g].mom = spec->mom;
@@ -45,8 +46,8 @@ static void adam_tensor(const eng_hypers *h, bool do_wd, uint32_t *step, float *
         p[i] += a * m[i] / (sqrtf(v[i] / d2) + eps);
 }
 
-static void sgd_tensor(const eng_hypers *h, bool do_wd, uint32_t *step, float *p, const float *g,
-                       float *m, size_t n)
+static void sgd_tensor(const eng_hypers *h, bool use_mom, bool do_wd, uint32_t *step, float *p,
+                       const float *g, float *m, size_t n)
 {
     float lr = h->lr;
     if (do_wd && h->wd != 0.0f) {
@@ -54,7 +55,7 @@ static void sgd_tensor(const eng_hypers *h, bool do_wd, uint32_t *step, float *p
         for (size_t i = 0; i < n; i++)
             p[i] *= f;
     }
-    if (h->mom != 0.0f) {
+    if (use_mom) {
         for (size_t i = 0; i < n; i++) {
             m[i] = m[i] * h->mom + g[i];
             p[i] -= lr * m[i];
@@ -79,8 +80,8 @@ void eng_optim_step(const eng_optim *o, eng_model *m)
             adam_tensor(h, !p->info.no_wd, &m->step[i], m->w + off, m->g + off, m->m + off,
                         m->v + off, p->count);
         else
-            sgd_tensor(h, !p->info.no_wd, &m->step[i], m->w + off, m->g + off, m->m + off,
-                       p->count);
+            sgd_tensor(h, o->sgd_mom, !p->info.no_wd, &m->step[i], m->w + off, m->g + off,
+                       m->m + off, p->count);
     }
 }
 

@@ -22,9 +22,11 @@
 #include "lrfind.h"
 #include "model.h"
 #include "optim.h"
+#include "recorder.h"
 #include "safetensors.h"
 #include "schedule.h"
 #include "sha256.h"
+#include "tracker.h"
 #include "train.h"
 #include "util.h"
 
@@ -52,7 +54,10 @@ typedef struct runner {
     eng_lr_find_result lf;
     float *lf_lrs, *lf_losses; /* owned */
     size_t lf_cap;
-    char summary[256]; /* the STAGE_END message of the current stage */
+    char summary[256];            /* the STAGE_END message of the current stage */
+    eng_recorder rec;             /* the job's history (per batch, per epoch) */
+    eng_tracker es, sb;           /* early stopping, save-best */
+    float mvals[ENG_MAX_METRICS]; /* the last epoch's metrics */
 } runner;
 
 static double now_s(void)
@@ -126,7 +131,7 @@ static void emit_artifact(runner *r, const char *kind, const char *name, const c
     emit(r, &ev);
 }
 
-static int save_weights(runner *r, const char *name)
+static int save_weights(runner *r, const char *name, bool set_summary)
 {
     char path[ENG_PATH_MAX + 80], sha[65];
     uint64_t size = 0;
@@ -148,7 +153,9 @@ static int save_weights(runner *r, const char *name)
     free(t);
     if (rc)
         return rc;
-    snprintf(r->summary, sizeof(r->summary), "%.200s (%llu bytes)", path, (unsigned long long)size);
+    if (set_summary)
+        snprintf(r->summary, sizeof(r->summary), "%.200s (%llu bytes)", path,
+                 (unsigned long long)size);
     emit_artifact(r, "weights", name, path, size, sha);
     return 0;
 }
@@ -166,7 +173,7 @@ static void spec_fingerprint(const eng_job_spec *j, char hex[65])
         int n_ = snprintf(b, sizeof(b), __VA_ARGS__);                                \
         eng_sha256_update(&h, b, n_ > 0 && (size_t)n_ < sizeof(b) ? (size_t)n_ : 0); \
     } while (0)
-    PUT("v1 seed=%llu bs=%u\n", (unsigned long long)j->seed, j->batch_size);
+    PUT("v2 seed=%llu bs=%u\n", (unsigned long long)j->seed, j->batch_size);
     PUT("model %.31s %u %a\n", j->model.arch, j->model.n_hidden, (double)j->model.dropout);
     for (uint32_t i = 0; i < j->model.n_hidden && i < ENG_MAX_HIDDEN; i++)
         PUT(" %u", j->model.hidden[i]);
@@ -189,7 +196,17 @@ static void spec_fingerprint(const eng_job_spec *j, char hex[65])
             (double)s->pct_start, (double)s->moms[0], (double)s->moms[1], (double)s->moms[2],
             (double)s->wd, (double)s->start_lr, (double)s->end_lr, s->num_it, (int)s->stop_div,
             s->name);
+        PUT(" ft %u %a\n", s->freeze_epochs, (double)s->lr_mult);
     }
+    for (uint32_t i = 0; i < j->n_metrics && i < ENG_MAX_METRICS; i++)
+        PUT("metric %d %u\n", (int)j->metrics[i].kind, j->metrics[i].k);
+    const eng_train_callbacks *c = &j->callbacks;
+    const eng_tracker_spec *tr[2] = {&c->early_stopping, &c->save_best};
+    for (int i = 0; i < 2; i++)
+        PUT("tracker %d %.31s %d %a %u %.63s\n", (int)tr[i]->enabled, tr[i]->monitor, tr[i]->comp,
+            (double)tr[i]->min_delta, tr[i]->patience, tr[i]->fname);
+    PUT("cb %d %d %a %a\n", (int)c->terminate_on_nan, (int)c->grad_clip, (double)c->clip_max_norm,
+        (double)c->clip_norm_type);
 #undef PUT
     eng_sha256_final_hex(&h, hex);
 }
@@ -227,10 +244,11 @@ static int write_checkpoint(runner *r)
     int rc = out_path(r, "checkpoint", path, sizeof(path));
     if (rc)
         return rc;
-    size_t nt = 3 * m->n_params + 2;
+    size_t nt = 3 * m->n_params + 5;
     eng_st_tensor *t = calloc(nt, sizeof(*t));
     char(*names)[110] = calloc(2 * m->n_params + 1, sizeof(*names));
-    char *steps = calloc(m->n_params * 11 + 2, 1);
+    /* step counts as exact floats (< 2^24) in a tensor: a metadata string would not fit */
+    float *steps = calloc(m->n_params + 1, sizeof(float));
     meta_buf *mb = calloc(1, sizeof(*mb));
     if (!t || !names || !steps || !mb) {
         rc = eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory writing a checkpoint");
@@ -253,9 +271,20 @@ static int write_checkpoint(runner *r)
             e->ndim = p->info.ndim;
             memcpy(e->shape, p->info.shape, sizeof(p->info.shape));
         }
-        size_t len = strlen(steps);
-        snprintf(steps + len, 12, "%s%u", i ? "," : "", m->step[i]);
+        steps[i] = (float)m->step[i];
     }
+    t[k++] =
+        (eng_st_tensor){.name = "__opt.steps", .ndim = 1, .shape = {m->n_params}, .data = steps};
+    if (r->rec.n_batch)
+        t[k++] = (eng_st_tensor){.name = "__recorder.batch",
+                                 .ndim = 2,
+                                 .shape = {r->rec.n_batch, 3},
+                                 .data = r->rec.batch};
+    if (r->rec.n_epoch)
+        t[k++] = (eng_st_tensor){.name = "__recorder.epoch",
+                                 .ndim = 2,
+                                 .shape = {r->rec.n_epoch, r->rec.n_cols},
+                                 .data = r->rec.epoch};
     if (r->have_lf && r->lf.n) {
         t[k++] = (eng_st_tensor){
             .name = "__lr_find.lrs", .ndim = 1, .shape = {r->lf.n}, .data = r->lf_lrs};
@@ -279,7 +308,8 @@ static int write_checkpoint(runner *r)
              (unsigned long long)r->tr.rng.s[1], (unsigned long long)r->tr.rng.s[2],
              (unsigned long long)r->tr.rng.s[3]);
     meta_add(mb, "smooth", "%a,%u", r->tr.smooth.val, r->tr.smooth.count);
-    meta_add(mb, "opt_steps", "%s", steps);
+    meta_add(mb, "tracker.early_stopping", "%a,%u,%d", r->es.best, r->es.wait, (int)r->es.saved);
+    meta_add(mb, "tracker.save_best", "%a,%u,%d", r->sb.best, r->sb.wait, (int)r->sb.saved);
     for (size_t g = 0; g < r->tr.opt.n_groups; g++) {
         char key[32];
         const eng_hypers *h = &r->tr.opt.h[g];
@@ -385,15 +415,57 @@ static int load_checkpoint(runner *r, const char *path)
                 goto out;
         }
     }
-    const char *s = eng_st_meta(f, "opt_steps");
-    for (size_t i = 0; i < m->n_params; i++) {
-        char *end;
-        if (!s) {
-            rc = ckpt_fail(r, path, "opt_steps");
+    const eng_st_entry *es = eng_st_find(f, "__opt.steps");
+    if (!es || es->ndim != 1 || es->shape[0] != m->n_params) {
+        rc = ckpt_fail(r, path, "optimizer step counts");
+        goto out;
+    }
+    {
+        float *steps = malloc((m->n_params + 1) * sizeof(float));
+        if (!steps) {
+            rc = eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory");
             goto out;
         }
-        m->step[i] = (uint32_t)strtoul(s, &end, 10);
-        s = *end == ',' ? end + 1 : NULL;
+        rc = eng_st_copy(f, es, steps, m->n_params, r->err);
+        for (size_t i = 0; !rc && i < m->n_params; i++)
+            m->step[i] = (uint32_t)steps[i];
+        free(steps);
+        if (rc)
+            goto out;
+    }
+    const eng_st_entry *rb = eng_st_find(f, "__recorder.batch");
+    const eng_st_entry *re = eng_st_find(f, "__recorder.epoch");
+    if ((rb && (rb->ndim != 2 || rb->shape[1] != 3)) ||
+        (re && (re->ndim != 2 || re->shape[1] != r->rec.n_cols))) {
+        rc = ckpt_fail(r, path, "recorder history");
+        goto out;
+    }
+    {
+        size_t nb = rb ? rb->shape[0] : 0, ne = re ? re->shape[0] : 0;
+        float *bb = malloc((nb * 3 + 1) * sizeof(float));
+        float *eb = malloc((ne * r->rec.n_cols + 1) * sizeof(float));
+        rc = !bb || !eb ? eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory") : 0;
+        if (!rc && rb)
+            rc = eng_st_copy(f, rb, bb, nb * 3, r->err);
+        if (!rc && re)
+            rc = eng_st_copy(f, re, eb, ne * r->rec.n_cols, r->err);
+        if (!rc && eng_recorder_set(&r->rec, bb, nb, eb, ne))
+            rc = eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory");
+        free(bb);
+        free(eb);
+        if (rc)
+            goto out;
+    }
+    const char *tk[2] = {"tracker.early_stopping", "tracker.save_best"};
+    eng_tracker *tt[2] = {&r->es, &r->sb};
+    for (int i = 0; i < 2; i++) {
+        if (parse_floats(eng_st_meta(f, tk[i]), d, 3)) {
+            rc = ckpt_fail(r, path, tk[i]);
+            goto out;
+        }
+        tt[i]->best = d[0];
+        tt[i]->wait = (uint32_t)d[1];
+        tt[i]->saved = d[2] != 0.0;
     }
     unsigned long long pos[6];
     const char *pk[6] = {"stage", "epoch", "batch", "step", "planned_done", "frozen_idx"};
@@ -503,38 +575,126 @@ static void stage_field(runner *r, const char *name, char *field, size_t size)
     snprintf(field, size, "stages.%zu.%s", r->stage, name);
 }
 
-static int run_fit(runner *r, const eng_stage *st, bool one_cycle, uint32_t e0, uint32_t b0)
+/* One fastai fit (fit or fit_one_cycle): a fine_tune stage runs two of them. Epochs are
+ * counted within the fit; the stage's position adds e_off (the epochs of earlier fits of
+ * the same stage). */
+typedef struct fit_plan {
+    uint32_t epochs, e_off, fit_index, stage_epochs;
+    bool one_cycle;
+    float peak[ENG_MAX_GROUPS]; /* lr_max per group (fit: the constant lr) */
+    float div, div_final, pct_start, moms[3];
+    float wd; /* < 0: keep the current hyper (fastai fit(wd=None)) */
+} fit_plan;
+
+static float column_value(runner *r, const char *name, float train_loss, float valid_loss)
+{
+    char col[48];
+    if (strcmp(name, "train_loss") == 0)
+        return train_loss;
+    if (strcmp(name, "valid_loss") == 0)
+        return valid_loss;
+    for (uint32_t k = 0; k < r->spec->n_metrics; k++) {
+        eng_metric_name(&r->spec->metrics[k], col, sizeof(col));
+        if (strcmp(name, col) == 0)
+            return r->mvals[k];
+    }
+    return NAN; /* eng_job_spec_validate rejects unknown monitors */
+}
+
+/* fastai SaveModelCallback.after_fit: reload the best weights saved during this fit. */
+static int reload_best(runner *r)
+{
+    const eng_tracker_spec *sb = &r->spec->callbacks.save_best;
+    char path[ENG_PATH_MAX + 80];
+    if (!sb->enabled)
+        return 0;
+    if (!r->sb.saved) {
+        log_msg(r, ENG_LOG_WARN, "save_best: no epoch of this fit improved %s; weights kept",
+                sb->monitor);
+        return 0;
+    }
+    int rc = out_path(r, sb->fname, path, sizeof(path));
+    if (!rc)
+        rc = eng_st_load_model(path, r->model, false, r->err);
+    if (!rc)
+        log_msg(r, ENG_LOG_INFO, "save_best: reloaded %s (%s %g)", path, sb->monitor, r->sb.best);
+    return rc;
+}
+
+/* The after-epoch callbacks in fastai's order (SaveModel 61, EarlyStopping 63). Sets *stop
+ * when early stopping ends the fit. */
+static int epoch_callbacks(runner *r, uint32_t e, float tl, float vl, bool *stop)
+{
+    const eng_train_callbacks *cb = &r->spec->callbacks;
+    *stop = false;
+    if (cb->save_best.enabled) {
+        float v = column_value(r, cb->save_best.monitor, tl, vl);
+        if (eng_tracker_update(&r->sb, v)) {
+            log_msg(r, ENG_LOG_INFO, "Better model found at epoch %u with %s value: %g.", e,
+                    cb->save_best.monitor, (double)v);
+            int rc = save_weights(r, cb->save_best.fname, false);
+            if (rc)
+                return rc;
+            r->sb.saved = true;
+        }
+    }
+    if (cb->early_stopping.enabled) {
+        float v = column_value(r, cb->early_stopping.monitor, tl, vl);
+        if (eng_tracker_update(&r->es, v))
+            r->es.wait = 0;
+        else
+            r->es.wait++;
+        if (r->es.wait >= cb->early_stopping.patience) {
+            log_msg(r, ENG_LOG_INFO, "No improvement since epoch %u: early stopping",
+                    e - r->es.wait);
+            *stop = true;
+        }
+    }
+    return 0;
+}
+
+static int non_finite(runner *r, const char *what, float v, uint32_t e, size_t b, float lr)
+{
+    return eng_err_set(r->err, ENG_ENUMERIC, NULL,
+                       "training diverged: %s is %f at stage %zu epoch %u batch %zu (learning "
+                       "rate %g too high?)",
+                       what, (double)v, r->stage, e, b, (double)lr);
+}
+
+static int run_fit(runner *r, const fit_plan *fp, uint32_t e0, uint32_t b0)
 {
     eng_model *m = r->model;
     eng_optim *o = &r->tr.opt;
+    const eng_train_callbacks *cbs = &r->spec->callbacks;
     size_t G = m->n_groups;
-    float peak[ENG_MAX_GROUPS];
-    char field[64];
-    stage_field(r, one_cycle ? "lr_max" : "lr", field, sizeof(field));
-    int rc = eng_lr_resolve(&st->lr, G, r->have_lf ? &r->lf : NULL, peak, field, r->err);
-    if (rc)
-        return rc;
-    float wd = st->wd >= 0.0f ? st->wd : r->spec->opt.wd;
+    int rc;
     for (size_t g = 0; g < G; g++) {
-        o->h[g].wd = wd;
-        if (!one_cycle)
-            o->h[g].lr = peak[g];
+        if (fp->wd >= 0.0f)
+            o->h[g].wd = fp->wd;
+        if (!fp->one_cycle)
+            o->h[g].lr = fp->peak[g];
     }
-    if (e0 == 0 && b0 == 0)
-        eng_smooth_reset(&r->tr.smooth); /* fastai resets the recorder per fit */
-    size_t total = (size_t)st->epochs * r->nb;
-    for (uint32_t e = e0; e < st->epochs; e++) {
+    if (e0 == 0 && b0 == 0) {
+        /* fastai resets the recorder's smoothed loss and the trackers at each fit */
+        eng_smooth_reset(&r->tr.smooth);
+        eng_tracker_reset(&r->es);
+        eng_tracker_reset(&r->sb);
+    }
+    size_t total = (size_t)fp->epochs * r->nb;
+    for (uint32_t e = e0; e < fp->epochs; e++) {
         double t0 = now_s();
-        eng_dataset_shuffle(r->tr.perm, r->data->n_train, r->spec->seed, r->stage, e);
+        uint32_t se = fp->e_off + e; /* epoch within the stage */
+        eng_dataset_shuffle(r->tr.perm, r->data->n_train, r->spec->seed, r->stage, se);
         for (size_t b = (e == e0 ? b0 : 0); b < r->nb; b++) {
-            if (one_cycle) {
+            if (fp->one_cycle) {
+                /* sampled before each batch at pos = t/N, N the fit's batches */
                 double pos = (double)((size_t)e * r->nb + b) / (double)total;
                 for (size_t g = 0; g < G; g++) {
-                    double L = (double)peak[g];
-                    o->h[g].lr = (float)eng_sched_one_cycle(st->pct_start, L / (double)st->div, L,
-                                                            L / (double)st->div_final, pos);
-                    o->h[g].mom = (float)eng_sched_one_cycle(st->pct_start, st->moms[0],
-                                                             st->moms[1], st->moms[2], pos);
+                    double L = (double)fp->peak[g];
+                    o->h[g].lr = (float)eng_sched_one_cycle(fp->pct_start, L / (double)fp->div, L,
+                                                            L / (double)fp->div_final, pos);
+                    o->h[g].mom = (float)eng_sched_one_cycle(fp->pct_start, fp->moms[0],
+                                                             fp->moms[1], fp->moms[2], pos);
                 }
             }
             const uint32_t *idx;
@@ -544,56 +704,86 @@ static int run_fit(runner *r, const eng_stage *st, bool one_cycle, uint32_t e0, 
             float sm = eng_smooth_add(&r->tr.smooth, loss);
             r->step++;
             r->planned_done++;
-            r->epoch = e;
+            r->epoch = se;
             r->batch = (uint32_t)b + 1;
+            if (eng_recorder_add_batch(&r->rec, sm, o->h[G - 1].lr, o->h[G - 1].mom))
+                return eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory for the recorder");
             eng_event ev;
             ev_init(r, &ev, ENG_EVENT_BATCH);
-            ev.epoch = e;
-            ev.n_epochs = st->epochs;
+            ev.epoch = se;
+            ev.n_epochs = fp->stage_epochs;
             ev.batch = (uint32_t)b;
             ev.n_batches = (uint32_t)r->nb;
             ev.loss = loss;
             ev.smooth_loss = sm;
             ev.lr = o->h[G - 1].lr;
             ev.mom = o->h[G - 1].mom;
+            ev.fit_index = fp->fit_index;
+            ev.fit_epoch = e;
             emit(r, &ev);
-            if (!isfinite(loss))
-                return eng_err_set(r->err, ENG_ENUMERIC, NULL,
-                                   "training diverged: loss is %f at stage %zu epoch %u batch %zu "
-                                   "(learning rate %g too high?)",
-                                   (double)loss, r->stage, e, b, (double)ev.lr);
+            if (!isfinite(loss) && cbs->terminate_on_nan)
+                return non_finite(r, "loss", loss, se, b, ev.lr);
             if ((rc = check_pending(r)))
                 return rc;
         }
-        float vl, acc;
-        eng_trainer_validate(&r->tr, &vl, &acc);
+        float vl, acc, row[3 + ENG_MAX_METRICS];
+        size_t nm = r->spec->n_metrics;
+        eng_trainer_validate(&r->tr, r->spec->metrics, nm, &vl, &acc, r->mvals);
+        /* fastai train_loss: the smoothed loss at the end of the epoch */
+        float tl = r->tr.smooth.count
+                       ? (float)(r->tr.smooth.val / (1.0 - pow(0.98, r->tr.smooth.count)))
+                       : NAN;
+        double secs = now_s() - t0;
+        row[0] = tl;
+        row[1] = vl;
+        memcpy(row + 2, r->mvals, nm * sizeof(float));
+        row[2 + nm] = (float)secs;
+        if (eng_recorder_add_epoch(&r->rec, row))
+            return eng_err_set(r->err, ENG_ENOMEM, NULL, "out of memory for the recorder");
         /* position after this epoch (also what the epoch checkpoint records) */
-        r->epoch = e + 1;
+        r->epoch = se + 1;
         r->batch = 0;
         eng_event ev;
         ev_init(r, &ev, ENG_EVENT_EPOCH);
-        ev.epoch = e;
-        ev.n_epochs = st->epochs;
+        ev.epoch = se;
+        ev.n_epochs = fp->stage_epochs;
         ev.n_batches = (uint32_t)r->nb;
         ev.batch = (uint32_t)r->nb;
-        ev.train_loss = r->tr.smooth.count
-                            ? (float)(r->tr.smooth.val / (1.0 - pow(0.98, r->tr.smooth.count)))
-                            : NAN;
+        ev.train_loss = tl;
         ev.valid_loss = vl;
         ev.accuracy = acc;
-        ev.seconds = now_s() - t0;
+        ev.seconds = secs;
+        ev.n_metrics = nm;
+        ev.metrics = r->mvals;
+        ev.fit_index = fp->fit_index;
+        ev.fit_epoch = e;
         snprintf(r->summary, sizeof(r->summary),
-                 "epoch %u/%u train_loss=%.6f valid_loss=%.6f accuracy=%.6f", e + 1, st->epochs,
-                 (double)ev.train_loss, (double)vl, (double)acc);
+                 "epoch %u/%u train_loss=%.6f valid_loss=%.6f accuracy=%.6f", se + 1,
+                 fp->stage_epochs, (double)tl, (double)vl, (double)acc);
         emit(r, &ev);
         if (r->pending == ENG_CANCEL)
             return ENG_ECANCELED;
+        if (!isfinite(vl) && r->data->n_valid && cbs->terminate_on_nan)
+            return non_finite(r, "valid_loss", vl, se, r->nb, o->h[G - 1].lr);
+        bool stop;
+        if ((rc = epoch_callbacks(r, e, tl, vl, &stop)))
+            return rc;
+        if (stop || e + 1 == fp->epochs) {
+            /* after_fit before the checkpoint, so a resume at the fit's end has nothing
+             * left to do */
+            r->epoch = fp->e_off + fp->epochs;
+            r->planned_done += (uint64_t)(fp->epochs - e - 1) * r->nb;
+            if ((rc = reload_best(r)))
+                return rc;
+        }
         if ((rc = write_checkpoint(r)))
             return rc;
         if (r->pending == ENG_INTERRUPT) {
             r->pending = ENG_CONTINUE;
             return ENG_EINTERRUPTED; /* the epoch checkpoint is the resumable state */
         }
+        if (stop)
+            break;
     }
     return 0;
 }
@@ -623,6 +813,9 @@ static int run_lr_find(runner *r, const eng_stage *st)
     eng_optim *o = &r->tr.opt;
     size_t G = m->n_groups, nf = m->n_floats;
     size_t num_it = st->num_it < 6 ? 6 : st->num_it; /* LRFinder forces num_it >= 6 */
+    /* lr_find computes the epochs from the num_it it was given, before LRFinder's floor */
+    size_t n_epoch = st->num_it / r->nb + 1;
+    size_t n_max = n_epoch * r->nb < num_it ? n_epoch * r->nb : num_it;
     int rc = 0;
     lf_backup bk = {0};
     bk.w = malloc(nf * sizeof(float) + 1);
@@ -644,7 +837,7 @@ static int run_lr_find(runner *r, const eng_stage *st)
     bk.planned_done = r->planned_done;
 
     eng_smooth_reset(&r->tr.smooth);
-    size_t n = 0, n_epoch = num_it / r->nb + 1;
+    size_t n = 0;
     float best = INFINITY;
     bool stop = false;
     for (uint32_t e = 0; e < n_epoch && !stop; e++) {
@@ -665,10 +858,21 @@ static int run_lr_find(runner *r, const eng_stage *st)
             r->planned_done++;
             if (sm < best)
                 best = sm;
-            if (st->stop_div && (sm > 4.0f * best || isnan(sm)))
+            if (st->stop_div && sm > 4.0f * best)
                 stop = true;
             if (n >= num_it)
                 stop = true;
+            if (isnan(sm) && !stop) {
+                /* fastai goes on to num_it batches (NaN never exceeds 4x the best) and
+                 * every later smoothed loss stays NaN: record those points without
+                 * training on NaN weights, so the suggestions' [num_it//10 : -5] slice
+                 * sees what fastai's does */
+                for (; n < n_max; n++) {
+                    r->lf_lrs[n] = (float)eng_lrfind_lr(st->start_lr, st->end_lr, n, num_it);
+                    r->lf_losses[n] = NAN;
+                }
+                stop = true;
+            }
             eng_event ev;
             ev_init(r, &ev, ENG_EVENT_BATCH);
             ev.epoch = e;
@@ -738,35 +942,106 @@ static void freeze_summary(runner *r)
                  m->frozen_idx, m->n_groups);
 }
 
+/* fastai Learner.freeze_to: set the frozen groups, then opt.clear_state() (hypers kept). */
+static void freeze_to(runner *r, int32_t n)
+{
+    eng_model_freeze_to(r->model, n);
+    eng_optim_clear(r->model);
+}
+
+static void fit_plan_from_stage(const eng_stage *st, bool one_cycle, fit_plan *fp)
+{
+    memset(fp, 0, sizeof(*fp));
+    fp->epochs = fp->stage_epochs = st->epochs;
+    fp->one_cycle = one_cycle;
+    fp->div = st->div;
+    fp->div_final = st->div_final;
+    fp->pct_start = st->pct_start;
+    memcpy(fp->moms, st->moms, sizeof(fp->moms));
+    fp->wd = st->wd;
+}
+
+/* fastai fine_tune: freeze; fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99);
+ * base_lr /= 2; unfreeze; fit_one_cycle(epochs, slice(base_lr/lr_mult, base_lr),
+ * pct_start, div); div_final, moms and wd go to both fits. (e0, b0): the stage's position,
+ * epochs counted over both fits. */
+static int run_fine_tune(runner *r, const eng_stage *st, uint32_t e0, uint32_t b0)
+{
+    size_t G = r->model->n_groups;
+    float v[ENG_MAX_GROUPS];
+    char field[64];
+    stage_field(r, "base_lr", field, sizeof(field));
+    int rc = eng_lr_resolve(&st->lr, G, r->have_lf ? &r->lf : NULL, v, field, r->err);
+    if (rc)
+        return rc;
+    double base = (double)v[G - 1];
+    fit_plan fp;
+    fit_plan_from_stage(st, true, &fp);
+    fp.stage_epochs = st->freeze_epochs + st->epochs;
+    if (e0 < st->freeze_epochs) {
+        if (e0 == 0 && b0 == 0)
+            freeze_to(r, -1);
+        fp.epochs = st->freeze_epochs;
+        fp.div = 25.0f; /* fit_one_cycle's default: fine_tune's div is the second fit's */
+        fp.pct_start = 0.99f;
+        for (size_t g = 0; g + 1 < G; g++)
+            fp.peak[g] = (float)(base / 10.0); /* slice(base_lr) */
+        fp.peak[G - 1] = (float)base;
+        if ((rc = run_fit(r, &fp, e0, b0)))
+            return rc;
+        e0 = st->freeze_epochs;
+        b0 = 0;
+    }
+    base /= 2.0;
+    if (e0 == st->freeze_epochs && b0 == 0) {
+        freeze_to(r, 0);
+        log_msg(r, ENG_LOG_INFO, "fine_tune: unfreeze, fit_one_cycle(%u, slice(%g, %g))",
+                st->epochs, base / (double)st->lr_mult, base);
+    }
+    fp.epochs = st->epochs;
+    fp.e_off = st->freeze_epochs;
+    fp.fit_index = 1;
+    fp.div = st->div;
+    fp.pct_start = st->pct_start;
+    eng_even_mults(base / (double)st->lr_mult, base, G, fp.peak);
+    return run_fit(r, &fp, e0 - st->freeze_epochs, b0);
+}
+
 static int run_stage(runner *r, const eng_stage *st, uint32_t e0, uint32_t b0)
 {
     r->summary[0] = '\0';
     switch (st->op) {
     case ENG_STAGE_FREEZE:
-        eng_model_freeze_to(r->model, -1);
-        eng_optim_clear(r->model);
+        freeze_to(r, -1);
         freeze_summary(r);
         return 0;
     case ENG_STAGE_FREEZE_TO:
-        eng_model_freeze_to(r->model, st->n);
-        eng_optim_clear(r->model);
+        freeze_to(r, st->n);
         if (st->n >= 0 && (size_t)st->n >= r->model->n_groups)
             log_msg(r, ENG_LOG_WARN, "freeze_to(%d): the whole model is frozen", st->n);
         freeze_summary(r);
         return 0;
     case ENG_STAGE_UNFREEZE:
-        eng_model_freeze_to(r->model, 0);
-        eng_optim_clear(r->model);
+        freeze_to(r, 0);
         freeze_summary(r);
         return 0;
     case ENG_STAGE_LR_FIND:
         return run_lr_find(r, st);
     case ENG_STAGE_FIT_ONE_CYCLE:
-        return run_fit(r, st, true, e0, b0);
-    case ENG_STAGE_FIT:
-        return run_fit(r, st, false, e0, b0);
+    case ENG_STAGE_FIT: {
+        bool oc = st->op == ENG_STAGE_FIT_ONE_CYCLE;
+        fit_plan fp;
+        char field[64];
+        fit_plan_from_stage(st, oc, &fp);
+        stage_field(r, oc ? "lr_max" : "lr", field, sizeof(field));
+        int rc = eng_lr_resolve(&st->lr, r->model->n_groups, r->have_lf ? &r->lf : NULL, fp.peak,
+                                field, r->err);
+        return rc ? rc : run_fit(r, &fp, e0, b0);
+    }
+    case ENG_STAGE_FINE_TUNE:
+        return run_fine_tune(r, st, e0, b0);
     case ENG_STAGE_SAVE:
-        return save_weights(r, st->name);
+        return save_weights(r, st->name, true);
     }
     return eng_err_set(r->err, ENG_EINVAL, NULL, "unknown stage op %d", (int)st->op);
 }
@@ -778,6 +1053,8 @@ static void plan(runner *r)
         const eng_stage *st = &r->spec->stages[i];
         if (st->op == ENG_STAGE_FIT || st->op == ENG_STAGE_FIT_ONE_CYCLE)
             r->planned_total += (uint64_t)st->epochs * r->nb;
+        else if (st->op == ENG_STAGE_FINE_TUNE)
+            r->planned_total += (uint64_t)(st->freeze_epochs + st->epochs) * r->nb;
         else if (st->op == ENG_STAGE_LR_FIND)
             r->planned_total += st->num_it < 6 ? 6 : st->num_it;
     }
@@ -803,6 +1080,9 @@ int eng_job_run(const eng_job_spec *spec, const eng_run_opts *opts, const eng_ca
     r->opts = opts;
     r->cb = cb;
     r->err = err;
+    eng_recorder_init(&r->rec, spec->n_metrics);
+    eng_tracker_init(&r->es, &spec->callbacks.early_stopping);
+    eng_tracker_init(&r->sb, &spec->callbacks.save_best);
 
     rc = eng_dataset_load(&spec->data, &r->data, err);
     if (rc)
@@ -821,6 +1101,9 @@ int eng_job_run(const eng_job_spec *spec, const eng_run_opts *opts, const eng_ca
     if (rc)
         goto out;
     r->tr_ready = true;
+    r->tr.clip = spec->callbacks.grad_clip;
+    r->tr.clip_max_norm = spec->callbacks.clip_max_norm;
+    r->tr.clip_norm_type = spec->callbacks.clip_norm_type;
     plan(r);
 
     uint32_t e0 = 0, b0 = 0;
@@ -841,7 +1124,7 @@ int eng_job_run(const eng_job_spec *spec, const eng_run_opts *opts, const eng_ca
         eng_event ev;
         ev_init(r, &ev, ENG_EVENT_STAGE_BEGIN);
         ev.epoch = e0;
-        ev.n_epochs = st->epochs;
+        ev.n_epochs = st->epochs + (st->op == ENG_STAGE_FINE_TUNE ? st->freeze_epochs : 0);
         ev.n_batches = (uint32_t)r->nb;
         emit(r, &ev);
         if ((rc = check_pending(r)))
@@ -869,5 +1152,6 @@ out:
     eng_dataset_destroy(r->data);
     free(r->lf_lrs);
     free(r->lf_losses);
+    eng_recorder_fini(&r->rec);
     return rc;
 }

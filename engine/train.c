@@ -117,19 +117,69 @@ float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N)
         dy = dx;
         cur = 1 - cur;
     }
+    if (t->clip)
+        eng_clip_grad_norm(m, t->clip_max_norm, t->clip_norm_type);
     eng_optim_step(&t->opt, m);
     return loss;
 }
 
-void eng_trainer_validate(eng_trainer *t, float *loss, float *accuracy)
+double eng_clip_grad_norm(eng_model *m, float max_norm, float p)
+{
+    double total = 0.0;
+    bool inf = isinf(p);
+    for (size_t i = 0; i < m->n_params; i++) {
+        const eng_param *pa = &m->params[i];
+        if (!pa->trainable)
+            continue;
+        const float *g = m->g + pa->offset;
+        for (size_t k = 0; k < pa->count; k++) {
+            double a = fabs((double)g[k]);
+            if (inf)
+                total = a > total || isnan(a) ? a : total;
+            else
+                total += p == 2.0f ? a * a : pow(a, (double)p);
+        }
+    }
+    if (!inf)
+        total = p == 2.0f ? sqrt(total) : pow(total, 1.0 / (double)p);
+    double coef = (double)max_norm / (total + 1e-6);
+    if (coef < 1.0) { /* torch multiplies by the clamped coefficient; 1.0 changes nothing */
+        float c = (float)coef;
+        for (size_t i = 0; i < m->n_params; i++) {
+            const eng_param *pa = &m->params[i];
+            if (!pa->trainable)
+                continue;
+            float *g = m->g + pa->offset;
+            for (size_t k = 0; k < pa->count; k++)
+                g[k] *= c;
+        }
+    }
+    return total;
+}
+
+size_t eng_rank_of_target(const float *logits, size_t C, int32_t y)
+{
+    size_t above = 0;
+    float ty = logits[y];
+    for (size_t c = 0; c < C; c++)
+        if (logits[c] > ty)
+            above++;
+    return above;
+}
+
+void eng_trainer_validate(eng_trainer *t, const eng_metric *ms, size_t n_ms, float *loss,
+                          float *accuracy, float *vals)
 {
     const eng_dataset *d = t->data;
     size_t in = t->model->in_size, C = t->model->n_classes;
     double total = 0.0;
-    size_t correct = 0;
+    size_t correct = 0, in_top[ENG_MAX_METRICS] = {0};
+    ENG_ASSERT(n_ms <= ENG_MAX_METRICS);
     if (d->n_valid == 0) {
         *loss = NAN;
         *accuracy = NAN;
+        for (size_t k = 0; k < n_ms; k++)
+            vals[k] = NAN;
         return;
     }
     for (size_t s = 0; s < d->n_valid; s += t->max_batch) {
@@ -140,7 +190,25 @@ void eng_trainer_validate(eng_trainer *t, float *loss, float *accuracy)
         float l = eng_softmax_ce(N, C, logits, d->y_valid + s, NULL, &c);
         total += (double)l * (double)N;
         correct += c;
+        for (size_t k = 0; k < n_ms; k++)
+            if (ms[k].kind == ENG_METRIC_TOP_K)
+                for (size_t n = 0; n < N; n++)
+                    in_top[k] += eng_rank_of_target(logits + n * C, C, d->y_valid[s + n]) < ms[k].k;
     }
-    *loss = (float)(total / (double)d->n_valid);
-    *accuracy = (float)((double)correct / (double)d->n_valid);
+    double nv = (double)d->n_valid;
+    *loss = (float)(total / nv);
+    *accuracy = (float)((double)correct / nv);
+    for (size_t k = 0; k < n_ms; k++) {
+        switch (ms[k].kind) {
+        case ENG_METRIC_ACCURACY:
+            vals[k] = *accuracy;
+            break;
+        case ENG_METRIC_ERROR_RATE:
+            vals[k] = (float)(1.0 - (double)correct / nv);
+            break;
+        case ENG_METRIC_TOP_K:
+            vals[k] = (float)((double)in_top[k] / nv);
+            break;
+        }
+    }
 }

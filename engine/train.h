@@ -37,6 +37,10 @@ typedef struct eng_trainer {
     eng_rng rng;        /* dropout stream */
     eng_smooth smooth;
     struct eng_loader *loader; /* owned: assembles training batches (engine/loader.h) */
+    /* fastai GradientClip: when clip, the trainable gradients' global norm of type
+     * clip_norm_type (INFINITY: max |g|) is clipped to clip_max_norm before each update. */
+    bool clip;
+    float clip_max_norm, clip_norm_type;
 } eng_trainer;
 
 /* Sizes and allocates the arena for batches up to max_batch. Returns 0 or ENG_ENOMEM. */
@@ -51,5 +55,16 @@ float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N);
 /* Forward of N samples starting at x (eval mode) into t->act; returns the logits. */
 const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool train);
 
-/* Mean loss and accuracy over the validation split (sample-weighted); NaN when empty. */
-void eng_trainer_validate(eng_trainer *t, float *loss, float *accuracy);
+/* Mean loss, accuracy and the n_ms metrics `ms` (into vals[n_ms]) over the validation split
+ * (sample-weighted, as fastai's AvgLoss/AvgMetric); all NaN when the split is empty. */
+void eng_trainer_validate(eng_trainer *t, const eng_metric *ms, size_t n_ms, float *loss,
+                          float *accuracy, float *vals);
+
+/* torch.nn.utils.clip_grad_norm_ over the n tensors of m that are trainable: total norm of
+ * type p (INFINITY allowed); when it exceeds max_norm... every gradient is multiplied by
+ * min(1, max_norm / (norm + 1e-6)). Returns the total norm before clipping. */
+double eng_clip_grad_norm(eng_model *m, float max_norm, float p);
+
+/* Number of classes whose logit is strictly greater than the target's: the target is in
+ * the top k (fastai top_k_accuracy, torch.topk) iff this is < k. */
+size_t eng_rank_of_target(const float *logits, size_t C, int32_t y);

@@ -12,6 +12,7 @@
 #include "optim.h"
 #include "schedule.h"
 #include "tap.h"
+#include "train.h"
 
 /* A one-tensor model, enough for the optimizer. */
 static void fake_model(eng_model *m, eng_param *p, float *w, float *g, float *mm, float *v,
@@ -71,6 +72,58 @@ static void check_optim(void)
         ok(mm == 0 && v == 0 && step == 0 && o.h[0].lr == 0.1f,
            "clear_state zeroes moments and steps, keeps hypers");
     }
+}
+
+/* fastai SGD built with mom = 0 has no momentum callback: a scheduled mom (fit_one_cycle
+ * sets the hyper) must not turn momentum on. And clip_grad_norm_ on trainable tensors. */
+static void check_sgd_clip(void)
+{
+    eng_model m;
+    eng_param p;
+    float w = 1.0f, g = 0, mm = 0, v = 0;
+    uint32_t step = 0;
+    fake_model(&m, &p, &w, &g, &mm, &v, &step, true);
+    eng_opt_spec os;
+    eng_opt_spec_defaults(&os);
+    os.kind = ENG_OPT_SGD;
+    os.mom = 0.0f;
+    eng_optim o;
+    eng_optim_init(&o, &os, 1);
+    o.h[0].lr = 0.1f;
+    o.h[0].mom = 0.95f; /* what fit_one_cycle's schedule writes */
+    g = 0.5f;
+    eng_optim_step(&o, &m);
+    g = 0.5f;
+    eng_optim_step(&o, &m);
+    is_near(w, 1.0 - 0.1 * 0.5 * 2, 1e-7, "sgd built with mom 0: plain steps despite mom hyper");
+    ok(mm == 0.0f, "no momentum buffer used");
+
+    /* two tensors: grads (3, 4) and a frozen one (100): global L2 norm 5 */
+    eng_param ps[2];
+    float ws[2] = {0, 0}, gs[2] = {3.0f, 100.0f}, m2[2] = {0}, v2[2] = {0};
+    uint32_t st2[2] = {0};
+    fake_model(&m, &ps[0], ws, gs, m2, v2, st2, false);
+    float g3[3] = {3.0f, 4.0f, 100.0f};
+    memset(ps, 0, sizeof(ps));
+    ps[0].count = 2;
+    ps[0].trainable = true;
+    ps[1].offset = 2;
+    ps[1].count = 1;
+    ps[1].trainable = false;
+    m.params = ps;
+    m.n_params = 2;
+    m.g = g3;
+    double n2 = eng_clip_grad_norm(&m, 1.0f, 2.0f);
+    is_near(n2, 5.0, 1e-9, "L2 norm over trainable tensors only");
+    is_near(g3[0], 3.0 / (5.0 + 1e-6), 1e-6, "scaled by max_norm / (norm + 1e-6)");
+    ok(g3[2] == 100.0f, "frozen gradient untouched");
+    g3[0] = 3.0f;
+    g3[1] = -4.0f;
+    double ninf = eng_clip_grad_norm(&m, 10.0f, INFINITY);
+    is_near(ninf, 4.0, 1e-9, "inf norm = max |g|");
+    ok(g3[0] == 3.0f && g3[1] == -4.0f, "below max_norm: unchanged");
+    float logits[4] = {0.1f, 2.0f, 0.5f, 2.0f};
+    is_int((long long)eng_rank_of_target(logits, 4, 2), 2, "rank of the target among logits");
 }
 
 static void check_sched(void)
@@ -205,6 +258,7 @@ static void check_job_schedule(void)
 int main(void)
 {
     check_optim();
+    check_sgd_clip();
     check_sched();
     check_suggest();
     check_job_schedule();

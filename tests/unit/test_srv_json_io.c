@@ -2,6 +2,7 @@
  * test_srv_json_io.c: job spec parsing (defaults, normalisation, every error with its JSON
  * pointer), API encoders, and the module-error -> HTTP status table.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,116 @@ static const char *detail_of(const char *pointer)
         if (strcmp(errs.e[i].pointer, pointer) == 0)
             return errs.e[i].detail;
     return "";
+}
+
+/* fine_tune stage, metrics, callbacks and non-finite floats (issue 4). */
+static void check_workflow_fields(void)
+{
+    int rc = parse("{\"stages\":[{\"op\":\"fine_tune\",\"epochs\":3}]}");
+    is_int(rc, 0, "fine_tune with defaults parses");
+    if (rc == 0) {
+        const eng_stage *s = &spec.stages[0];
+        ok(s->op == ENG_STAGE_FINE_TUNE && s->epochs == 3 && s->freeze_epochs == 1 &&
+               s->lr.kind == ENG_LR_VALUE && s->lr.v[0] == 2e-3f && s->lr_mult == 100.0f &&
+               s->pct_start == 0.3f && s->div == 5.0f && s->div_final == 1e5f &&
+               s->moms[1] == 0.85f,
+           "fastai's fine_tune defaults filled");
+        char *t = srv_spec_dump(&spec);
+        ok(t && strstr(t, "\"op\":\"fine_tune\",\"epochs\":3,\"base_lr\":0.002,"
+                          "\"freeze_epochs\":1,\"lr_mult\":100.0,\"pct_start\":0.3,\"div\":5.0"),
+           "normalised fine_tune: %s", t ? t : "(null)");
+        ok(t && strstr(t, "\"metrics\":[\"accuracy\"]") &&
+               strstr(t, "\"callbacks\":{\"early_stopping\":null,\"save_best\":null,"
+                         "\"terminate_on_nan\":true,\"grad_clip\":null}"),
+           "default metrics and callbacks are normalised");
+        free(t);
+        srv_spec_fini(&spec);
+    }
+    ok(fails_at("{\"stages\":[{\"op\":\"fine_tune\"}]}", "/stages/0/epochs"),
+       "fine_tune needs epochs");
+    ok(fails_at("{\"stages\":[{\"op\":\"fine_tune\",\"epochs\":1,\"base_lr\":{\"slice\":[1e-3]}}]}",
+                "/stages/0/base_lr"),
+       "fine_tune base_lr is not a slice");
+    ok(fails_at("{\"stages\":[{\"op\":\"fine_tune\",\"epochs\":1,\"freeze_epochs\":0}]}",
+                "/stages/0/freeze_epochs"),
+       "freeze_epochs >= 1");
+    ok(fails_at("{\"stages\":[{\"op\":\"fine_tune\",\"epochs\":1,\"lr_max\":1}]}",
+                "/stages/0/lr_max"),
+       "fine_tune has no lr_max");
+    rc = parse("{\"stages\":[{\"op\":\"lr_find\"},{\"op\":\"fine_tune\",\"epochs\":2,"
+               "\"base_lr\":{\"suggestion\":\"valley\"},\"lr_mult\":10,\"wd\":0.1}]}");
+    is_int(rc, 0, "fine_tune with a suggested base_lr parses");
+    if (rc == 0) {
+        ok(spec.stages[1].lr.kind == ENG_LR_SUGGESTION && spec.stages[1].lr_mult == 10.0f &&
+               fabsf(spec.stages[1].wd - 0.1f) < 1e-7f,
+           "suggestion, lr_mult and wd kept");
+        srv_spec_fini(&spec);
+    }
+
+    rc = parse("{\"metrics\":[\"error_rate\",\"top_k_accuracy\",{\"name\":\"top_k_accuracy\","
+               "\"k\":2}],\"callbacks\":{\"early_stopping\":{\"monitor\":\"error_rate\","
+               "\"patience\":3,\"min_delta\":0.01},\"save_best\":true,"
+               "\"terminate_on_nan\":false,\"grad_clip\":{\"norm_type\":\"inf\"}},"
+               "\"stages\":[{\"op\":\"fit\",\"epochs\":1}]}");
+    is_int(rc, 0, "metrics and callbacks parse");
+    if (rc == 0) {
+        const eng_job_spec *j = &spec.eng;
+        ok(j->n_metrics == 3 && j->metrics[0].kind == ENG_METRIC_ERROR_RATE &&
+               j->metrics[1].kind == ENG_METRIC_TOP_K && j->metrics[1].k == 5 &&
+               j->metrics[2].k == 2,
+           "three metrics");
+        const eng_train_callbacks *c = &j->callbacks;
+        ok(c->early_stopping.enabled && strcmp(c->early_stopping.monitor, "error_rate") == 0 &&
+               c->early_stopping.patience == 3 && c->early_stopping.comp == 0 &&
+               fabsf(c->early_stopping.min_delta - 0.01f) < 1e-9f,
+           "early_stopping options");
+        ok(c->save_best.enabled && strcmp(c->save_best.monitor, "valid_loss") == 0 &&
+               strcmp(c->save_best.fname, "model") == 0,
+           "save_best: true takes fastai's defaults (valid_loss, fname model)");
+        ok(!c->terminate_on_nan && c->grad_clip && c->clip_max_norm == 1.0f &&
+               isinf(c->clip_norm_type),
+           "terminate_on_nan off; grad_clip max_norm 1, norm inf");
+        char *t = srv_spec_dump(&spec);
+        ok(t && strstr(t, "{\"name\":\"top_k_accuracy\",\"k\":2}") &&
+               strstr(t, "\"norm_type\":\"inf\""),
+           "normalised: %s", t ? t : "(null)");
+        srv_spec_fini(&spec);
+        ok(t && parse(t) == 0, "the normalised spec parses again");
+        if (t && errs.n == 0)
+            srv_spec_fini(&spec);
+        free(t);
+    }
+    ok(fails_at("{\"metrics\":[\"f1\"]}", "/metrics/0"), "unknown metric");
+    ok(fails_at("{\"metrics\":[{\"name\":\"accuracy\",\"k\":2}]}", "/metrics/0"),
+       "k only for top-k");
+    ok(fails_at("{\"callbacks\":{\"early_stopping\":{\"monitor\":\"accuracy\"}},"
+                "\"metrics\":[\"error_rate\"]}",
+                "/callbacks/early_stopping/monitor"),
+       "the monitor must be a recorder column of this job");
+    ok(fails_at("{\"callbacks\":{\"early_stopping\":{\"patience\":0}}}",
+                "/callbacks/early_stopping/patience"),
+       "patience >= 1");
+    ok(fails_at("{\"callbacks\":{\"save_best\":{\"fname\":\"../x\"}}}",
+                "/callbacks/save_best/fname"),
+       "save_best fname is a plain name");
+    ok(fails_at("{\"callbacks\":{\"grad_clip\":{\"max_norm\":0}}}",
+                "/callbacks/grad_clip/max_norm"),
+       "max_norm > 0");
+    ok(fails_at("{\"callbacks\":{\"beep\":true}}", "/callbacks/beep"), "unknown callback");
+    ok(fails_at("{\"callbacks\":{\"early_stopping\":{\"comp\":\"bigger\"}}}",
+                "/callbacks/early_stopping/comp"),
+       "comp is less or greater");
+
+    json_t *v = srv_json_float(NAN);
+    ok(json_is_string(v) && strcmp(json_string_value(v), "NaN") == 0, "NaN -> \"NaN\"");
+    json_decref(v);
+    v = srv_json_float(-INFINITY);
+    ok(json_is_string(v) && strcmp(json_string_value(v), "-Infinity") == 0,
+       "-inf -> \"-Infinity\"");
+    json_decref(v);
+    v = srv_json_float(0.25);
+    ok(json_is_real(v) && json_real_value(v) == 0.25, "finite -> number");
+    json_decref(v);
 }
 
 int main(void)
@@ -295,5 +406,6 @@ int main(void)
     ok(fails_at("{\"model\":{\"arch\":\"resnet34\",\"body_only\":true}}", "/model/body_only"),
        "body_only needs weights");
 
+    check_workflow_fields();
     return done_testing();
 }
