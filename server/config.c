@@ -55,6 +55,10 @@ static const opt_def options[] = {
     {"auth", "MODE", OPT_AUTH, 0, 0, FIELD(auth), "auto",
      "bearer tokens: auto (needed once a token exists), required, or insecure-none (never;"
      " also allows a non-loopback --host without tokens)"},
+    {"import-root", "DIR", OPT_STR, 0, SRV_CONFIG_STR_MAX, FIELD(import_root), "none",
+     "POST /v1/datasets/import reads only below this directory; unset = imports disabled"},
+    {"max-upload", "BYTES", OPT_SIZE, 1, 1LL << 40, FIELD(max_upload), "1073741824",
+     "largest accepted dataset upload (POST /v1/datasets)"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -72,6 +76,8 @@ void srv_config_defaults(srv_config *c)
     c->log_level = SRV_LOG_INFO;
     c->log_file[0] = '\0';
     c->auth = SRV_AUTH_AUTO;
+    c->import_root[0] = '\0';
+    c->max_upload = (size_t)1 << 30;
 }
 
 static void env_name(const opt_def *o, char *buf, size_t size)

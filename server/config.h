@@ -33,6 +33,9 @@ typedef struct srv_config {
     srv_log_level log_level;           /* --log-level (info) */
     char log_file[SRV_CONFIG_STR_MAX]; /* --log-file: empty = stderr */
     srv_auth_mode auth;                /* --auth (auto) */
+    /* datasets */
+    char import_root[SRV_CONFIG_STR_MAX]; /* --import-root: empty = imports disabled */
+    size_t max_upload;                    /* --max-upload: dataset upload cap (1 GiB) */
 } srv_config;
 
 /* Fills `c` with the documented defaults (blas_threads 0 = decided by srv_config_finish). */

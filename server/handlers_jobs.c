@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "datasets.h"
 #include "handlers.h"
 #include "jobs_view.h"
 #include "json_io.h"
@@ -270,7 +271,9 @@ void srv_handle_job_create(srv_request *req, srv_reply *rep)
         priority = json_integer_value(pr);
         json_object_del(root, "priority");
     }
-    if (srv_spec_parse(root, req->app->fmnist_dir, spec, errs) != 0) {
+    int parsed =
+        srv_spec_parse_ex(root, req->app->fmnist_dir, srv_dataset_resolve, req->app, spec, errs);
+    if (parsed != 0) {
         srv_reply_problem_json(rep, errs->status == 400 ? 400 : 422,
                                srv_problem_from_spec_errors(errs, req->path));
         goto done;

@@ -26,6 +26,7 @@
 
 #include <microhttpd.h>
 
+#include "datasets.h"
 #include "handlers.h"
 #include "http.h"
 #include "json_io.h"
@@ -58,6 +59,8 @@ typedef struct req_state {
     char method[16];
     char path[256];
     const char *route; /* matched route pattern (static) or NULL */
+    /* POST /v1/datasets: the body streams to disk (datasets.h) */
+    srv_upload *upload;
 } req_state;
 
 static double ms_since(const struct timespec *t0)
@@ -289,6 +292,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return send_reply(h, conn, st, &rep);
         }
 
+        if (srv_upload_route(method, url)) { /* streamed upload: its own cap and checks */
+            srv_request req = {
+                .app = h->app,
+                .method = method,
+                .path = st->path,
+                .content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                            MHD_HTTP_HEADER_CONTENT_TYPE),
+                .query = query_lookup,
+                .conn = conn,
+                .header = header_lookup,
+                .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_AUTHORIZATION),
+                .route = "/v1/datasets",
+            };
+            st->route = req.route;
+            if (srv_upload_begin(&req, &st->upload, &rep) == 0)
+                return MHD_YES;
+            st->answered = true;
+            return send_reply(h, conn, st, &rep);
+        }
         /* Reject an announced oversized body before reading any of it. */
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -310,6 +333,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (st->answered) {
         *upload_data_size = 0; /* MHD discards the rest of the body */
+        return MHD_YES;
+    }
+    if (st->upload && *upload_data_size > 0) {
+        srv_upload_write(st->upload, upload_data, *upload_data_size);
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -354,7 +382,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         .authorization =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
     };
-    if (st->too_large) {
+    if (st->upload) {
+        req.route = st->route;
+        srv_upload_finish(st->upload, &req, &rep);
+    } else if (st->too_large) {
         char detail[128];
         snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
                  h->app->cfg->max_body);
@@ -389,6 +420,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             "request method=%s path=%s status=%u bytes=%llu ms=%.1f%s", st->method, st->path,
             st->status, (unsigned long long)st->bytes, ms_since(&st->start),
             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+    srv_upload_destroy(st->upload); /* removes what an aborted or failed upload left */
     free(st->body);
     free(st);
 }

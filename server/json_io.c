@@ -28,6 +28,8 @@ typedef struct pctx {
     char ptr[256]; /* JSON pointer of the value being parsed */
     size_t len;
     double opt_wd; /* the optimizer's wd as typed: the default of each stage's wd */
+    srv_dataset_resolve_fn resolve; /* registered datasets; NULL = none available */
+    void *resolve_user;
 } pctx;
 
 /* ---- pointer stack and errors ------------------------------------------------------------ */
@@ -391,6 +393,241 @@ static void parse_model(pctx *c, json_t *root, json_t *norm, eng_model_spec *m)
         json_decref(out);
 }
 
+/* ---- registered datasets ("data": {"dataset": id or name, ...}) ------------------------- */
+
+static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
+static const float imagenet_std[3] = {0.229f, 0.224f, 0.225f};
+
+/* Reads "mean"/"std" arrays of 1..4 numbers from info stats or a user object. */
+static int float_array(json_t *a, float *v, size_t max)
+{
+    if (!json_is_array(a) || json_array_size(a) < 1 || json_array_size(a) > max)
+        return -1;
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        json_t *x = json_array_get(a, i);
+        if (!json_is_number(x) || !isfinite(json_number_value(x)))
+            return -1;
+        v[i] = (float)json_number_value(x);
+    }
+    return (int)json_array_size(a);
+}
+
+static void parse_registered(pctx *c, json_t *o, json_t *out, eng_data_spec *d)
+{
+    static const char *const keys[] = {"dataset",    "classes",   "per_class_limit",
+                                       "valid",      "normalize", "augment",
+                                       "image_size", "channels",  NULL};
+    check_keys(c, o, keys);
+    json_t *ds = json_object_get(o, "dataset");
+    srv_dataset_ref ref;
+    memset(&ref, 0, sizeof ref);
+    if (!json_is_integer(ds) && !json_is_string(ds)) {
+        fail_at(c, "dataset", "must be a dataset id or name, not %s", type_name(ds));
+        return;
+    }
+    if (!c->resolve) {
+        fail_at(c, "dataset", "registered datasets need the daemon (thawd serve)");
+        return;
+    }
+    int rr = json_is_integer(ds) ? c->resolve(c->resolve_user, json_integer_value(ds), NULL, &ref)
+                                 : c->resolve(c->resolve_user, 0, json_string_value(ds), &ref);
+    if (rr == -1) {
+        fail_at(c, "dataset", "no such dataset");
+        return;
+    }
+    if (rr != 0) {
+        fail_at(c, "dataset", "the dataset registry could not be read");
+        return;
+    }
+    /* The normalised spec names the dataset by id (the registry's delete check uses it). */
+    json_object_set_new(out, "dataset", json_integer(ref.id));
+    d->kind = ref.kind;
+    snprintf(d->dir, sizeof d->dir, "%s", ref.dir);
+    json_t *classes_info = json_object_get(ref.info, "classes");
+    size_t K = json_array_size(classes_info);
+    json_t *shape = json_object_get(ref.info, "shape");
+    long long C = json_integer_value(json_array_get(shape, 0));
+
+    /* classes: ids or names of the dataset's classes */
+    json_t *cl = json_object_get(o, "classes");
+    if (cl && !json_is_null(cl)) { /* null (the normalised form of "all") = absent */
+        size_t n = json_is_array(cl) ? json_array_size(cl) : 0;
+        json_t *ca = json_array();
+        if (n < 2 || n > K || n > ENG_MAX_CLASSES) {
+            fail_at(c, "classes", "must be an array of 2..%zu distinct class ids or names", K);
+        } else {
+            size_t old2 = push_key(c, "classes");
+            for (size_t i = 0; i < n; i++) {
+                json_t *v = json_array_get(cl, i);
+                long long id = -1;
+                if (json_is_integer(v)) {
+                    id = json_integer_value(v);
+                } else if (json_is_string(v)) {
+                    for (size_t k = 0; k < K; k++) {
+                        json_t *ck = json_array_get(classes_info, k);
+                        if (strcmp(json_string_value(json_object_get(ck, "name")),
+                                   json_string_value(v)) == 0)
+                            id = (long long)k;
+                    }
+                }
+                size_t old3 = push_index(c, i);
+                if (id < 0 || id >= (long long)K)
+                    fail(c, "not a class of this dataset (ids 0..%zu or class names)", K - 1);
+                for (size_t k = 0; k < i && id >= 0; k++)
+                    if (d->subset[k] == (int32_t)id)
+                        fail(c, "class %lld is listed twice", id);
+                pop(c, old3);
+                d->subset[i] = (int32_t)(id < 0 ? 0 : id);
+                json_array_append_new(ca, json_integer(id));
+            }
+            pop(c, old2);
+            d->n_subset = (uint32_t)n;
+        }
+        json_object_set_new(out, "classes", ca);
+    } else {
+        json_object_set_new(out, "classes", json_null());
+    }
+    d->per_class_limit = (uint32_t)get_int(c, o, out, "per_class_limit", 0, 100000000, 0, false);
+
+    /* valid: {"split": "test"} (default) or {"pct": p, "seed": n} */
+    bool bad;
+    json_t *va = get_obj(c, o, "valid", &bad);
+    json_t *vo = json_object();
+    if (va && json_object_get(va, "pct")) {
+        static const char *const vkeys[] = {"pct", "seed", NULL};
+        size_t old2 = push_key(c, "valid");
+        check_keys(c, va, vkeys);
+        d->valid_pct = (float)get_num(c, va, vo, "pct", NUM_UNIT_OO, 0.2);
+        d->valid_seed = (uint64_t)get_int(c, va, vo, "seed", 0, INT64_MAX, 0, false);
+        pop(c, old2);
+    } else {
+        if (va) {
+            static const char *const vkeys[] = {"split", NULL};
+            size_t old2 = push_key(c, "valid");
+            check_keys(c, va, vkeys);
+            json_t *sp = json_object_get(va, "split");
+            if (sp && !(json_is_string(sp) && strcmp(json_string_value(sp), "test") == 0))
+                fail_at(c, "split", "must be \"test\" (or give {\"pct\": p, \"seed\": n})");
+            pop(c, old2);
+        }
+        json_object_set_new(vo, "split", json_string("test"));
+    }
+    json_object_set_new(out, "valid", vo);
+
+    /* normalize: "dataset" (default; stored statistics), "imagenet", "none", or
+     * {"mean": [..], "std": [..]} (one value, or one per channel) */
+    json_t *nz = json_object_get(o, "normalize");
+    const char *nm = json_is_string(nz) ? json_string_value(nz) : NULL;
+    d->normalize_auto = false;
+    d->mean = 0.0f;
+    d->std = 1.0f;
+    if (!nz || (nm && strcmp(nm, "dataset") == 0)) {
+        json_t *stats = json_object_get(ref.info, "stats");
+        int nmn = float_array(json_object_get(stats, "mean"), d->norm_mean, 4);
+        int nsd = float_array(json_object_get(stats, "std"), d->norm_std, 4);
+        if (ref.kind == ENG_DATA_CSV) {
+            d->normalize_auto = true; /* per-feature standardisation at load */
+        } else if (nmn > 0 && nmn == nsd) {
+            d->n_norm = (uint32_t)nmn;
+        } else {
+            d->normalize_auto = true;
+        }
+        json_object_set_new(out, "normalize", json_string("dataset"));
+    } else if (nm && strcmp(nm, "imagenet") == 0) {
+        if (C != 3)
+            fail_at(c, "normalize",
+                    "\"imagenet\" needs RGB images; this dataset has %lld channel(s)", C);
+        d->n_norm = 3;
+        memcpy(d->norm_mean, imagenet_mean, sizeof imagenet_mean);
+        memcpy(d->norm_std, imagenet_std, sizeof imagenet_std);
+        json_object_set_new(out, "normalize", json_string("imagenet"));
+    } else if (nm && strcmp(nm, "none") == 0) {
+        json_object_set_new(out, "normalize", json_string("none"));
+    } else if (json_is_object(nz)) {
+        static const char *const nkeys[] = {"mean", "std", NULL};
+        size_t old2 = push_key(c, "normalize");
+        check_keys(c, nz, nkeys);
+        int a = float_array(json_object_get(nz, "mean"), d->norm_mean, 4);
+        int b = float_array(json_object_get(nz, "std"), d->norm_std, 4);
+        if (a < 0)
+            fail_at(c, "mean", "must be an array of 1..4 numbers");
+        if (b < 0)
+            fail_at(c, "std", "must be an array of 1..4 numbers > 0");
+        for (int i = 0; i < b; i++)
+            if (!(d->norm_std[i] > 0.0f))
+                fail_at(c, "std", "must be an array of 1..4 numbers > 0");
+        if (a > 0 && b > 0 && a != b)
+            fail(c, "mean and std need the same number of values");
+        else if (a > 0 && a != 1 && a != C && ref.kind != ENG_DATA_CSV)
+            fail(c, "give 1 value or one per channel (%lld)", C);
+        d->n_norm = a > 0 && a == b ? (uint32_t)a : 0;
+        pop(c, old2);
+        json_object_set(out, "normalize", nz);
+    } else {
+        fail_at(c, "normalize",
+                "must be \"dataset\", \"imagenet\", \"none\" or {\"mean\": [..], \"std\": [..]}");
+    }
+    if (ref.kind == ENG_DATA_CSV && d->n_norm > 1)
+        fail_at(c, "normalize", "CSV features take one mean and std (or \"dataset\")");
+
+    /* augment: {"flip": bool, "pad_crop": pixels} (training batches of images only) */
+    json_t *au = get_obj(c, o, "augment", &bad);
+    json_t *ao = json_object();
+    {
+        static const char *const akeys[] = {"flip", "pad_crop", NULL};
+        json_t *empty_au = au ? NULL : json_object();
+        size_t old2 = push_key(c, "augment");
+        if (au)
+            check_keys(c, au, akeys);
+        d->aug_flip = get_bool(c, au ? au : empty_au, ao, "flip", false);
+        d->aug_pad = (uint32_t)get_int(c, au ? au : empty_au, ao, "pad_crop", 0, 64, 0, false);
+        pop(c, old2);
+        json_decref(empty_au);
+        if ((d->aug_flip || d->aug_pad) && ref.kind == ENG_DATA_CSV)
+            fail_at(c, "augment", "augmentation applies to images, not CSV data");
+    }
+    json_object_set_new(out, "augment", ao);
+
+    /* image_size: [H, W] (image folders; other formats have a fixed size) */
+    json_t *is = json_object_get(o, "image_size");
+    if (is) {
+        if (ref.kind != ENG_DATA_IMAGES) {
+            fail_at(c, "image_size", "only image folders can be resized");
+        } else if (!json_is_array(is) || json_array_size(is) != 2 ||
+                   !json_is_integer(json_array_get(is, 0)) ||
+                   !json_is_integer(json_array_get(is, 1)) ||
+                   json_integer_value(json_array_get(is, 0)) < 1 ||
+                   json_integer_value(json_array_get(is, 0)) > 1024 ||
+                   json_integer_value(json_array_get(is, 1)) < 1 ||
+                   json_integer_value(json_array_get(is, 1)) > 1024) {
+            fail_at(c, "image_size", "must be [H, W] with integers 1..1024");
+        } else {
+            d->image_h = (uint32_t)json_integer_value(json_array_get(is, 0));
+            d->image_w = (uint32_t)json_integer_value(json_array_get(is, 1));
+        }
+    }
+    if (ref.kind == ENG_DATA_IMAGES) {
+        if (!d->image_h) {
+            d->image_h = (uint32_t)json_integer_value(json_array_get(shape, 1));
+            d->image_w = (uint32_t)json_integer_value(json_array_get(shape, 2));
+        }
+        d->image_c =
+            (uint32_t)get_int(c, o, out, "channels", 1, 3, C >= 1 && C <= 3 ? C : 3, false);
+        if (d->image_c == 2)
+            fail_at(c, "channels", "must be 1 or 3");
+        json_t *sz = json_array();
+        json_array_append_new(sz, json_integer(d->image_h));
+        json_array_append_new(sz, json_integer(d->image_w));
+        json_object_set_new(out, "image_size", sz);
+        /* dataset statistics were measured at the registered channel count */
+        if (d->n_norm > 1 && d->n_norm != d->image_c)
+            d->n_norm = 0, d->normalize_auto = true;
+    } else if (json_object_get(o, "channels")) {
+        fail_at(c, "channels", "only image folders can change channels");
+    }
+    json_decref(ref.info);
+}
+
 /* ---- data --------------------------------------------------------------------------------- */
 
 static void parse_data(pctx *c, json_t *root, json_t *norm, eng_data_spec *d,
@@ -408,6 +645,10 @@ static void parse_data(pctx *c, json_t *root, json_t *norm, eng_data_spec *d,
     }
     size_t old = push_key(c, "data");
     json_t *out = json_object();
+    if (json_object_get(o, "dataset")) {
+        parse_registered(c, o, out, d);
+        goto done;
+    }
     const char *source = "synthetic";
     json_t *src = json_object_get(o, "source");
     if (src && !json_is_string(src)) {
@@ -1041,9 +1282,15 @@ static void dotted_to_pointer(const char *field, char *buf, size_t size)
 
 int srv_spec_parse(json_t *root, const char *fmnist_dir, srv_spec *out, srv_spec_errors *errs)
 {
+    return srv_spec_parse_ex(root, fmnist_dir, NULL, NULL, out, errs);
+}
+
+int srv_spec_parse_ex(json_t *root, const char *fmnist_dir, srv_dataset_resolve_fn resolve,
+                      void *resolve_user, srv_spec *out, srv_spec_errors *errs)
+{
     memset(out, 0, sizeof *out);
     memset(errs, 0, sizeof *errs);
-    pctx c = {.errs = errs, .opt_wd = 0.01};
+    pctx c = {.errs = errs, .opt_wd = 0.01, .resolve = resolve, .resolve_user = resolve_user};
     eng_job_spec_defaults(&out->eng);
     out->eng.stages = out->stages;
 
@@ -1104,6 +1351,13 @@ fail:
 int srv_spec_parse_text(const char *text, size_t len, const char *fmnist_dir, srv_spec *out,
                         srv_spec_errors *errs)
 {
+    return srv_spec_parse_text_ex(text, len, fmnist_dir, NULL, NULL, out, errs);
+}
+
+int srv_spec_parse_text_ex(const char *text, size_t len, const char *fmnist_dir,
+                           srv_dataset_resolve_fn resolve, void *resolve_user, srv_spec *out,
+                           srv_spec_errors *errs)
+{
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
@@ -1114,7 +1368,7 @@ int srv_spec_parse_text(const char *text, size_t len, const char *fmnist_dir, sr
                  jerr.line, jerr.column, jerr.text);
         return -1;
     }
-    int rc = srv_spec_parse(root, fmnist_dir, out, errs);
+    int rc = srv_spec_parse_ex(root, fmnist_dir, resolve, resolve_user, out, errs);
     json_decref(root);
     return rc;
 }

@@ -56,6 +56,27 @@ int srv_spec_parse(json_t *root, const char *fmnist_dir, srv_spec *out, srv_spec
  * 400 with the position in errs->detail. */
 int srv_spec_parse_text(const char *text, size_t len, const char *fmnist_dir, srv_spec *out,
                         srv_spec_errors *errs);
+/* A registered dataset as the spec parser needs it (filled by a resolver). */
+typedef struct srv_dataset_ref {
+    int64_t id;
+    eng_data_kind kind;
+    char dir[ENG_PATH_MAX];
+    json_t *info; /* owned reference: the dataset's info object (classes, shape, stats) */
+} srv_dataset_ref;
+
+/* Looks up a dataset by id (name == NULL) or by name. Returns 0 and fills *out, -1 when
+ * there is no such dataset, -2 when the lookup itself failed. */
+typedef int (*srv_dataset_resolve_fn)(void *user, int64_t id, const char *name,
+                                      srv_dataset_ref *out);
+
+/* srv_spec_parse / srv_spec_parse_text with a resolver for "data": {"dataset": ...}
+ * (resolve NULL: such specs are rejected with 422 naming /data/dataset). */
+int srv_spec_parse_ex(json_t *root, const char *fmnist_dir, srv_dataset_resolve_fn resolve,
+                      void *resolve_user, srv_spec *out, srv_spec_errors *errs);
+int srv_spec_parse_text_ex(const char *text, size_t len, const char *fmnist_dir,
+                           srv_dataset_resolve_fn resolve, void *resolve_user, srv_spec *out,
+                           srv_spec_errors *errs);
+
 /* Releases what srv_spec_parse allocated and zeroes *s. NULL is a no-op. */
 void srv_spec_fini(srv_spec *s);
 

@@ -24,6 +24,7 @@
 #include "cli_predict.h"
 #include "cli_run.h"
 #include "config.h"
+#include "datasets.h"
 #include "engine.h"
 #include "http.h"
 #include "log.h"
@@ -171,6 +172,8 @@ static int serve(int argc, char **argv)
     int blas = eng_blas_set_threads(cfg.blas_threads);
     srv_log(SRV_LOG_INFO, "blas threads=%d info=\"%s\"", blas, eng_blas_info());
 
+    srv_datasets_register_demo(&app); /* Fashion-MNIST on the first start that has it */
+    srv_app_store_release(&app);
     if (srv_workers_create(&app, cfg.workers, &workers) != 0) {
         srv_log(SRV_LOG_ERROR, "cannot create the worker pool");
         goto done;

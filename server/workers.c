@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "datasets.h"
 #include "json_io.h"
 #include "log.h"
 #include "sse.h"
@@ -388,8 +389,9 @@ static void run_job(worker *w, store *s, store_job *job)
         finish(&c, STORE_JOB_FAILED, "out of memory");
         goto done;
     }
-    if (!job->spec_json || srv_spec_parse_text(job->spec_json, strlen(job->spec_json),
-                                               app->fmnist_dir, spec, errs) != 0) {
+    if (!job->spec_json ||
+        srv_spec_parse_text_ex(job->spec_json, strlen(job->spec_json), app->fmnist_dir,
+                               srv_dataset_resolve, app, spec, errs) != 0) {
         snprintf(error, sizeof error, "the stored spec is not valid: %.200s",
                  errs->detail[0] ? errs->detail : "missing");
         finish(&c, STORE_JOB_FAILED, error);
