@@ -57,7 +57,7 @@ double test_nmse(const float *got, const float *want, size_t n)
         den += (double)want[i] * (double)want[i];
     }
     if (!(num == num)) /* NaN in got */
-        return INFINITY;
+        return (double)INFINITY;
     return num / (den > 1e-30 ? den : 1e-30);
 }
 
@@ -70,7 +70,7 @@ double test_scaled_mse(const float *got, const float *want, const float *scale, 
         den += (double)scale[i] * (double)scale[i];
     }
     if (!(num == num))
-        return INFINITY;
+        return (double)INFINITY;
     return num / (den > 1e-30 ? den : 1e-30);
 }
 

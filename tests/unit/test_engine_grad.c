@@ -121,9 +121,9 @@ static void check_softmax_ce(void)
     for (size_t i = 0; i < N * C; i++) {
         float keep = z[i];
         z[i] = keep + (float)h;
-        double lp = eng_softmax_ce(N, C, z, lab, NULL, NULL);
+        double lp = (double)eng_softmax_ce(N, C, z, lab, NULL, NULL);
         z[i] = keep - (float)h;
-        double lm = eng_softmax_ce(N, C, z, lab, NULL, NULL);
+        double lm = (double)eng_softmax_ce(N, C, z, lab, NULL, NULL);
         z[i] = keep;
         maxerr = fmax(maxerr, fabs((lp - lm) / (2 * h) - (double)dz[i]));
     }
@@ -198,11 +198,11 @@ static void check_model_grad(void)
     for (size_t i = 0; i < m->n_floats; i += 3) {
         float keep = m->w[i];
         m->w[i] = keep + (float)h;
-        double lp =
-            eng_softmax_ce(8, m->n_classes, eng_trainer_forward(&t, x, 8, false), lab, NULL, NULL);
+        double lp = (double)eng_softmax_ce(8, m->n_classes, eng_trainer_forward(&t, x, 8, false),
+                                           lab, NULL, NULL);
         m->w[i] = keep - (float)h;
-        double lm =
-            eng_softmax_ce(8, m->n_classes, eng_trainer_forward(&t, x, 8, false), lab, NULL, NULL);
+        double lm = (double)eng_softmax_ce(8, m->n_classes, eng_trainer_forward(&t, x, 8, false),
+                                           lab, NULL, NULL);
         m->w[i] = keep;
         maxerr = fmax(maxerr, fabs((lp - lm) / (2 * h) - (double)g[i]));
     }
