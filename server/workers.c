@@ -87,6 +87,7 @@ typedef struct job_ctx {
     size_t n_mbuf;
     int64_t rate_t0, rate_step0; /* start of the current rate window */
     double rate;                 /* steps per second, 0 until measured */
+    const eng_job_spec *spec;    /* borrowed: the running job's spec (metric names) */
 } job_ctx;
 
 static int64_t wall_ms(void)
@@ -169,10 +170,10 @@ static void write_progress(job_ctx *c, const eng_event *ev)
     c->last_epoch = p.epoch;
 }
 
-/* A float for JSON: non-finite values become null. */
+/* A float for JSON: non-finite values become "NaN" / "Infinity" / "-Infinity" strings. */
 static json_t *jnum(float x)
 {
-    return isfinite(x) ? json_real((double)x) : json_null();
+    return srv_json_float((double)x);
 }
 
 static void on_lr_find(job_ctx *c, const eng_lr_find_result *r)
@@ -282,6 +283,12 @@ static eng_action on_progress(const eng_event *ev, void *user)
     case ENG_EVENT_EPOCH: {
         json_t *m = json_pack("{s:o, s:o, s:o}", "train_loss", jnum(ev->train_loss), "valid_loss",
                               jnum(ev->valid_loss), "accuracy", jnum(ev->accuracy));
+        for (size_t k = 0; m && c->spec && ev->metrics && k < ev->n_metrics && k < ENG_MAX_METRICS;
+             k++) {
+            char col[48];
+            eng_metric_name(&c->spec->metrics[k], col, sizeof col);
+            json_object_set_new(m, col, jnum(ev->metrics[k]));
+        }
         char *mt = m ? srv_json_dump(m, NULL) : NULL;
         if (mt && strlen(mt) < sizeof c->metrics)
             snprintf(c->metrics, sizeof c->metrics, "%s", mt);
@@ -397,6 +404,7 @@ static void run_job(worker *w, store *s, store_job *job)
         finish(&c, STORE_JOB_FAILED, error);
         goto done;
     }
+    c.spec = &spec->eng;
     snprintf(out_dir, sizeof out_dir, "%s/%lld", app->jobs_dir, (long long)job->id);
     if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
         snprintf(error, sizeof error, "cannot create %.200s: %s", out_dir, strerror(errno));
