@@ -6,6 +6,7 @@
 #include "cli_run.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,23 +67,88 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+/* The per-epoch table in fastprogress's console layout (ConsoleMasterBar.write with
+ * table=True): header names padded to at least 8 characters and joined by two spaces; each
+ * value followed by spaces up to its padded name's width + 2. One table per fit, epochs
+ * counted from 0 within the fit, floats as Python's '%.6f' ("nan", "inf"), time as fastai's
+ * format_time (whole seconds, mm:ss or h:mm:ss). */
+typedef struct table {
+    const eng_job_spec *spec;
+    size_t n_cols;
+    char names[3 + ENG_MAX_METRICS + 1][48]; /* padded */
+    long long stage, fit;                    /* the fit whose header was printed */
+} table;
+
+static void table_header(table *t)
+{
+    const char *base[3] = {"epoch", "train_loss", "valid_loss"};
+    size_t n = 0;
+    for (int i = 0; i < 3; i++)
+        snprintf(t->names[n++], sizeof t->names[0], "%-8s", base[i]);
+    for (uint32_t k = 0; k < t->spec->n_metrics && k < ENG_MAX_METRICS; k++) {
+        char col[40];
+        eng_metric_name(&t->spec->metrics[k], col, sizeof col);
+        snprintf(t->names[n++], sizeof t->names[0], "%-8s", col);
+    }
+    snprintf(t->names[n++], sizeof t->names[0], "%-8s", "time");
+    t->n_cols = n;
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s", i ? "  " : "", t->names[i]);
+    printf("\n");
+}
+
+static void fmt_float(char *buf, size_t size, float x)
+{
+    if (isnan(x))
+        snprintf(buf, size, "nan");
+    else
+        snprintf(buf, size, "%.6f", (double)x);
+}
+
+static void table_row(const table *t, const eng_event *ev)
+{
+    char v[3 + ENG_MAX_METRICS + 1][48];
+    size_t n = 0;
+    snprintf(v[n++], sizeof v[0], "%u", ev->fit_epoch);
+    fmt_float(v[n++], sizeof v[0], ev->train_loss);
+    fmt_float(v[n++], sizeof v[0], ev->valid_loss);
+    for (size_t k = 0; k + 4 < t->n_cols && k < ev->n_metrics; k++)
+        fmt_float(v[n++], sizeof v[0], ev->metrics[k]);
+    long secs = ev->seconds > 0 ? (long)ev->seconds : 0;
+    if (secs >= 3600)
+        snprintf(v[n++], sizeof v[0], "%ld:%02ld:%02ld", secs / 3600, secs / 60 % 60, secs % 60);
+    else
+        snprintf(v[n++], sizeof v[0], "%02ld:%02ld", secs / 60 % 60, secs % 60);
+    for (size_t i = 0; i < n && i < t->n_cols; i++) {
+        int pad = 2 + (int)strlen(t->names[i]) - (int)strlen(v[i]);
+        printf("%s%*s", v[i], pad > 0 ? pad : 0, "");
+    }
+    printf("\n");
+}
+
+static bool is_fit(eng_stage_op op)
+{
+    return op == ENG_STAGE_FIT || op == ENG_STAGE_FIT_ONE_CYCLE || op == ENG_STAGE_FINE_TUNE;
+}
+
 static eng_action on_progress(const eng_event *ev, void *user)
 {
-    (void)user;
+    table *t = user;
     const char *op = eng_stage_op_name(ev->op);
+    if ((ev->kind == ENG_EVENT_BATCH || ev->kind == ENG_EVENT_EPOCH) && is_fit(ev->op) &&
+        (t->stage != (long long)ev->stage_index || t->fit != (long long)ev->fit_index)) {
+        /* fastai prints the header when each fit starts */
+        t->stage = (long long)ev->stage_index;
+        t->fit = (long long)ev->fit_index;
+        table_header(t);
+    }
     switch (ev->kind) {
     case ENG_EVENT_STAGE_BEGIN:
         printf("stage %zu/%zu: %s\n", ev->stage_index + 1, ev->n_stages, op ? op : "?");
-        if (ev->op == ENG_STAGE_FIT || ev->op == ENG_STAGE_FIT_ONE_CYCLE)
-            printf("%-9s %-11s %-11s %-9s %s\n", "epoch", "train_loss", "valid_loss", "accuracy",
-                   "time");
         break;
-    case ENG_EVENT_EPOCH: {
-        int secs = (int)(ev->seconds + 0.5);
-        printf("%-9u %-11.6f %-11.6f %-9.6f %02d:%02d\n", ev->epoch, (double)ev->train_loss,
-               (double)ev->valid_loss, (double)ev->accuracy, secs / 60, secs % 60);
+    case ENG_EVENT_EPOCH:
+        table_row(t, ev);
         break;
-    }
     case ENG_EVENT_LR_FIND: {
         const eng_lr_find_result *r = ev->lr_find;
         if (r && r->ok)
@@ -199,7 +265,8 @@ int srv_cli_run(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     eng_run_opts opts = {.out_dir = out_dir, .resume_path = NULL};
-    eng_callbacks cb = {.progress = on_progress, .user = NULL};
+    table tab = {.spec = &spec->eng, .stage = -1, .fit = -1};
+    eng_callbacks cb = {.progress = on_progress, .user = &tab};
     eng_error err;
     memset(&err, 0, sizeof err);
     int rc = eng_job_run(&spec->eng, &opts, &cb, &err);
