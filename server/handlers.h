@@ -101,6 +101,7 @@ void srv_handle_job_delete(srv_request *req, srv_reply *rep);
 void srv_handle_job_metrics(srv_request *req, srv_reply *rep);
 void srv_handle_job_lr_find(srv_request *req, srv_reply *rep);
 void srv_handle_job_lr_find_svg(srv_request *req, srv_reply *rep);
+void srv_handle_job_summary(srv_request *req, srv_reply *rep);
 /* handlers_datasets.c (POST /v1/datasets is streamed by http.c, see datasets.h) */
 void srv_handle_dataset_create(srv_request *req, srv_reply *rep);
 void srv_handle_dataset_import(srv_request *req, srv_reply *rep);

@@ -2,7 +2,8 @@
  * handlers_results.c: what a job measured: GET /v1/jobs/{id}/metrics (the per-epoch table
  * and the per-batch loss/LR history, downsampled on request), GET /v1/jobs/{id}/lr_find (each
  * lr_find's curve, its suggestions and the LR the following stages used) and
- * GET /v1/jobs/{id}/lr_find.svg (the same as a plot).
+ * GET /v1/jobs/{id}/lr_find.svg (the same as a plot), and GET /v1/jobs/{id}/summary (the
+ * model as fastai's learn.summary() describes it, from the engine's eng_net_summary).
  *
  * DESIGN: epoch rows and lr_find results come from the job's events (the worker stores
  * them there anyway); per-batch rows come from the batch_metrics table. Downsampling
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "datasets.h"
 #include "handlers.h"
 #include "jobs_view.h"
 #include "json_io.h"
@@ -43,8 +45,10 @@ static bool load(srv_request *req, srv_reply *rep, store **s, store_job *job, st
 {
     int64_t id;
     memset(job, 0, sizeof *job);
-    *ev = NULL;
-    *n = 0;
+    if (ev)
+        *ev = NULL;
+    if (n)
+        *n = 0;
     if (!parse_id(req->params[0], &id)) {
         srv_reply_problem(rep, req, 404, "no job with that id");
         return false;
@@ -453,4 +457,173 @@ void srv_handle_job_lr_find_svg(srv_request *req, srv_reply *rep)
     rep->content_type = "image/svg+xml";
     rep->body = b.p;
     rep->body_len = b.len;
+}
+
+/* ---- model summary --------------------------------------------------------------------------- */
+
+/* The per-sample input shape and class count the job's model is built for, from the data
+ * spec the way the engine's loaders set them: synthetic (features), IDX images (1, 28, 28),
+ * registered datasets from their stored info (shape C, H, W; CSV and other float data flat;
+ * image folders resized by the spec). Returns false with a reason when it cannot tell. */
+static bool input_of(store *s, const json_t *data, const eng_data_spec *d, size_t *ndim,
+                     size_t shape[3], size_t *classes, char *why, size_t why_size)
+{
+    *classes = d->n_subset ? d->n_subset : 0;
+    if (d->kind == ENG_DATA_SYNTHETIC) {
+        *ndim = 1;
+        shape[0] = d->features;
+        *classes = d->n_subset ? d->n_subset : d->classes;
+        return true;
+    }
+    if (d->kind == ENG_DATA_IDX) { /* Fashion-MNIST: 28 x 28 bytes, 10 classes */
+        *ndim = 3;
+        shape[0] = 1, shape[1] = 28, shape[2] = 28;
+        if (!*classes)
+            *classes = 10;
+        return true;
+    }
+    json_t *ds = json_object_get(data, "dataset");
+    store_dataset info;
+    memset(&info, 0, sizeof info);
+    if (!json_is_integer(ds) || store_dataset_get(s, json_integer_value(ds), NULL, &info) != 0) {
+        snprintf(why, why_size, "the job's dataset is no longer registered");
+        return false;
+    }
+    json_t *in = info.info_json ? json_loads(info.info_json, 0, NULL) : NULL;
+    store_dataset_fini(&info);
+    json_t *sh = json_object_get(in, "shape");
+    size_t ch = (size_t)json_integer_value(json_array_get(sh, 0));
+    size_t hh = (size_t)json_integer_value(json_array_get(sh, 1));
+    size_t ww = (size_t)json_integer_value(json_array_get(sh, 2));
+    if (!*classes)
+        *classes = json_array_size(json_object_get(in, "classes"));
+    json_decref(in);
+    if (!ch || !hh || !ww || *classes < 2) {
+        snprintf(why, why_size, "the dataset's stored info has no input shape");
+        return false;
+    }
+    if (d->kind == ENG_DATA_IMAGES) {
+        ch = d->image_c ? d->image_c : ch;
+        hh = d->image_h ? d->image_h : hh;
+        ww = d->image_w ? d->image_w : ww;
+    }
+    if (d->kind == ENG_DATA_CSV) {
+        *ndim = 1;
+        shape[0] = ch * hh * ww;
+    } else {
+        *ndim = 3;
+        shape[0] = ch, shape[1] = hh, shape[2] = ww;
+    }
+    return true;
+}
+
+static json_t *shape_json(size_t batch, size_t ndim, const size_t *shape)
+{
+    json_t *a = json_array();
+    json_array_append_new(a, json_integer((json_int_t)batch));
+    for (size_t i = 0; i < ndim; i++)
+        json_array_append_new(a, json_integer((json_int_t)shape[i]));
+    return a;
+}
+
+/* The summary object: the same fields as `thawd summary --format json`, plus the text. */
+static json_t *summary_to_json(const eng_summary *sm, int64_t job_id)
+{
+    json_t *rows = json_array(), *groups = json_array();
+    for (size_t i = 0; i < sm->n_rows; i++) {
+        const eng_summary_row *r = &sm->rows[i];
+        json_array_append_new(
+            rows,
+            json_pack("{s:s, s:s, s:o, s:o, s:o, s:I}", "name", r->name, "type", r->type,
+                      "output_shape", shape_json(sm->batch, r->out_ndim, r->out_shape), "params",
+                      r->has_params ? json_integer((json_int_t)r->params) : json_null(),
+                      "trainable", r->has_params ? json_boolean(r->trainable) : json_null(),
+                      "group", (json_int_t)r->group));
+    }
+    for (size_t g = 0; g < sm->n_groups && g < ENG_MAX_GROUPS; g++)
+        json_array_append_new(groups, json_pack("{s:s, s:s, s:I, s:b}", "first", sm->group_first[g],
+                                                "last", sm->group_last[g], "params",
+                                                (json_int_t)sm->group_params[g], "frozen",
+                                                g < sm->frozen_idx));
+    size_t need = eng_summary_text(sm, NULL, 0);
+    char *text = malloc(need + 1);
+    if (text)
+        eng_summary_text(sm, text, need + 1);
+    json_t *o =
+        json_pack("{s:s, s:I, s:s, s:s, s:o, s:o, s:I, s:I, s:I, s:o, s:I, s:b, s:o}", "object",
+                  "job.summary", "job_id", (json_int_t)job_id, "arch", sm->arch, "model_class",
+                  sm->model_class, "input_shape", shape_json(sm->batch, sm->in_ndim, sm->in_shape),
+                  "layers", rows, "total_params", (json_int_t)sm->total_params, "trainable_params",
+                  (json_int_t)sm->trainable_params, "non_trainable_params",
+                  (json_int_t)sm->non_trainable_params, "groups", groups, "frozen_idx",
+                  (json_int_t)sm->frozen_idx, "train_bn", sm->train_bn, "text",
+                  text ? json_string(text) : json_null());
+    free(text);
+    return o;
+}
+
+void srv_handle_job_summary(srv_request *req, srv_reply *rep)
+{
+    store *s;
+    store_job job;
+    if (!load(req, rep, &s, &job, NULL, NULL))
+        return;
+    srv_spec *spec = calloc(1, sizeof *spec);
+    srv_spec_errors *errs = calloc(1, sizeof *errs);
+    json_t *root = job.spec_json ? json_loads(job.spec_json, 0, NULL) : NULL;
+    eng_net *net = NULL;
+    eng_summary *sm = NULL;
+    char why[160] = "";
+    if (!spec || !errs || !root) {
+        srv_reply_problem(rep, req, 503, "out of memory");
+        goto done;
+    }
+    if (srv_spec_parse_ex(root, req->app->fmnist_dir, srv_dataset_resolve, req->app, spec, errs) !=
+        0) {
+        snprintf(why, sizeof why, "the job's spec no longer validates: %.120s", errs->detail);
+        srv_reply_problem(rep, req, 409, why);
+        goto done;
+    }
+    size_t ndim = 0, shape[3] = {0, 0, 0}, classes = 0;
+    if (!input_of(s, json_object_get(root, "data"), &spec->eng.data, &ndim, shape, &classes, why,
+                  sizeof why)) {
+        srv_reply_problem(rep, req, 409, why);
+        goto done;
+    }
+    eng_error err;
+    memset(&err, 0, sizeof err);
+    eng_model_spec model = spec->eng.model;
+    model.weights[0] = '\0'; /* shapes and counts only: no need to read any weights */
+    int rc = eng_net_create(&model, ndim, shape, classes, spec->eng.seed, spec->eng.opt.train_bn,
+                            &net, &err);
+    if (rc != 0) {
+        snprintf(why, sizeof why, "cannot build the model: %s%s%.100s", eng_strerror(rc),
+                 err.text[0] ? ": " : "", err.text);
+        srv_reply_problem(rep, req, srv_status_for_engine(rc) == 503 ? 503 : 409, why);
+        goto done;
+    }
+    /* the freezing the stages leave behind, as fastai's summary shows it after training */
+    for (size_t i = 0; i < spec->eng.n_stages; i++) {
+        const eng_stage *st = &spec->eng.stages[i];
+        if (st->op == ENG_STAGE_FREEZE)
+            eng_net_freeze_to(net, -1);
+        else if (st->op == ENG_STAGE_UNFREEZE)
+            eng_net_freeze_to(net, 0);
+        else if (st->op == ENG_STAGE_FREEZE_TO)
+            eng_net_freeze_to(net, st->n);
+    }
+    rc = eng_net_summary(net, (size_t)spec->eng.batch_size, &sm, &err);
+    if (rc != 0) {
+        srv_reply_problem(rep, req, 503, "cannot describe the model");
+        goto done;
+    }
+    srv_reply_json(rep, 200, summary_to_json(sm, job.id));
+done:
+    eng_summary_destroy(sm);
+    eng_net_destroy(net);
+    json_decref(root);
+    srv_spec_fini(spec);
+    free(spec);
+    free(errs);
+    store_job_fini(&job);
 }

@@ -41,6 +41,7 @@ static const route routes[] = {
     {"GET", "/v1/jobs/{id}/metrics", srv_handle_job_metrics, SRV_ACCESS_READ},
     {"GET", "/v1/jobs/{id}/lr_find", srv_handle_job_lr_find, SRV_ACCESS_READ},
     {"GET", "/v1/jobs/{id}/lr_find.svg", srv_handle_job_lr_find_svg, SRV_ACCESS_READ},
+    {"GET", "/v1/jobs/{id}/summary", srv_handle_job_summary, SRV_ACCESS_READ},
     {"POST", "/v1/datasets", srv_handle_dataset_create, SRV_ACCESS_SUBMIT},
     {"GET", "/v1/datasets", srv_handle_dataset_list, SRV_ACCESS_READ},
     {"POST", "/v1/datasets/import", srv_handle_dataset_import, SRV_ACCESS_ADMIN},

@@ -248,6 +248,21 @@ static void metrics_and_lr_find(th_daemon *d, long long id)
     th_get(d, path, &r);
     ok(th_is_problem(&r, 404, "not-found"), "lr_find.svg of a missing result: 404");
     th_resp_fini(&r);
+    snprintf(path, sizeof path, "/v1/jobs/%lld/summary", id);
+    th_get(d, path, &r);
+    is_int(r.status, 200, "summary: 200");
+    /* mlp 8 -> 16 -> 4: (8 * 16 + 16) + (16 * 4 + 4) parameters */
+    is_int(th_json_int(r.json, "total_params", -1), 212, "summary: total parameters");
+    json_t *ish = json_object_get(r.json, "input_shape");
+    ok(json_integer_value(json_array_get(ish, 0)) == 64 &&
+           json_integer_value(json_array_get(ish, 1)) == 8,
+       "summary: input shape batch x features");
+    ok(th_json_str(r.json, "text") && strstr(th_json_str(r.json, "text"), "Total params: 212"),
+       "summary: fastai's table as text");
+    th_resp_fini(&r);
+    th_get(d, "/v1/jobs/99999/summary", &r);
+    ok(th_is_problem(&r, 404, "not-found"), "summary of an unknown job: 404");
+    th_resp_fini(&r);
     snprintf(path, sizeof path, "/v1/jobs/%lld/lr_find.svg?index=x", id);
     th_get(d, path, &r);
     ok(th_is_problem(&r, 422, "validation-error"), "lr_find.svg?index=x: 422");
