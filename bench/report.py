@@ -108,6 +108,11 @@ def main():
                    fc.get(str(threads), {}).get("best"), peak.get("openblas", {}).get("core"),
                    sg.get("M"), sg.get("N"), sg.get("K"), sg.get("1", {}).get("best"),
                    sg.get(str(threads), {}).get("best")))
+    loads = [x for e in torch["entries"] for x in e.get("loadavg", [])]
+    if loads and max(loads) > 0.5 * (host.get("cpus") or 1) + threads:
+        out.append("**Busy machine**: 1-minute load average up to %.1f on %s CPUs during the "
+                   "PyTorch runs; medians are low and noisy, max is the better estimate."
+                   % (max(loads), host.get("cpus", "?")))
     out.append("images/s: median (min-max); GFLOPS: median (%% of %.0f GFLOPS, the FMA peak for "
                "%d threads)." % (fma or 0, threads))
     out.append("")

@@ -178,6 +178,7 @@ def run_child(args):
     import torch.nn.functional as F
 
     rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model_name, batch, mode = args.child
@@ -264,6 +265,9 @@ def run_child(args):
         "repeats": args.repeats,
         "iters": args.iters,
         "warmup": args.warmup,
+        # 1-minute load average before and after: above ~0 (beyond this process) the machine
+        # was shared and the timings are low and noisy; max is then the better estimate.
+        "loadavg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     if args.layers:
         entry["layers"] = layers
