@@ -13,6 +13,8 @@
 #include "util.h"
 
 #define SMOOTH_BETA 0.98
+#define VALID_BATCH 256
+#define VALID_ARENA ((size_t)64 << 20)
 
 void eng_smooth_reset(eng_smooth *s)
 {
@@ -62,6 +64,18 @@ int eng_trainer_init(eng_trainer *t, eng_model *m, eng_dataset *d, const eng_opt
     if (!t->act || !t->perm)
         return eng_err_set(err, ENG_ENOMEM, NULL, "out of memory for the trainer");
     layout(t); /* measure */
+    /* Validation has no backward pass and is where small training batches hurt most (a
+     * batch of 8 gives GEMMs too thin to be fast): forward batches may be larger than the
+     * training batch, up to VALID_BATCH and an arena of VALID_ARENA bytes. Per-sample
+     * outputs do not depend on the batch (eval mode). */
+    size_t per_sample = t->arena.used / max_batch + 1;
+    size_t cap = VALID_ARENA / per_sample;
+    cap = cap > VALID_BATCH ? VALID_BATCH : cap;
+    if (cap > max_batch && d->n_valid > max_batch) {
+        t->max_batch = cap < d->n_valid ? cap : d->n_valid;
+        eng_arena_reset(&t->arena);
+        layout(t);
+    }
     if (eng_arena_commit(&t->arena, 0))
         return eng_err_set(err, ENG_ENOMEM, NULL, "out of memory for activations (%zu bytes)",
                            t->arena.used);

@@ -28,7 +28,7 @@ typedef struct eng_trainer {
     eng_model *model;  /* borrowed */
     eng_dataset *data; /* borrowed */
     eng_optim opt;
-    size_t max_batch;
+    size_t max_batch; /* largest forward batch: the training batch, or more for validation */
     eng_arena arena;
     float **act;        /* [n_layers + 1] activation buffers [max_batch x size] */
     float *grad_buf[2]; /* ping-pong input-gradient buffers */
@@ -43,7 +43,8 @@ typedef struct eng_trainer {
     float clip_max_norm, clip_norm_type;
 } eng_trainer;
 
-/* Sizes and allocates the arena for batches up to max_batch. Returns 0 or ENG_ENOMEM. */
+/* Sizes and allocates the arena for training batches up to max_batch (and validation
+ * batches up to 256 samples while the arena stays under 64 MiB). Returns 0 or ENG_ENOMEM. */
 int eng_trainer_init(eng_trainer *t, eng_model *m, eng_dataset *d, const eng_opt_spec *opt,
                      size_t max_batch, uint64_t seed, eng_error *err);
 void eng_trainer_fini(eng_trainer *t);
