@@ -49,6 +49,10 @@ static const opt_def options[] = {
      "close idle HTTP connections after this long; 0 = never"},
     {"max-body", "BYTES", OPT_SIZE, 1, 1LL << 30, FIELD(max_body), "1048576",
      "largest accepted request body"},
+    {"max-connections", "N", OPT_INT, 1, 100000, FIELD(max_connections), "256",
+     "open HTTP connections served; requests on further ones get 503"},
+    {"request-timeout", "SECONDS", OPT_INT, 0, 86400, FIELD(request_timeout), "60",
+     "longest time to receive a request body (else 408); 0 = no limit"},
     {"log-level", "LEVEL", OPT_LEVEL, 0, 0, FIELD(log_level), "info", "debug, info, warn or error"},
     {"log-file", "PATH", OPT_STR, 0, SRV_CONFIG_STR_MAX, FIELD(log_file), "stderr",
      "append log lines to this file"},
@@ -73,6 +77,8 @@ void srv_config_defaults(srv_config *c)
     c->http_threads = 4;
     c->conn_timeout = 30;
     c->max_body = 1048576;
+    c->max_connections = 256;
+    c->request_timeout = 60;
     c->log_level = SRV_LOG_INFO;
     c->log_file[0] = '\0';
     c->auth = SRV_AUTH_AUTO;
@@ -293,9 +299,11 @@ void srv_config_describe(const srv_config *c, char *buf, size_t size)
 {
     snprintf(buf, size,
              "host=%s port=%d data_dir=%s workers=%d blas_threads=%d http_threads=%d "
-             "conn_timeout=%d max_body=%zu log_level=%s log_file=%s auth=%s",
+             "conn_timeout=%d max_body=%zu max_connections=%d request_timeout=%d log_level=%s "
+             "log_file=%s auth=%s",
              c->host, c->port, c->data_dir, c->workers, c->blas_threads, c->http_threads,
-             c->conn_timeout, c->max_body, srv_log_level_name(c->log_level),
+             c->conn_timeout, c->max_body, c->max_connections, c->request_timeout,
+             srv_log_level_name(c->log_level),
              c->log_file[0] ? c->log_file : "stderr",
              c->auth == SRV_AUTH_REQUIRED        ? "required"
              : c->auth == SRV_AUTH_INSECURE_NONE ? "insecure-none"

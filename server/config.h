@@ -36,6 +36,9 @@ typedef struct srv_config {
     /* datasets */
     char import_root[SRV_CONFIG_STR_MAX]; /* --import-root: empty = imports disabled */
     size_t max_upload;                    /* --max-upload: dataset upload cap (1 GiB) */
+    int max_connections;                  /* --max-connections: above it requests get 503 */
+    int request_timeout;                  /* --request-timeout: seconds to receive a request
+                                             body (60; 0 = no limit), else 408 */
 } srv_config;
 
 /* Fills `c` with the documented defaults (blas_threads 0 = decided by srv_config_finish). */

@@ -10,6 +10,8 @@
  * answered 413); the final call builds a srv_request, dispatches it and queues the reply.
  * MHD_OPTION_NOTIFY_COMPLETED logs one line per request and frees the state.
  */
+#include "http.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -28,15 +30,14 @@
 
 #include "datasets.h"
 #include "handlers.h"
-#include "http.h"
 #include "json_io.h"
 #include "log.h"
 #include "metrics_prom.h"
 #include "sse.h"
 
-/* Connections answered normally; above this (up to the MHD limit) requests get 503. */
-#define MAX_CONNECTIONS   256
-#define MHD_CONNECTIONS   (MAX_CONNECTIONS + 16)
+/* MHD accepts this many connections beyond --max-connections, so that requests on them can
+ * be answered 503 instead of the connection being refused without a word. */
+#define EXTRA_CONNECTIONS 16
 #define CORS_ALLOW_ORIGIN "*"
 #define CORS_EXPOSE                                                                          \
     "ETag, Location, Link, Retry-After, Idempotent-Replayed, Content-Range, Accept-Ranges, " \
@@ -52,6 +53,7 @@ typedef struct req_state {
     char *body;
     size_t len, cap;
     bool too_large;
+    bool too_slow; /* the body took longer than --request-timeout */
     bool answered; /* a response was queued on the first call */
     unsigned status;
     uint64_t bytes;
@@ -218,9 +220,6 @@ static enum MHD_Result send_reply(srv_http *h, struct MHD_Connection *conn, req_
         ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, rep->allow) == MHD_YES;
     if (rep->disposition[0])
         ok &= MHD_add_response_header(resp, "Content-Disposition", rep->disposition) == MHD_YES;
-    if (rep->www_authenticate[0])
-        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                                      rep->www_authenticate) == MHD_YES;
     if (rep->etag[0] && !rep->no_etag)
         ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, rep->etag) == MHD_YES;
     for (size_t i = 0; i < rep->n_headers; i++)
@@ -241,6 +240,9 @@ static enum MHD_Result send_reply(srv_http *h, struct MHD_Connection *conn, req_
         ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES;
     }
 
+    if (rep->www_authenticate[0])
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                      rep->www_authenticate) == MHD_YES;
     if (!ok)
         srv_log(SRV_LOG_WARN, "could not add a response header path=%s", st->path);
     st->status = rep->status;
@@ -284,7 +286,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = st;
 
         /* Over the connection budget: answer 503 at once instead of queueing work. */
-        if (srv_prom_connections(h->app->prom) > MAX_CONNECTIONS) {
+        if (srv_prom_connections(h->app->prom) > h->app->cfg->max_connections) {
             srv_request req = {.path = st->path};
             srv_reply_problem(&rep, &req, 503, "too many connections; retry later");
             srv_reply_header(&rep, MHD_HTTP_HEADER_RETRY_AFTER, "1");
@@ -343,6 +345,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (!st->too_slow && h->app->cfg->request_timeout > 0 &&
+            ms_since(&st->start) > 1000.0 * h->app->cfg->request_timeout) {
+            st->too_slow = true; /* discard the rest, answer 408 at the end */
+            free(st->body);
+            st->body = NULL;
+            st->len = st->cap = 0;
+        }
+        if (st->too_slow)
+            return MHD_YES;
         if (st->too_large || n > h->app->cfg->max_body - st->len) {
             st->too_large = true; /* keep consuming, answer 413 at the end */
             return MHD_YES;
@@ -385,6 +396,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (st->upload) {
         req.route = st->route;
         srv_upload_finish(st->upload, &req, &rep);
+    } else if (st->too_slow) {
+        char detail[128];
+        snprintf(detail, sizeof detail, "the request body took longer than %d s to arrive",
+                 h->app->cfg->request_timeout);
+        srv_reply_problem(&rep, &req, 408, detail);
     } else if (st->too_large) {
         char detail[128];
         snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
@@ -506,7 +522,7 @@ int srv_http_start(srv_app *app, srv_http **out, char *err, size_t err_size)
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)h,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)MHD_CONNECTIONS, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
+        (unsigned)(cfg->max_connections + EXTRA_CONNECTIONS), MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)h, MHD_OPTION_NOTIFY_CONNECTION,
         on_connection, (void *)h, MHD_OPTION_END);
     if (!h->mhd) {

@@ -1516,6 +1516,7 @@ static const status_row status_rows[] = {
     {403, "forbidden", "Insufficient scope"},
     {404, "not-found", "Not found"},
     {405, "method-not-allowed", "Method not allowed"},
+    {408, "request-timeout", "Request took too long"},
     {409, "conflict", "Conflict with the resource's state"},
     {413, "payload-too-large", "Request body too large"},
     {415, "unsupported-media-type", "Unsupported media type"},

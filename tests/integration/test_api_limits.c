@@ -1,0 +1,192 @@
+/*
+ * test_api_limits: the daemon's resource limits, each answered with its status: requests on
+ * connections beyond --max-connections get 503 (+ Retry-After) and are served again once
+ * connections close; a body that trickles in longer than --request-timeout gets 408; an
+ * oversized body 413 and JSON nested too deep 400 (with problem bodies); one log line per
+ * request.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tap.h"
+
+/* A TCP connection to the daemon, or -1. */
+static int dial(const th_daemon *d)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)d->port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct timeval tv = {.tv_sec = 30};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static bool send_all(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return false;
+        s += w;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* Reads until the peer closes or `cap - 1` bytes; returns the status of the response. */
+static int read_status(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < cap && (r = recv(fd, buf + len, cap - 1 - len, 0)) > 0)
+        len += (size_t)r;
+    buf[len] = '\0';
+    int status = 0;
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+        return 0;
+    return status;
+}
+
+/* POST that retries while the daemon answers 503 for connections it has not reaped yet (a
+ * connection closed by the previous exchange may still count for a moment). */
+static void post_json(th_daemon *d, const char *body, th_resp *r)
+{
+    for (int i = 0; i < 50; i++) {
+        th_post_json(d, "/v1/jobs", body, r);
+        if (r->status != 503)
+            return;
+        th_resp_fini(r);
+        th_sleep_ms(100);
+    }
+    th_post_json(d, "/v1/jobs", body, r);
+}
+
+static void connection_limit(th_daemon *d)
+{
+    int idle[4];
+    for (int i = 0; i < 4; i++)
+        idle[i] = dial(d);
+    ok(idle[0] >= 0 && idle[1] >= 0 && idle[2] >= 0 && idle[3] >= 0, "four idle connections open");
+    th_sleep_ms(200); /* let the daemon accept them */
+    th_resp r;
+    th_get(d, "/healthz", &r);
+    ok(th_is_problem(&r, 503, "unavailable"), "a request beyond --max-connections 3: 503");
+    char v[32];
+    ok(th_resp_header(&r, "Retry-After", v, sizeof v), "503 says Retry-After");
+    th_resp_fini(&r);
+    for (int i = 0; i < 4; i++)
+        if (idle[i] >= 0)
+            close(idle[i]);
+    bool back = false;
+    for (int i = 0; i < 100 && !back; i++) {
+        th_get(d, "/healthz", &r);
+        back = r.status == 200;
+        th_resp_fini(&r);
+        if (!back)
+            th_sleep_ms(100);
+    }
+    ok(back, "served again once the connections closed");
+}
+
+static void slow_body(th_daemon *d)
+{
+    int fd = dial(d);
+    ok(fd >= 0, "connect for a slow upload");
+    if (fd < 0)
+        return;
+    static const char body[] = "{\"name\":\"slow\"}";
+    char head[256];
+    snprintf(head, sizeof head,
+             "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+             strlen(body));
+    bool sent = send_all(fd, head) && send_all(fd, "{\"name\"");
+    th_sleep_ms(1500); /* past --request-timeout 1, within --conn-timeout 10 */
+    sent = sent && send_all(fd, body + 7);
+    ok(sent, "body sent in two parts 1.5 s apart");
+    char buf[4096];
+    int status = read_status(fd, buf, sizeof buf);
+    close(fd);
+    is_int(status, 408, "a body slower than --request-timeout: 408");
+    ok(strstr(buf, "application/problem+json") && strstr(buf, "urn:thawd:problem:request-timeout"),
+       "408 is a request-timeout problem");
+    th_resp r;
+    th_get(d, "/v1/jobs", &r);
+    is_int((long long)json_array_size(json_object_get(r.json, "data")), 0,
+           "the slow request created no job");
+    th_resp_fini(&r);
+}
+
+static void body_limits(th_daemon *d)
+{
+    size_t n = 5000;
+    char *big = malloc(n + 1);
+    if (!big)
+        return;
+    memset(big, ' ', n);
+    memcpy(big, "{\"name\":\"x\"", 11);
+    big[n - 1] = '}';
+    big[n] = '\0';
+    th_resp r;
+    post_json(d, big, &r);
+    ok(th_is_problem(&r, 413, "payload-too-large"), "a body above --max-body 4096: 413");
+    th_resp_fini(&r);
+    free(big);
+    char deep[128] = "{\"seed\":";
+    size_t k = strlen(deep);
+    for (int i = 0; i < 33; i++)
+        deep[k++] = '[';
+    for (int i = 0; i < 33; i++)
+        deep[k++] = ']';
+    deep[k++] = '}';
+    deep[k] = '\0';
+    post_json(d, deep, &r);
+    ok(th_is_problem(&r, 400, "invalid-json"), "JSON nested 34 levels: 400");
+    th_resp_fini(&r);
+    ok(th_daemon_log_contains(d, "request method=POST path=/v1/jobs status=413"),
+       "one log line per request, with its status");
+}
+
+int main(void)
+{
+    static const char *const args[] = {"--max-connections",
+                                       "3",
+                                       "--request-timeout",
+                                       "1",
+                                       "--conn-timeout",
+                                       "10",
+                                       "--max-body",
+                                       "4096",
+                                       "--workers",
+                                       "1",
+                                       NULL};
+    th_daemon d;
+    if (th_daemon_init(&d, "limits") != 0 || th_daemon_start(&d, args, 20) != 0) {
+        ok(0, "daemon starts");
+        th_daemon_fini(&d, true);
+        return done_testing();
+    }
+    body_limits(&d);
+    slow_body(&d);
+    connection_limit(&d);
+    is_int(th_daemon_stop(&d, 30), 0, "SIGTERM -> exit 0");
+    ok(th_daemon_fini(&d, tap_failed > 0), "no sanitizer report");
+    return done_testing();
+}
