@@ -522,9 +522,9 @@ int srv_http_start(srv_app *app, srv_http **out, char *err, size_t err_size)
         flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, (void *)h,
         MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->conn_timeout, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(cfg->max_connections + EXTRA_CONNECTIONS), MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)h, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, (void *)h, MHD_OPTION_END);
+        (unsigned)(cfg->max_connections + EXTRA_CONNECTIONS), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)65536, MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, (void *)h, MHD_OPTION_END);
     if (!h->mhd) {
         srv_sse_destroy(app->sse);
         srv_prom_destroy(app->prom);
