@@ -1,6 +1,7 @@
 #!/bin/sh
 # bench/run.sh: machine peak + PyTorch reference (+ thawd's engine, once it has a bench binary),
-# run side by side and written to bench/results/<date>.json and bench/results/<date>.md.
+# run side by side and written to bench/results/<date>.json and bench/results/<date>.md
+# (<date>-quick.* for --quick runs).
 #
 # usage: bench/run.sh [--quick] [--threads N] [--nice] [-- extra arguments for both benchmarks]
 #   --quick    2 repeats of 3 steps, M1 batch 128 only (a smoke run, numbers not meaningful)
@@ -45,6 +46,7 @@ fi
 
 mkdir -p "$BUILD" "$ROOT/bench/results"
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
+[ $QUICK = 0 ] || STAMP=$STAMP-quick
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
