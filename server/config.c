@@ -290,9 +290,10 @@ void srv_config_print_help(FILE *out)
                  "                           .json, plus \"-out\")\n"
                  "  --threads N              BLAS threads (default: all cores)\n"
                  "\n"
-                 "HTTP API: GET /healthz; POST /v1/jobs; GET /v1/jobs[/{id}[/events|/checkpoints"
-                 "[/{name}]]];\n"
-                 "POST /v1/jobs/{id}/cancel. Errors are application/problem+json.\n");
+                 "HTTP API: jobs under /v1/jobs (submit, list, show, cancel, retry, delete,\n"
+                 "events as JSON or Server-Sent Events, metrics, lr_find, summary,\n"
+                 "checkpoints); /healthz, /readyz, /metrics (Prometheus). The full description\n"
+                 "is served at GET /openapi.yaml. Errors are application/problem+json.\n");
 }
 
 void srv_config_describe(const srv_config *c, char *buf, size_t size)
