@@ -535,3 +535,29 @@ void eng_summary_destroy(eng_summary *s);
  * parameter group #k". Like snprintf: writes at most cap bytes (NUL included) and returns
  * the length the full text needs. */
 size_t eng_summary_text(const eng_summary *s, char *buf, size_t cap);
+
+/* ---- checking a weights file against an architecture ----------------------------------- */
+
+typedef enum eng_weights_fit {
+    ENG_WEIGHTS_FIT_FULL, /* loads strictly: the whole model, head included */
+    ENG_WEIGHTS_FIT_BODY, /* loads only with body_only (the head is missing or differs) */
+} eng_weights_fit;
+
+typedef struct eng_weights_info {
+    eng_weights_fit fit;
+    eng_head_kind head; /* FULL: the head kind the tensors fit (a torchvision resnet file
+                           fits ENG_HEAD_TORCHVISION); BODY: spec->head.kind */
+    size_t in_ndim;     /* 1 for an mlp (features), 3 for a vision architecture */
+    size_t in_shape[3]; /* (F) or (C, 0, 0): image height and width are not recorded */
+    size_t n_classes;   /* FULL: the head's outputs; BODY: 0 */
+    size_t n_tensors;   /* tensors in the file */
+} eng_weights_info;
+
+/* Reads the safetensors file spec->weights and checks its tensor names and shapes against
+ * spec->arch (with spec's hidden sizes and head; in_channels and body_only are ignored):
+ * first the whole model for the input size and class count the tensors imply (resnets
+ * also with torchvision's head), then the body alone. Fills *out and returns 0 when either
+ * fits; ENG_EFORMAT (malformed file), ENG_EIO, ENG_ESHAPE (fits neither), ENG_EINVAL
+ * (unknown arch, no path) or ENG_ENOMEM with `err` naming the problem (never the path).
+ * Thread-safe. */
+int eng_weights_check(const eng_model_spec *spec, eng_weights_info *out, eng_error *err);
