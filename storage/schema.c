@@ -116,6 +116,27 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL"
     ") STRICT;"
     "PRAGMA user_version = 4;",
+    /* 4 -> 5 (models): the models registry (pretrained weights). `path` is the model's
+     * safetensors file under the data dir; fit is "full" (loads as the whole model) or
+     * "body" (only with body_only); in_shape_json is what the tensors tell of the input
+     * ([F], or [C, null, null]) or NULL; num_classes 0 = unknown. source_job_id 0 = an
+     * upload; otherwise the job and checkpoint name it was promoted from (no foreign key:
+     * the model outlives the job). */
+    "CREATE TABLE models ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  arch TEXT NOT NULL,"
+    "  fit TEXT NOT NULL CHECK (fit IN ('full', 'body')),"
+    "  in_shape_json TEXT,"
+    "  num_classes INTEGER NOT NULL DEFAULT 0,"
+    "  path TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  source_job_id INTEGER NOT NULL DEFAULT 0,"
+    "  source_checkpoint TEXT,"
+    "  created_at INTEGER NOT NULL"
+    ") STRICT;"
+    "PRAGMA user_version = 5;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

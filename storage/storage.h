@@ -374,3 +374,41 @@ int store_dataset_list(store *s, store_dataset **out, size_t *n);
  * STORE_ENOTFOUND if no such dataset. On success *out_dir (may be NULL; caller frees with
  * free()) is the directory to remove. */
 int store_dataset_delete(store *s, int64_t id, int64_t *n_jobs, char **out_dir);
+
+/* ---- models (the registry of pretrained weights; files live at `path`) ------------------ */
+
+typedef struct store_model {
+    int64_t id;
+    int64_t created_at;
+    char *name;          /* unique */
+    char *arch;          /* the engine architecture the weights were checked against */
+    char *fit;           /* "full" (loads as the whole model) or "body" (body_only only) */
+    char *in_shape_json; /* input the tensors imply, "[F]" or "[C,null,null]"; may be NULL */
+    int64_t num_classes; /* the head's outputs; 0 = unknown (a body fit) */
+    char *path;          /* the safetensors file */
+    int64_t size;        /* bytes */
+    char *sha256;        /* lowercase hex */
+    int64_t source_job_id;   /* 0 = uploaded; else the job it was promoted from */
+    char *source_checkpoint; /* the job's checkpoint name when promoted, else NULL */
+} store_model;
+
+void store_model_fini(store_model *m);
+void store_model_list_free(store_model *m, size_t n);
+
+/* Registers a model from the fields of `m` (borrowed; id and created_at ignored): name,
+ * arch and path non-empty, fit "full" or "body", size and num_classes >= 0, sha256 64
+ * lowercase hex digits, in_shape_json NULL or non-empty, source_checkpoint set exactly when
+ * source_job_id > 0 (else STORE_EINVAL). STORE_ECONFLICT when the name is taken. */
+int store_model_add(store *s, const store_model *m, int64_t *id);
+/* Fetches one model by id, or by name when name != NULL (id ignored). STORE_ENOTFOUND. */
+int store_model_get(store *s, int64_t id, const char *name, store_model *out);
+/* Lists models newest first with id < before_id (0 = from the newest), at most `limit`
+ * (1..1000); *has_more (may be NULL) tells whether older ones remain. Caller frees *out with
+ * store_model_list_free. */
+int store_model_list(store *s, int64_t before_id, size_t limit, store_model **out, size_t *n,
+                     bool *has_more);
+/* Deletes a model's row in one transaction, unless a queued or running job's spec names it
+ * ("model": {"weights": id}): then STORE_ECONFLICT and *n_jobs (may be NULL) the count.
+ * STORE_ENOTFOUND if no such model. On success *out_path (may be NULL; caller frees with
+ * free()) is the file to remove. */
+int store_model_delete(store *s, int64_t id, int64_t *n_jobs, char **out_path);
