@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "app.h"
 #include "handlers.h"
@@ -16,8 +17,23 @@
 
 typedef struct srv_upload srv_upload;
 
-/* True for the request that streams its body to srv_upload_* instead of the body buffer. */
-bool srv_upload_route(const char *method, const char *path);
+/* Another registry whose POST body streams through srv_upload (the same staging dir, temp
+ * file, --max-upload cap, optional ?sha256= check and hashing), e.g. models.h's:
+ * `begin` checks the request before any body is read (auth is already checked): 0 with
+ * *ctx set, or -1 with `rep` filled. `finish` gets the complete file with its size and
+ * sha256 and fills `rep` (it may rename the file away; whatever stays is removed).
+ * `destroy` frees ctx (NULL-safe). */
+typedef struct srv_upload_kind {
+    const char *route; /* the POST path, e.g. "/v1/models" */
+    int (*begin)(srv_request *req, void **ctx, srv_reply *rep);
+    void (*finish)(void *ctx, const char *file, uint64_t size, const char *sha256, srv_request *req,
+                   srv_reply *rep);
+    void (*destroy)(void *ctx);
+} srv_upload_kind;
+
+/* For a request that streams its body to srv_upload_* instead of the body buffer: its
+ * route pattern (static; POST /v1/datasets or an srv_upload_kind's route); else NULL. */
+const char *srv_upload_route(const char *method, const char *path);
 /* First call (headers known): checks auth, format, name, Content-Length against
  * --max-upload and opens the temp file. Returns 0 with *out set (the caller's; free with
  * srv_upload_destroy), or -1 with `rep` filled (answer it now; MHD discards the body). */

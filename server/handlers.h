@@ -108,3 +108,10 @@ void srv_handle_dataset_import(srv_request *req, srv_reply *rep);
 void srv_handle_dataset_list(srv_request *req, srv_reply *rep);
 void srv_handle_dataset_get(srv_request *req, srv_reply *rep);
 void srv_handle_dataset_delete(srv_request *req, srv_reply *rep);
+/* handlers_models.c (POST /v1/models is streamed by http.c through srv_upload, models.h) */
+void srv_handle_model_create(srv_request *req, srv_reply *rep);
+void srv_handle_model_list(srv_request *req, srv_reply *rep);
+void srv_handle_model_get(srv_request *req, srv_reply *rep);
+void srv_handle_model_file(srv_request *req, srv_reply *rep);
+void srv_handle_model_delete(srv_request *req, srv_reply *rep);
+void srv_handle_model_promote(srv_request *req, srv_reply *rep);

@@ -41,6 +41,7 @@
 
 #include "auth.h"
 #include "log.h"
+#include "models.h"
 
 #define MAX_TAR_ENTRIES 200000
 #define DEMO_NAME       "fashion-mnist"
@@ -551,11 +552,29 @@ struct srv_upload {
     uint64_t bytes;
     bool too_large, io_error, registered;
     eng_sha256 *hash;
+    const srv_upload_kind *ukind; /* another registry's upload (models), or NULL */
+    void *uctx;                   /* ukind's */
 };
 
-bool srv_upload_route(const char *method, const char *path)
+/* Other registries whose uploads stream through here. */
+static const srv_upload_kind *const upload_kinds[] = {&srv_model_upload};
+
+static const srv_upload_kind *kind_of(const char *path)
 {
-    return strcmp(method, "POST") == 0 && strcmp(path, "/v1/datasets") == 0;
+    for (size_t i = 0; i < sizeof upload_kinds / sizeof upload_kinds[0]; i++)
+        if (strcmp(path, upload_kinds[i]->route) == 0)
+            return upload_kinds[i];
+    return NULL;
+}
+
+const char *srv_upload_route(const char *method, const char *path)
+{
+    if (strcmp(method, "POST") != 0)
+        return NULL;
+    if (strcmp(path, "/v1/datasets") == 0)
+        return "/v1/datasets";
+    const srv_upload_kind *k = kind_of(path);
+    return k ? k->route : NULL;
 }
 
 static const char *hdr(srv_request *req, const char *name)
@@ -563,12 +582,28 @@ static const char *hdr(srv_request *req, const char *name)
     return req->header ? req->header(req, name) : NULL;
 }
 
+/* The checks every upload shares (?sha256=, an announced Content-Length), then the temp
+ * file. Takes ownership of `ctx` (kind's) even on failure. 0 or -1 with rep filled. */
+static int upload_open(srv_request *req, const srv_upload_kind *kind, void *ctx, srv_upload **out,
+                       srv_reply *rep);
+
+static int upload_begin_kind(srv_request *req, const srv_upload_kind *kind, srv_upload **out,
+                             srv_reply *rep)
+{
+    void *ctx = NULL;
+    if (kind->begin(req, &ctx, rep) != 0)
+        return -1;
+    return upload_open(req, kind, ctx, out, rep);
+}
+
 int srv_upload_begin(srv_request *req, srv_upload **out, srv_reply *rep)
 {
     *out = NULL;
-    srv_app *app = req->app;
     if (!srv_auth_check(req, SRV_ACCESS_SUBMIT, rep))
         return -1;
+    const srv_upload_kind *uk = kind_of(req->path);
+    if (uk)
+        return upload_begin_kind(req, uk, out, rep);
     const char *format = req->query(req, "format");
     const char *ct = req->content_type;
     if (!format && ct) {
@@ -590,11 +625,26 @@ int srv_upload_begin(srv_request *req, srv_upload **out, srv_reply *rep)
                           "starting with '.'");
         return -1;
     }
+    if (upload_open(req, NULL, NULL, out, rep) != 0)
+        return -1;
+    (*out)->kind = kind;
+    snprintf((*out)->name, sizeof(*out)->name, "%s", name);
+    snprintf((*out)->format, sizeof(*out)->format, "%s", format);
+    return 0;
+}
+
+static int upload_open(srv_request *req, const srv_upload_kind *kind, void *ctx, srv_upload **out,
+                       srv_reply *rep)
+{
+    srv_app *app = req->app;
+    *out = NULL;
     const char *sha = req->query(req, "sha256");
     if (!sha)
         sha = hdr(req, "X-Content-SHA256");
     if (sha && (strlen(sha) != 64 || strspn(sha, "0123456789abcdefABCDEF") != 64)) {
         srv_reply_problem(rep, req, 422, "sha256 must be 64 hex digits");
+        if (kind)
+            kind->destroy(ctx);
         return -1;
     }
     const char *cl = hdr(req, "Content-Length");
@@ -603,11 +653,14 @@ int srv_upload_begin(srv_request *req, srv_upload **out, srv_reply *rep)
         snprintf(d, sizeof d, "the upload is larger than --max-upload (%zu bytes)",
                  app->cfg->max_upload);
         srv_reply_problem(rep, req, 413, d);
+        if (kind)
+            kind->destroy(ctx);
         return -1;
     }
     store *s;
     store_dataset existing;
-    if (srv_app_store(app, &s) == 0 && store_dataset_get(s, 0, name, &existing) == 0) {
+    const char *name = kind ? NULL : req->query(req, "name");
+    if (name && srv_app_store(app, &s) == 0 && store_dataset_get(s, 0, name, &existing) == 0) {
         store_dataset_fini(&existing);
         srv_reply_problem(rep, req, 409, "a dataset with this name exists");
         return -1;
@@ -616,13 +669,14 @@ int srv_upload_begin(srv_request *req, srv_upload **out, srv_reply *rep)
     if (!u || !(u->hash = eng_sha256_create())) {
         free(u);
         srv_reply_problem(rep, req, 500, "out of memory");
+        if (kind)
+            kind->destroy(ctx);
         return -1;
     }
     u->app = app;
     u->fd = -1;
-    u->kind = kind;
-    snprintf(u->name, sizeof u->name, "%s", name);
-    snprintf(u->format, sizeof u->format, "%s", format);
+    u->ukind = kind;
+    u->uctx = ctx;
     if (sha)
         for (int i = 0; i < 65; i++)
             u->want_sha[i] = (char)(sha[i] >= 'A' && sha[i] <= 'F' ? sha[i] + 32 : sha[i]);
@@ -680,6 +734,17 @@ void srv_upload_finish(srv_upload *u, srv_request *req, srv_reply *rep)
         srv_reply_problem(rep, req, 422, "the upload is empty");
         return;
     }
+    if (u->ukind) {
+        eng_sha256_final_hex(u->hash, sha);
+        if (u->want_sha[0] && strcmp(sha, u->want_sha) != 0) {
+            snprintf(msg, sizeof msg, "checksum mismatch: the body's sha256 is %s, expected %s",
+                     sha, u->want_sha);
+            srv_reply_problem(rep, req, 422, msg);
+            return;
+        }
+        u->ukind->finish(u->uctx, u->file, u->bytes, sha, req, rep);
+        return;
+    }
     eng_sha256_final_hex(u->hash, sha);
     if (u->want_sha[0] && strcmp(sha, u->want_sha) != 0) {
         snprintf(msg, sizeof msg, "checksum mismatch: the body's sha256 is %s, expected %s", sha,
@@ -711,6 +776,8 @@ void srv_upload_destroy(srv_upload *u)
         return;
     if (u->fd >= 0)
         close(u->fd);
+    if (u->ukind)
+        u->ukind->destroy(u->uctx);
     if (!u->registered && u->stage[0])
         remove_tree(u->stage);
     else if (u->stage[0])

@@ -24,6 +24,7 @@
 #include "jobs_view.h"
 #include "json_io.h"
 #include "log.h"
+#include "models.h"
 #include "sse.h"
 #include "workers.h"
 
@@ -271,8 +272,8 @@ void srv_handle_job_create(srv_request *req, srv_reply *rep)
         priority = json_integer_value(pr);
         json_object_del(root, "priority");
     }
-    int parsed =
-        srv_spec_parse_ex(root, req->app->fmnist_dir, srv_dataset_resolve, req->app, spec, errs);
+    srv_spec_registry reg = srv_spec_registry_of(req->app);
+    int parsed = srv_spec_parse_reg(root, req->app->fmnist_dir, &reg, spec, errs);
     if (parsed != 0) {
         srv_reply_problem_json(rep, errs->status == 400 ? 400 : 422,
                                srv_problem_from_spec_errors(errs, req->path));

@@ -22,6 +22,7 @@
 #include "jobs_view.h"
 #include "json_io.h"
 #include "log.h"
+#include "models.h"
 
 static bool parse_id(const char *s, int64_t *id)
 {
@@ -578,8 +579,8 @@ void srv_handle_job_summary(srv_request *req, srv_reply *rep)
         srv_reply_problem(rep, req, 503, "out of memory");
         goto done;
     }
-    if (srv_spec_parse_ex(root, req->app->fmnist_dir, srv_dataset_resolve, req->app, spec, errs) !=
-        0) {
+    srv_spec_registry reg = srv_spec_registry_of(req->app);
+    if (srv_spec_parse_reg(root, req->app->fmnist_dir, &reg, spec, errs) != 0) {
         snprintf(why, sizeof why, "the job's spec no longer validates: %.120s", errs->detail);
         srv_reply_problem(rep, req, 409, why);
         goto done;

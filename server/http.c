@@ -306,7 +306,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 .header = header_lookup,
                 .authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                              MHD_HTTP_HEADER_AUTHORIZATION),
-                .route = "/v1/datasets",
+                .route = srv_upload_route(method, url),
             };
             st->route = req.route;
             if (srv_upload_begin(&req, &st->upload, &rep) == 0)

@@ -30,6 +30,7 @@ typedef struct pctx {
     double opt_wd; /* the optimizer's wd as typed: the default of each stage's wd */
     srv_dataset_resolve_fn resolve; /* registered datasets; NULL = none available */
     void *resolve_user;
+    srv_model_resolve_fn resolve_model; /* registered models; NULL = weights are paths */
 } pctx;
 
 /* ---- pointer stack and errors ------------------------------------------------------------ */
@@ -324,6 +325,48 @@ static void parse_head(pctx *c, json_t *o, json_t *out, eng_model_spec *m)
         json_decref(hn);
 }
 
+/* "weights" in the daemon: a registered model's name or id (never a path). Returns true
+ * with *ref filled and m->weights set to the model's file when it resolves and suits the
+ * job's arch; otherwise records the error at /model/weights. */
+static bool resolve_model(pctx *c, json_t *w, eng_model_spec *m, srv_model_ref *ref)
+{
+    memset(ref, 0, sizeof *ref);
+    const char *name = json_string_value(w);
+    if (json_is_string(w) && (strchr(name, '/') || strchr(name, '\\') || name[0] == '.' ||
+                              name[0] == '~' || json_string_length(w) > 64)) {
+        fail_at(c, "weights",
+                "a file path is not accepted here: name a registered model (its name or id; "
+                "upload one with POST /v1/models)");
+        return false;
+    }
+    if (!(json_is_integer(w) && json_integer_value(w) > 0) &&
+        !(json_is_string(w) && json_string_length(w) >= 1)) {
+        fail_at(c, "weights", "must be a registered model's name or id, not %s", type_name(w));
+        return false;
+    }
+    int rr = json_is_integer(w)
+                 ? c->resolve_model(c->resolve_user, json_integer_value(w), NULL, ref)
+                 : c->resolve_model(c->resolve_user, 0, name, ref);
+    if (rr == -1) {
+        if (json_is_integer(w))
+            fail_at(c, "weights", "no model with id %lld", (long long)json_integer_value(w));
+        else
+            fail_at(c, "weights", "no model named '%.64s' (see GET /v1/models)", name);
+        return false;
+    }
+    if (rr != 0) {
+        fail_at(c, "weights", "the model registry could not be read");
+        return false;
+    }
+    if (strcmp(ref->arch, m->arch) != 0) {
+        fail_at(c, "weights", "model '%.64s' holds %s weights, the job's arch is %s", ref->name,
+                ref->arch, m->arch);
+        return false;
+    }
+    snprintf(m->weights, sizeof m->weights, "%s", ref->path);
+    return true;
+}
+
 static void parse_model(pctx *c, json_t *root, json_t *norm, eng_model_spec *m)
 {
     static const char *const keys[] = {"arch",    "hidden", "dropout",   "in_channels",
@@ -374,16 +417,28 @@ static void parse_model(pctx *c, json_t *root, json_t *norm, eng_model_spec *m)
     json_t *w = json_object_get(o, "weights");
     if (json_is_null(w)) /* the normalised form of "no weights" */
         w = NULL;
-    if (w && (!json_is_string(w) || json_string_length(w) < 1 ||
-              json_string_length(w) >= sizeof m->weights))
-        fail_at(c, "weights", "must be a path of 1..%zu characters (a safetensors file)",
-                sizeof m->weights - 1);
-    else if (w)
-        snprintf(m->weights, sizeof m->weights, "%s", json_string_value(w));
-    json_object_set_new(out, "weights", m->weights[0] ? json_string(m->weights) : json_null());
+    srv_model_ref ref;
+    bool have_ref = false;
+    if (w && c->resolve_model) {
+        have_ref = resolve_model(c, w, m, &ref);
+        json_object_set_new(out, "weights", have_ref ? json_integer(ref.id) : json_null());
+    } else {
+        if (w && json_is_integer(w))
+            fail_at(c, "weights", "registered models need the daemon (thawd serve); give a path");
+        else if (w && (!json_is_string(w) || json_string_length(w) < 1 ||
+                       json_string_length(w) >= sizeof m->weights))
+            fail_at(c, "weights", "must be a path of 1..%zu characters (a safetensors file)",
+                    sizeof m->weights - 1);
+        else if (w)
+            snprintf(m->weights, sizeof m->weights, "%s", json_string_value(w));
+        json_object_set_new(out, "weights", m->weights[0] ? json_string(m->weights) : json_null());
+    }
     m->body_only = get_bool(c, o, out, "body_only", false);
-    if (m->body_only && !m->weights[0])
+    if (m->body_only && !w)
         fail_at(c, "body_only", "needs \"weights\"");
+    if (have_ref && ref.body_fit_only && !m->body_only)
+        fail_at(c, "body_only", "model '%.64s' fits only the body of %s: set \"body_only\": true",
+                ref.name, ref.arch);
 
     pop(c, old);
     json_decref(empty);
@@ -1288,9 +1343,20 @@ int srv_spec_parse(json_t *root, const char *fmnist_dir, srv_spec *out, srv_spec
 int srv_spec_parse_ex(json_t *root, const char *fmnist_dir, srv_dataset_resolve_fn resolve,
                       void *resolve_user, srv_spec *out, srv_spec_errors *errs)
 {
+    srv_spec_registry reg = {.dataset = resolve, .model = NULL, .user = resolve_user};
+    return srv_spec_parse_reg(root, fmnist_dir, &reg, out, errs);
+}
+
+int srv_spec_parse_reg(json_t *root, const char *fmnist_dir, const srv_spec_registry *reg,
+                       srv_spec *out, srv_spec_errors *errs)
+{
     memset(out, 0, sizeof *out);
     memset(errs, 0, sizeof *errs);
-    pctx c = {.errs = errs, .opt_wd = 0.01, .resolve = resolve, .resolve_user = resolve_user};
+    pctx c = {.errs = errs,
+              .opt_wd = 0.01,
+              .resolve = reg ? reg->dataset : NULL,
+              .resolve_user = reg ? reg->user : NULL,
+              .resolve_model = reg ? reg->model : NULL};
     eng_job_spec_defaults(&out->eng);
     out->eng.stages = out->stages;
 
@@ -1358,6 +1424,13 @@ int srv_spec_parse_text_ex(const char *text, size_t len, const char *fmnist_dir,
                            srv_dataset_resolve_fn resolve, void *resolve_user, srv_spec *out,
                            srv_spec_errors *errs)
 {
+    srv_spec_registry reg = {.dataset = resolve, .model = NULL, .user = resolve_user};
+    return srv_spec_parse_text_reg(text, len, fmnist_dir, &reg, out, errs);
+}
+
+int srv_spec_parse_text_reg(const char *text, size_t len, const char *fmnist_dir,
+                            const srv_spec_registry *reg, srv_spec *out, srv_spec_errors *errs)
+{
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
@@ -1368,7 +1441,7 @@ int srv_spec_parse_text_ex(const char *text, size_t len, const char *fmnist_dir,
                  jerr.line, jerr.column, jerr.text);
         return -1;
     }
-    int rc = srv_spec_parse_ex(root, fmnist_dir, resolve, resolve_user, out, errs);
+    int rc = srv_spec_parse_reg(root, fmnist_dir, reg, out, errs);
     json_decref(root);
     return rc;
 }

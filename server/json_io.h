@@ -69,8 +69,39 @@ typedef struct srv_dataset_ref {
 typedef int (*srv_dataset_resolve_fn)(void *user, int64_t id, const char *name,
                                       srv_dataset_ref *out);
 
+/* A registered model as the spec parser needs it (filled by a resolver). */
+typedef struct srv_model_ref {
+    int64_t id;
+    char name[65];
+    char arch[32];
+    bool body_fit_only; /* the tensors fit only the body: jobs must set body_only */
+    char path[ENG_PATH_MAX];
+} srv_model_ref;
+
+/* Looks up a model by id (name == NULL) or by name. Returns 0 and fills *out, -1 when
+ * there is no such model, -2 when the lookup itself failed. */
+typedef int (*srv_model_resolve_fn)(void *user, int64_t id, const char *name, srv_model_ref *out);
+
+/* The registries a spec may name, and so where the spec comes from:
+ * - dataset: resolves "data": {"dataset": id or name}; NULL = such specs are refused.
+ * - model: non-NULL in the daemon: "model": {"weights": name or id} must name a registered
+ *   model and a file path is refused with 422 at /model/weights (a remote user must not
+ *   make the daemon open files); the normalised spec names the model by id. NULL (thawd
+ *   run): "weights" is a local file path, as the local user owns the machine. */
+typedef struct srv_spec_registry {
+    srv_dataset_resolve_fn dataset;
+    srv_model_resolve_fn model;
+    void *user; /* passed to both */
+} srv_spec_registry;
+
+int srv_spec_parse_reg(json_t *root, const char *fmnist_dir, const srv_spec_registry *reg,
+                       srv_spec *out, srv_spec_errors *errs);
+int srv_spec_parse_text_reg(const char *text, size_t len, const char *fmnist_dir,
+                            const srv_spec_registry *reg, srv_spec *out, srv_spec_errors *errs);
+
 /* srv_spec_parse / srv_spec_parse_text with a resolver for "data": {"dataset": ...}
- * (resolve NULL: such specs are rejected with 422 naming /data/dataset). */
+ * (resolve NULL: such specs are rejected with 422 naming /data/dataset); "weights" is a
+ * path as for srv_spec_parse (registry.model NULL). */
 int srv_spec_parse_ex(json_t *root, const char *fmnist_dir, srv_dataset_resolve_fn resolve,
                       void *resolve_user, srv_spec *out, srv_spec_errors *errs);
 int srv_spec_parse_text_ex(const char *text, size_t len, const char *fmnist_dir,

@@ -47,6 +47,13 @@ static const route routes[] = {
     {"POST", "/v1/datasets/import", srv_handle_dataset_import, SRV_ACCESS_ADMIN},
     {"GET", "/v1/datasets/{id}", srv_handle_dataset_get, SRV_ACCESS_READ},
     {"DELETE", "/v1/datasets/{id}", srv_handle_dataset_delete, SRV_ACCESS_ADMIN},
+    {"POST", "/v1/models", srv_handle_model_create, SRV_ACCESS_SUBMIT},
+    {"GET", "/v1/models", srv_handle_model_list, SRV_ACCESS_READ},
+    {"GET", "/v1/models/{id}", srv_handle_model_get, SRV_ACCESS_READ},
+    {"GET", "/v1/models/{id}/file", srv_handle_model_file, SRV_ACCESS_READ},
+    {"DELETE", "/v1/models/{id}", srv_handle_model_delete, SRV_ACCESS_ADMIN},
+    {"POST", "/v1/jobs/{id}/checkpoints/{name}/promote", srv_handle_model_promote,
+     SRV_ACCESS_SUBMIT},
 };
 
 /* Matches `path` against `pattern`; on success stores up to SRV_ROUTE_MAX_PARAMS captures

@@ -35,6 +35,7 @@
 #include "datasets.h"
 #include "json_io.h"
 #include "log.h"
+#include "models.h"
 #include "sse.h"
 
 #define LEASE_MS          60000
@@ -396,9 +397,9 @@ static void run_job(worker *w, store *s, store_job *job)
         finish(&c, STORE_JOB_FAILED, "out of memory");
         goto done;
     }
-    if (!job->spec_json ||
-        srv_spec_parse_text_ex(job->spec_json, strlen(job->spec_json), app->fmnist_dir,
-                               srv_dataset_resolve, app, spec, errs) != 0) {
+    srv_spec_registry reg = srv_spec_registry_of(app);
+    if (!job->spec_json || srv_spec_parse_text_reg(job->spec_json, strlen(job->spec_json),
+                                                   app->fmnist_dir, &reg, spec, errs) != 0) {
         snprintf(error, sizeof error, "the stored spec is not valid: %.200s",
                  errs->detail[0] ? errs->detail : "missing");
         finish(&c, STORE_JOB_FAILED, error);
