@@ -475,10 +475,12 @@ static int cache_write(const char *path, const eng_rawdata *r, eng_error *err)
     h.n[1] = r->split[1].n;
     bool ok = fwrite(&h, sizeof h, 1, f) == 1 &&
               fwrite(r->names, ENG_CLASS_NAME_MAX, r->n_classes, f) == r->n_classes;
+    /* An empty split has NULL buffers, and fwrite's pointer must not be NULL even for 0. */
     for (int s = 0; s < 2 && ok; s++)
-        ok = fwrite(r->split[s].y, 4, r->split[s].n, f) == r->split[s].n;
+        ok = r->split[s].n == 0 || fwrite(r->split[s].y, 4, r->split[s].n, f) == r->split[s].n;
     for (int s = 0; s < 2 && ok; s++)
-        ok = fwrite(r->split[s].u8, r->in_size, r->split[s].n, f) == r->split[s].n;
+        ok = r->split[s].n == 0 ||
+             fwrite(r->split[s].u8, r->in_size, r->split[s].n, f) == r->split[s].n;
     ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {

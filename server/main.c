@@ -2,14 +2,17 @@
  * main.c: thawd's entry point: commands, configuration, start-up order, signals, shutdown.
  *
  * Start-up: parse config (defaults < THAWD_* env < argv) -> open the log -> block SIGINT and
- * SIGTERM (every thread created later inherits the mask, so only main sees them, through
- * sigwait) -> create and lock the data dir -> recover jobs left running by a dead process ->
+ * SIGTERM (every thread created later inherits the mask) and install a handler that writes
+ * them to a self-pipe (threads started before main, OpenBLAS's, may receive them) -> create
+ * and lock the data dir -> recover jobs left running by a dead process ->
  * set the BLAS thread budget -> HTTP listening -> workers -> "ready".
  * Shutdown (on SIGINT/SIGTERM): flag -> stop HTTP -> interrupt and join workers (running jobs
  * are checkpointed and requeued) -> close storage -> unlock -> exit 0.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +34,60 @@
 #include "workers.h"
 
 extern char **environ;
+
+/* Signals reach the main loop through a pipe. OpenBLAS starts its threads before main()
+ * runs, with SIGINT/SIGTERM unblocked, so the kernel may deliver a signal to one of them:
+ * with the default action (or sigwait in main) that thread would kill the process, as a
+ * second SIGTERM during shutdown did. A handler that only writes to a pipe is safe on any
+ * thread. */
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    if (write(signal_pipe[1], &b, 1) < 0) {
+        /* The pipe is full: a shutdown is already pending, nothing to add. */
+    }
+    errno = saved;
+}
+
+/* Installs on_signal for SIGINT and SIGTERM. Returns 0, or -1 with errno set. */
+static int install_signal_pipe(void)
+{
+    if (pipe(signal_pipe) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        int fl = fcntl(signal_pipe[i], F_GETFL);
+        if (fl < 0 || fcntl(signal_pipe[i], F_SETFL, fl | O_NONBLOCK) != 0 ||
+            fcntl(signal_pipe[i], F_SETFD, FD_CLOEXEC) != 0)
+            return -1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+/* Blocks until SIGINT or SIGTERM arrives; returns which. Our own threads keep both
+ * signals blocked (they inherited the mask), so main unblocks them for itself here. */
+static int wait_for_signal(const sigset_t *sigs)
+{
+    if (pthread_sigmask(SIG_UNBLOCK, sigs, NULL) != 0)
+        srv_log(SRV_LOG_WARN, "cannot unblock signals in main; relying on other threads");
+    for (;;) {
+        struct pollfd p = {.fd = signal_pipe[0], .events = POLLIN};
+        if (poll(&p, 1, -1) < 0 && errno != EINTR)
+            return SIGTERM; /* cannot wait any more: shut down rather than spin */
+        unsigned char b;
+        if (read(signal_pipe[0], &b, 1) == 1)
+            return b;
+    }
+}
 
 static int mkdir_p(const char *path)
 {
@@ -110,6 +167,10 @@ static int serve(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0) {
         fprintf(stderr, "thawd: cannot block signals\n");
+        return 1;
+    }
+    if (install_signal_pipe() != 0) {
+        fprintf(stderr, "thawd: cannot install signal handlers: %s\n", strerror(errno));
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -193,9 +254,7 @@ static int serve(int argc, char **argv)
     srv_log(SRV_LOG_INFO, "ready url=http://%s%s%s:%u workers=%d blas_threads=%d", v6 ? "[" : "",
             host, v6 ? "]" : "", (unsigned)srv_http_port(http), cfg.workers, blas);
 
-    int sig = 0;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    int sig = wait_for_signal(&sigs);
     srv_log(SRV_LOG_INFO, "shutting down signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     status = 0;
 

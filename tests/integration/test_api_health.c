@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "tap.h"
@@ -111,6 +112,45 @@ int main(void)
         is_int(th_daemon_stop_sig(&d, SIGINT, 20), 0, "SIGINT -> exit status 0");
     else
         ok(0, "daemon restarts on its data dir");
+
     ok(th_daemon_fini(&d, tap_failed > 0), "no sanitizer report in the daemon's log");
+
+    /* Repeated signals during shutdown do not kill it. OpenBLAS starts its threads before
+     * main() with the signals unblocked, so run it with two of them: a signal may land on
+     * one of those threads, which must not take the default action. */
+    th_daemon d2;
+    if (th_daemon_init(&d2, "health-signals") != 0)
+        return done_testing();
+    setenv("OPENBLAS_NUM_THREADS", "2", 1);
+    if (th_daemon_start(&d2, NULL, 20) == 0) {
+        /* A running job makes the shutdown last long enough for the later signals to
+         * arrive while it is under way (the job is checkpointed and requeued). */
+        th_resp jr;
+        th_post_json(&d2, "/v1/jobs",
+                     "{\"model\":{\"arch\":\"mlp\"},\"data\":{\"source\":\"synthetic\","
+                     "\"n_train\":200000,\"features\":64},\"stages\":[{\"op\":\"fit\","
+                     "\"epochs\":50}]}",
+                     &jr);
+        is_int(jr.status, 201, "long job accepted");
+        th_resp_fini(&jr);
+        for (int i = 0; i < 100; i++) {
+            th_get(&d2, "/v1/jobs/1", &jr);
+            const char *st = jr.json ? json_string_value(json_object_get(jr.json, "state")) : NULL;
+            bool running = st && strcmp(st, "running") == 0;
+            th_resp_fini(&jr);
+            if (running)
+                break;
+            usleep(50 * 1000);
+        }
+        for (int i = 0; i < 5; i++) {
+            kill(d2.pid, SIGTERM);
+            usleep(20 * 1000);
+        }
+        is_int(th_daemon_stop(&d2, 20), 0, "five SIGTERMs in a row -> exit status 0");
+    } else {
+        ok(0, "daemon starts with two BLAS threads");
+    }
+    unsetenv("OPENBLAS_NUM_THREADS");
+    ok(th_daemon_fini(&d2, tap_failed > 0), "no sanitizer report after repeated signals");
     return done_testing();
 }
