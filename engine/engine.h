@@ -147,6 +147,8 @@ eng_sha256 *eng_sha256_create(void);
 void eng_sha256_update(eng_sha256 *s, const void *data, size_t len);
 void eng_sha256_final_hex(eng_sha256 *s, char hex[65]);
 void eng_sha256_destroy(eng_sha256 *s);
+/* One-shot SHA-256 of `len` bytes into a 32-byte digest; no allocation. Thread-safe. */
+void eng_sha256_digest(const void *data, size_t len, uint8_t out[32]);
 
 /* ---- model ------------------------------------------------------------------------------- */
 
@@ -554,7 +556,8 @@ typedef struct eng_weights_info {
 } eng_weights_info;
 
 /* Reads the safetensors file spec->weights and checks its tensor names and shapes against
- * spec->arch (with spec's hidden sizes and head; in_channels and body_only are ignored):
+ * spec->arch (with spec's head; an mlp's hidden sizes and dropout layout are read from the
+ * file's "0.<i>.weight" tensors; in_channels and body_only are ignored):
  * first the whole model for the input size and class count the tensors imply (resnets
  * also with torchvision's head), then the body alone. Fills *out and returns 0 when either
  * fits; ENG_EFORMAT (malformed file), ENG_EIO, ENG_ESHAPE (fits neither), ENG_EINVAL

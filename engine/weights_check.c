@@ -6,7 +6,8 @@
  * count it implies are read off the tensors of a probe build: the first weight tensor's
  * second dimension is the input size (an mlp's features, a conv net's channels) and the
  * last 2-d weight's first dimension is the class count. The architecture is then built for
- * that shape (no weights loaded, 32x32 images: conv weights do not depend on the image size)
+ * that shape (no weights loaded, 32x32 images: conv weights do not depend on the image size;
+ * an mlp with the hidden sizes its "0.<i>.weight" tensors show)
  * and its tensor names and shapes are compared with the file's under the same rules as
  * loading (eng_st_load_model): strict = every tensor present with its shape and nothing
  * else ("__"- and "opt."-prefixed tensors ignored); body = every tensor outside the head
@@ -63,6 +64,33 @@ static int compare(const eng_model *m, const eng_st_file *f, bool body_only, eng
     return 0;
 }
 
+/* An mlp's hidden sizes and dropout layout as the file has them: its body Linears are
+ * "0.<i>.weight" at i = 0, 2, 4, ... (no dropout) or 0, 3, 6, ... (with dropout). Leaves
+ * the spec alone when the file shows no such layout (the comparison then names what is
+ * missing). */
+static void mlp_layout(const eng_st_file *f, eng_model_spec *m)
+{
+    for (size_t step = 3; step >= 2; step--) {
+        uint32_t n = 0, hidden[ENG_MAX_HIDDEN];
+        char name[32];
+        for (;; n++) {
+            snprintf(name, sizeof name, "0.%zu.weight", (size_t)n * step);
+            const eng_st_entry *e = eng_st_find(f, name);
+            if (!e || e->ndim != 2 || e->shape[0] < 1 || e->shape[0] > 65536)
+                break;
+            if (n == ENG_MAX_HIDDEN)
+                return;
+            hidden[n] = (uint32_t)e->shape[0];
+        }
+        if (n >= 2 || (n == 1 && step == 2)) {
+            m->n_hidden = n;
+            memcpy(m->hidden, hidden, n * sizeof hidden[0]);
+            m->dropout = step == 3 ? 0.5f : 0.0f; /* only the layout matters here */
+            return;
+        }
+    }
+}
+
 static int build(const eng_model_spec *spec, size_t in_ndim, const size_t *in_shape,
                  size_t n_classes, eng_model **m, eng_error *err)
 {
@@ -97,6 +125,10 @@ int eng_weights_check(const eng_model_spec *spec, eng_weights_info *out, eng_err
     }
     out->n_tensors = f->n;
     bool mlp = strcmp(spec->arch, "mlp") == 0;
+    eng_model_spec mspec = *spec;
+    if (mlp)
+        mlp_layout(f, &mspec);
+    spec = &mspec;
 
     /* probe: the names of the first weight and the last 2-d weight */
     size_t probe_shape[3] = {3, PROBE_HW, PROBE_HW};

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "safetensors.h"
 #include "tap.h"
 
 static int check(const char *arch, eng_head_kind head, const char *path, eng_weights_info *info,
@@ -77,6 +78,25 @@ int main(void)
     unlink(tmp);
     rc = check("cnn-small", ENG_HEAD_DEFAULT, tmp, &info, &err);
     is_int(rc, ENG_EIO, "a missing file is an I/O error");
+    /* an mlp with dropout (body Linears at 0.0 and 0.3) and hidden sizes [32, 16] */
+    static float vals[32 * 32];
+    eng_st_tensor t[6] = {
+        {"0.0.weight", 2, {32, 5}, vals},  {"0.0.bias", 1, {32}, vals},
+        {"0.3.weight", 2, {16, 32}, vals}, {"0.3.bias", 1, {16}, vals},
+        {"1.weight", 2, {3, 16}, vals},    {"1.bias", 1, {3}, vals},
+    };
+    is_int(eng_st_write(tmp, t, 6, NULL, 0, NULL, NULL, &err), 0, "write an mlp file");
+    rc = check("mlp", ENG_HEAD_DEFAULT, tmp, &info, &err);
+    is_int(rc, 0, "its layout is read from the file (%s)", err.text);
+    ok(info.fit == ENG_WEIGHTS_FIT_FULL && info.in_ndim == 1 && info.in_shape[0] == 5 &&
+           info.n_classes == 3,
+       "a full fit for 5 features and 3 classes");
+    t[2].shape[1] = 31;
+    is_int(eng_st_write(tmp, t, 6, NULL, 0, NULL, NULL, &err), 0, "write a broken mlp file");
+    rc = check("mlp", ENG_HEAD_DEFAULT, tmp, &info, &err);
+    is_int(rc, ENG_ESHAPE, "mismatched layers fit neither the model nor its body");
+    ok(strstr(err.text, "0.3.weight") != NULL, "the message names the tensor: %s", err.text);
+    unlink(tmp);
     rc = check("no-such-arch", ENG_HEAD_DEFAULT, golden, &info, &err);
     is_int(rc, ENG_EINVAL, "an unknown architecture is refused");
     done_testing();
