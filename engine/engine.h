@@ -147,6 +147,8 @@ eng_sha256 *eng_sha256_create(void);
 void eng_sha256_update(eng_sha256 *s, const void *data, size_t len);
 void eng_sha256_final_hex(eng_sha256 *s, char hex[65]);
 void eng_sha256_destroy(eng_sha256 *s);
+/* One-shot SHA-256 of `len` bytes into a 32-byte digest; no allocation. Thread-safe. */
+void eng_sha256_digest(const void *data, size_t len, uint8_t out[32]);
 
 /* ---- model ------------------------------------------------------------------------------- */
 

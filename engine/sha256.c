@@ -87,7 +87,7 @@ void eng_sha256_update(eng_sha256 *s, const void *data, size_t len)
     }
 }
 
-void eng_sha256_final_hex(eng_sha256 *s, char hex[65])
+void eng_sha256_final(eng_sha256 *s, uint8_t out[32])
 {
     uint64_t bits = s->len * 8;
     uint8_t pad = 0x80, zero = 0, lenb[8];
@@ -99,6 +99,30 @@ void eng_sha256_final_hex(eng_sha256 *s, char hex[65])
         lenb[i] = (uint8_t)(bits >> (56 - 8 * i));
     eng_sha256_update(s, lenb, 8);
     s->len = total;
-    for (int i = 0; i < 8; i++)
-        snprintf(hex + 8 * i, 9, "%08x", s->h[i]);
+    for (int i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(s->h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(s->h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)s->h[i];
+    }
+}
+
+void eng_sha256_final_hex(eng_sha256 *s, char hex[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    uint8_t d[32];
+    eng_sha256_final(s, d);
+    for (int i = 0; i < 32; i++) {
+        hex[2 * i] = digits[d[i] >> 4];
+        hex[2 * i + 1] = digits[d[i] & 15];
+    }
+    hex[64] = '\0';
+}
+
+void eng_sha256_digest(const void *data, size_t len, uint8_t out[32])
+{
+    eng_sha256 s;
+    eng_sha256_init(&s);
+    eng_sha256_update(&s, data, len);
+    eng_sha256_final(&s, out);
 }
