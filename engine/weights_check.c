@@ -164,8 +164,12 @@ int eng_weights_check(const eng_model_spec *spec, eng_weights_info *out, eng_err
     size_t classes = el && el->ndim == 2 && el->shape[0] >= 1 && el->shape[0] <= ENG_MAX_CLASSES
                          ? el->shape[0]
                          : 0;
+    /* `last` points into the probe model, which goes now: keep its name for messages. */
+    char last_name[sizeof last->name];
+    snprintf(last_name, sizeof last_name, "%s", last->name);
     eng_model_destroy(m);
     m = NULL;
+    first = last = NULL;
 
     size_t shape[3] = {out->in_shape[0], PROBE_HW, PROBE_HW};
     eng_error full_err = {{0}, {0}};
@@ -190,7 +194,7 @@ int eng_weights_check(const eng_model_spec *spec, eng_weights_info *out, eng_err
     }
     if (!classes)
         snprintf(full_err.text, sizeof full_err.text,
-                 "no 2-d tensor \"%s\" with 1..%d rows (the head's last layer)", last->name,
+                 "no 2-d tensor \"%s\" with 1..%d rows (the head's last layer)", last_name,
                  ENG_MAX_CLASSES);
     if (!full_rc) {
         out->fit = ENG_WEIGHTS_FIT_FULL;
