@@ -392,8 +392,8 @@ static json_t *info_to_json(const eng_dataset_info *in, const char *const *names
     for (int i = 0; i < 3; i++)
         json_array_append_new(shape, json_integer(in->shape[i]));
     for (uint32_t i = 0; i < in->n_stats; i++) {
-        json_array_append_new(mean, json_real(in->mean[i]));
-        json_array_append_new(std, json_real(in->std[i]));
+        json_array_append_new(mean, json_real((double)in->mean[i]));
+        json_array_append_new(std, json_real((double)in->std[i]));
     }
     json_t *stats = json_object();
     json_object_set_new(stats, "mean", mean);

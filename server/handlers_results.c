@@ -323,7 +323,8 @@ static void svg_add(svgbuf *b, const char *fmt, ...)
 static void plot(svgbuf *b, const json_t *res)
 {
     json_t *pts = json_object_get(res, "points");
-    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    double x0 = (double)INFINITY, x1 = -(double)INFINITY, y0 = (double)INFINITY,
+           y1 = -(double)INFINITY;
     for (size_t i = 0; i < json_array_size(pts); i++) {
         json_t *p = json_array_get(pts, i);
         double lr = json_number_value(json_object_get(p, "lr"));

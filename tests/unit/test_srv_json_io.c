@@ -139,10 +139,10 @@ static void check_workflow_fields(void)
                 "/callbacks/early_stopping/comp"),
        "comp is less or greater");
 
-    json_t *v = srv_json_float(NAN);
+    json_t *v = srv_json_float((double)NAN);
     ok(json_is_string(v) && strcmp(json_string_value(v), "NaN") == 0, "NaN -> \"NaN\"");
     json_decref(v);
-    v = srv_json_float(-INFINITY);
+    v = srv_json_float(-(double)INFINITY);
     ok(json_is_string(v) && strcmp(json_string_value(v), "-Infinity") == 0,
        "-inf -> \"-Infinity\"");
     json_decref(v);

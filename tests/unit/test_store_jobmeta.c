@@ -62,7 +62,7 @@ static void test_submit_and_priority(store *s)
     store_job_extra_get(s, b, &x);
     is_near(x.step_rate, 12.5, 1e-9, "the step rate reads back");
     is_int(store_job_set_rate(s, b, "w2", 1.0), STORE_ELOST, "another owner: lost");
-    is_int(store_job_set_rate(s, b, "w1", NAN), STORE_EINVAL, "NaN rate: invalid");
+    is_int(store_job_set_rate(s, b, "w1", (double)NAN), STORE_EINVAL, "NaN rate: invalid");
     double total = 0;
     is_int(store_job_count_running_rate(s, &total), 0, "sum of running rates");
     is_near(total, 12.5, 1e-9, "the sum counts the running job");
