@@ -7,10 +7,18 @@
  * (after each training batch, after an epoch's checkpoint, at stage begin and end). An
  * INTERRUPT writes checkpoint.safetensors with that position and everything else the rest
  * of the job depends on (weights, moments, step counts, hypers, frozen groups, dropout RNG,
- * smoothed loss, global step, latest lr_find result). lr_find is not resumed mid-sweep: an
- * interrupt restores the pre-sweep state and checkpoints the stage's start. Shuffling
- * depends only on (seed, stage, epoch), so a resumed run replays the same batches and ends
- * with bit-identical weights (with the same BLAS thread count).
+ * smoothed loss, global step, latest lr_find result, recorder history, early-stopping and
+ * save-best trackers). lr_find is not resumed mid-sweep: an interrupt restores the pre-sweep
+ * state and checkpoints the stage's start. Shuffling depends only on (seed, stage, epoch),
+ * so a resumed run replays the same batches and ends with bit-identical weights (with the
+ * same BLAS thread count).
+ *
+ * A fit (fastai Learner.fit: a fit, fit_one_cycle, or one of fine_tune's two) resets the
+ * smoothed loss and the trackers when it starts, and does its after-fit work (save-best's
+ * reload) before the checkpoint of its last epoch, which records the position at the fit's
+ * end: a run resumed there has nothing left to do for that fit. fine_tune's position counts
+ * epochs over both fits; its freeze/unfreeze (with the optimizer state cleared) happen only
+ * when a fit starts from its first batch.
  */
 #include <math.h>
 #include <stdio.h>
