@@ -2,6 +2,10 @@
  * datasets.c: the dataset registry. Rows only: the server writes the files (atomically,
  * before the row exists) and removes them after the row is deleted.
  *
+ * A dataset is added in state "processing" once its files are on disk; the server's
+ * processing thread then checks them and calls store_dataset_finish ("ready" with the
+ * engine's info, or "failed" with the reader's message). A processing row is never deleted.
+ *
  * DESIGN: these calls are rare (uploads, imports, listings), so each prepares its statement
  * per call instead of using the connection's statement cache. Whether a job uses a dataset
  * is answered by SQLite's json_extract on the stored spec text: storage still never parses
@@ -15,7 +19,7 @@
 
 #include "store_impl.h"
 
-#define COLS "id, created_at, name, format, dir, size, sha256, info_json"
+#define COLS "id, created_at, name, format, dir, size, sha256, info_json, state, error"
 
 void store_dataset_fini(store_dataset *d)
 {
@@ -26,6 +30,8 @@ void store_dataset_fini(store_dataset *d)
     free(d->dir);
     free(d->sha256);
     free(d->info_json);
+    free(d->state);
+    free(d->error);
     memset(d, 0, sizeof(*d));
 }
 
@@ -53,11 +59,11 @@ static int prepare(store *s, const char *sql, sqlite3_stmt **st)
     return rc == SQLITE_OK ? 0 : store_sqlite_fail(s, rc, "prepare dataset statement");
 }
 
-int store_dataset_add(store *s, const char *name, const char *format, const char *dir, int64_t size,
-                      const char *sha256, const char *info_json, int64_t *id)
+static int add_row(store *s, const char *name, const char *format, const char *dir, int64_t size,
+                   const char *sha256, const char *info_json, const char *state, int64_t *id)
 {
     static const char sql[] = "INSERT INTO datasets (name, format, dir, size, sha256, info_json,"
-                              " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+                              " created_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
     sqlite3_stmt *st = NULL;
     int rc;
     if (!s || !name || !name[0] || !format || !format[0] || !dir || !dir[0] || size < 0 ||
@@ -72,6 +78,7 @@ int store_dataset_add(store *s, const char *name, const char *format, const char
     store_bind_text(st, 5, sha256, &rc);
     store_bind_text(st, 6, info_json, &rc);
     store_bind_i64(st, 7, store_now_ms(), &rc);
+    store_bind_text(st, 8, state, &rc);
     if (rc != SQLITE_OK) {
         rc = store_sqlite_fail(s, rc, "bind dataset");
         goto out;
@@ -92,6 +99,93 @@ out:
     return rc;
 }
 
+int store_dataset_add(store *s, const char *name, const char *format, const char *dir, int64_t size,
+                      const char *sha256, const char *info_json, int64_t *id)
+{
+    return add_row(s, name, format, dir, size, sha256, info_json, "ready", id);
+}
+
+int store_dataset_add_processing(store *s, const char *name, const char *format, const char *dir,
+                                 int64_t size, const char *sha256, int64_t *id)
+{
+    return add_row(s, name, format, dir, size, sha256, "{}", "processing", id);
+}
+
+int store_dataset_finish(store *s, int64_t id, const char *info_json, const char *error)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (!s || id <= 0 || (info_json && !info_json[0]) || (!info_json && (!error || !error[0])))
+        return STORE_EINVAL;
+    /* The state guard makes this a no-op on a row that is not processing: then tell
+     * "not processing" from "no such row" by looking again. */
+    if ((rc = prepare(s,
+                      info_json ? "UPDATE datasets SET state = 'ready', info_json = ?2, error ="
+                                  " NULL WHERE id = ?1 AND state = 'processing'"
+                                : "UPDATE datasets SET state = 'failed', error = ?2"
+                                  " WHERE id = ?1 AND state = 'processing'",
+                      &st)) != 0)
+        return rc;
+    store_bind_i64(st, 1, id, &rc);
+    store_bind_text(st, 2, info_json ? info_json : error, &rc);
+    rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
+    if (rc != SQLITE_DONE) {
+        rc = store_sqlite_fail(s, rc, "finish dataset");
+        (void)sqlite3_finalize(st); /* repeats the step's error, handled above */
+        return rc;
+    }
+    int changed = sqlite3_changes(s->db);
+    (void)sqlite3_finalize(st); /* the step succeeded */
+    if (changed > 0)
+        return STORE_OK;
+    store_dataset d;
+    rc = store_dataset_get(s, id, NULL, &d);
+    store_dataset_fini(&d);
+    return rc == STORE_OK ? STORE_ECONFLICT : rc;
+}
+
+int store_dataset_list_processing(store *s, int64_t **ids, size_t *n)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t *arr = NULL;
+    size_t got = 0, cap = 0;
+    int rc;
+    if (ids)
+        *ids = NULL;
+    if (n)
+        *n = 0;
+    if (!s || !ids || !n)
+        return STORE_EINVAL;
+    if ((rc = prepare(s,
+                      "SELECT id FROM datasets WHERE state = 'processing' ORDER BY id LIMIT 10000",
+                      &st)) != 0)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (got == cap) {
+            cap = cap ? cap * 2 : 8;
+            int64_t *g = realloc(arr, cap * sizeof(*arr));
+            if (!g) {
+                rc = STORE_ENOMEM;
+                goto fail;
+            }
+            arr = g;
+        }
+        arr[got++] = sqlite3_column_int64(st, 0);
+    }
+    if (rc != SQLITE_DONE) {
+        rc = store_sqlite_fail(s, rc, "list processing datasets");
+        goto fail;
+    }
+    (void)sqlite3_finalize(st); /* the last step succeeded */
+    *ids = arr;
+    *n = got;
+    return STORE_OK;
+fail:
+    (void)sqlite3_finalize(st); /* the error was handled above */
+    free(arr);
+    return rc;
+}
+
 static int read_row(sqlite3_stmt *st, store_dataset *d)
 {
     int rc;
@@ -103,7 +197,9 @@ static int read_row(sqlite3_stmt *st, store_dataset *d)
         (rc = store_col_strdup(st, 3, &d->format)) != 0 ||
         (rc = store_col_strdup(st, 4, &d->dir)) != 0 ||
         (rc = store_col_strdup(st, 6, &d->sha256)) != 0 ||
-        (rc = store_col_strdup(st, 7, &d->info_json)) != 0)
+        (rc = store_col_strdup(st, 7, &d->info_json)) != 0 ||
+        (rc = store_col_strdup(st, 8, &d->state)) != 0 ||
+        (rc = store_col_strdup(st, 9, &d->error)) != 0)
         store_dataset_fini(d);
     return rc;
 }
@@ -196,7 +292,7 @@ int store_dataset_delete(store *s, int64_t id, int64_t *n_jobs, char **out_dir)
         return STORE_EINVAL;
     if ((rc = store_tx_begin(s)) != 0)
         return rc;
-    if ((rc = prepare(s, "SELECT dir FROM datasets WHERE id = ?1", &st)) != 0)
+    if ((rc = prepare(s, "SELECT dir, state FROM datasets WHERE id = ?1", &st)) != 0)
         goto fail;
     store_bind_i64(st, 1, id, &rc);
     rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
@@ -206,6 +302,11 @@ int store_dataset_delete(store *s, int64_t id, int64_t *n_jobs, char **out_dir)
     }
     if (rc != SQLITE_ROW || (rc = store_col_strdup(st, 0, &dir)) != 0) {
         rc = rc == STORE_ENOMEM ? rc : store_sqlite_fail(s, rc, "find dataset");
+        goto fail;
+    }
+    const unsigned char *state = sqlite3_column_text(st, 1);
+    if (state && strcmp((const char *)state, "processing") == 0) {
+        rc = STORE_ECONFLICT; /* the processing thread owns its files until it finishes */
         goto fail;
     }
     (void)sqlite3_finalize(st); /* the step succeeded */

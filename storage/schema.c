@@ -137,6 +137,14 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL"
     ") STRICT;"
     "PRAGMA user_version = 5;",
+    /* 5 -> 6 (data): datasets are checked and decoded off the HTTP thread. A new dataset is
+     * "processing" until the processing thread makes it "ready" (info_json filled) or
+     * "failed" (error says why); rows from before this version were checked already. */
+    "ALTER TABLE datasets ADD COLUMN state TEXT NOT NULL DEFAULT 'ready'"
+    "  CHECK (state IN ('processing', 'ready', 'failed'));"
+    "ALTER TABLE datasets ADD COLUMN error TEXT;"
+    "CREATE INDEX datasets_state ON datasets (state, id);"
+    "PRAGMA user_version = 6;",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

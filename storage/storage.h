@@ -355,22 +355,37 @@ typedef struct store_dataset {
     char *dir;       /* the dataset's directory */
     int64_t size;    /* bytes as uploaded or imported */
     char *sha256;    /* lowercase hex */
-    char *info_json; /* what the engine found: classes, counts, shape, statistics */
+    char *info_json; /* what the engine found: classes, counts, shape, statistics ("{}"
+                        until the dataset is ready) */
+    char *state;     /* "processing" (files in place, not yet checked), "ready", "failed" */
+    char *error;     /* why processing failed (state "failed"), else NULL */
 } store_dataset;
 
 void store_dataset_fini(store_dataset *d);
 void store_dataset_list_free(store_dataset *d, size_t n);
 
-/* Registers a dataset. All strings non-empty, size >= 0, sha256 64 lowercase hex digits
- * (else STORE_EINVAL); STORE_ECONFLICT when the name is taken. Strings are copied. */
+/* Registers a dataset in state "ready". All strings non-empty, size >= 0, sha256 64 lowercase
+ * hex digits (else STORE_EINVAL); STORE_ECONFLICT when the name is taken. Strings are copied. */
 int store_dataset_add(store *s, const char *name, const char *format, const char *dir, int64_t size,
                       const char *sha256, const char *info_json, int64_t *id);
+/* Registers a dataset whose files are in place but not yet checked: state "processing",
+ * info_json "{}". Same argument rules and codes as store_dataset_add. */
+int store_dataset_add_processing(store *s, const char *name, const char *format, const char *dir,
+                                 int64_t size, const char *sha256, int64_t *id);
+/* Ends processing in one statement: info_json non-NULL and non-empty -> "ready" with it;
+ * info_json NULL -> "failed" with `error` (non-empty, copied). STORE_ENOTFOUND when no
+ * such dataset, STORE_ECONFLICT when it is not processing, STORE_EINVAL on bad arguments. */
+int store_dataset_finish(store *s, int64_t id, const char *info_json, const char *error);
+/* The ids of the datasets in state "processing", oldest first (at most 10000). Caller frees
+ * *ids with free() (NULL when there are none). */
+int store_dataset_list_processing(store *s, int64_t **ids, size_t *n);
 /* Fetches one dataset by id, or by name when name != NULL (id ignored). STORE_ENOTFOUND. */
 int store_dataset_get(store *s, int64_t id, const char *name, store_dataset *out);
 /* Lists every dataset, oldest first (caller frees with store_dataset_list_free). */
 int store_dataset_list(store *s, store_dataset **out, size_t *n);
 /* Deletes a dataset's row in one transaction, unless a queued or running job's spec names
- * it ("data": {"dataset": id}): then STORE_ECONFLICT and *n_jobs (may be NULL) the count.
+ * it ("data": {"dataset": id}): then STORE_ECONFLICT and *n_jobs (may be NULL) the count;
+ * also STORE_ECONFLICT, with *n_jobs 0, while the dataset is processing.
  * STORE_ENOTFOUND if no such dataset. On success *out_dir (may be NULL; caller frees with
  * free()) is the directory to remove. */
 int store_dataset_delete(store *s, int64_t id, int64_t *n_jobs, char **out_dir);

@@ -1,6 +1,7 @@
 /*
  * test_store_datasets.c: the dataset registry rows: add, unique names, get by id and name,
- * list, and delete refused while a queued or running job's spec names the dataset.
+ * list, delete refused while a queued or running job's spec names the dataset or while it is
+ * processing, and the processing -> ready | failed transition.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,43 @@ int main(void)
     ok(dir && strcmp(dir, "/d/a") == 0, "the directory to remove is returned");
     free(dir);
     is_int(store_dataset_delete(s, a, NULL, NULL), STORE_ENOTFOUND, "gone");
+
+    /* processing: added unchecked, finished once, never deleted meanwhile */
+    int64_t p = 0, q = 0, *ids = NULL;
+    is_int(store_dataset_get(s, b, NULL, &d), 0, "get a ready dataset");
+    ok(d.state && strcmp(d.state, "ready") == 0 && d.error == NULL, "store_dataset_add: ready");
+    store_dataset_fini(&d);
+    is_int(store_dataset_add_processing(s, "up", "csv", "/d/p", 9, SHA, &p), 0, "add processing");
+    is_int(store_dataset_add_processing(s, "up", "csv", "/d/p", 9, SHA, &q), STORE_ECONFLICT,
+           "processing names are taken too");
+    is_int(store_dataset_add_processing(s, "up2", "csv", "/d/q", 9, SHA, &q), 0, "another");
+    is_int(store_dataset_get(s, p, NULL, &d), 0, "get processing");
+    ok(strcmp(d.state, "processing") == 0 && strcmp(d.info_json, "{}") == 0 && !d.error,
+       "processing: state, empty info, no error");
+    store_dataset_fini(&d);
+    is_int(store_dataset_list_processing(s, &ids, &n), 0, "list processing");
+    ok(n == 2 && ids[0] == p && ids[1] == q, "both processing ids, oldest first");
+    free(ids);
+    users = 7;
+    is_int(store_dataset_delete(s, p, &users, &dir), STORE_ECONFLICT, "delete while processing");
+    ok(users == 0 && dir == NULL, "refused with no job users");
+    is_int(store_dataset_finish(s, p, NULL, NULL), STORE_EINVAL, "finish needs info or error");
+    is_int(store_dataset_finish(s, p, "{\"n_train\":3}", NULL), 0, "finish -> ready");
+    is_int(store_dataset_finish(s, p, "{}", NULL), STORE_ECONFLICT, "finish twice -> conflict");
+    is_int(store_dataset_finish(s, 4242, "{}", NULL), STORE_ENOTFOUND, "finish unknown");
+    is_int(store_dataset_finish(s, q, NULL, "bad header in train.csv"), 0, "finish -> failed");
+    is_int(store_dataset_get(s, q, NULL, &d), 0, "get failed");
+    ok(strcmp(d.state, "failed") == 0 && d.error && strcmp(d.error, "bad header in train.csv") == 0,
+       "failed keeps the message");
+    store_dataset_fini(&d);
+    is_int(store_dataset_get(s, p, NULL, &d), 0, "get ready");
+    ok(strcmp(d.state, "ready") == 0 && strcmp(d.info_json, "{\"n_train\":3}") == 0,
+       "ready has its info");
+    store_dataset_fini(&d);
+    is_int(store_dataset_list_processing(s, &ids, &n), 0, "list processing again");
+    ok(n == 0 && ids == NULL, "none left processing");
+    is_int(store_dataset_delete(s, q, NULL, &dir), 0, "a failed dataset can be deleted");
+    free(dir);
     store_close(s);
     return done_testing();
 }
