@@ -10,8 +10,8 @@
 #   after --, e.g. --models m1 --modes train,infer --batches 64,128 --repeats 5 --iters 20
 # environment:
 #   BENCH_BUILD  where peak is compiled (default <repo>/build-bench)
-#   THAWD_BENCH  thawd's engine benchmark binary (default: <repo>/build*/bench/thawd-bench,
-#                the newest one found); skipped if none exists
+#   THAWD_BENCH  thawd's engine benchmark binary (default: built with meson --buildtype=release
+#                into THAWD_BUILD, default <repo>/build-bench-release)
 #   PYTORCH      python with torch (default /usr/bin/python3)
 set -eu
 
@@ -73,7 +73,17 @@ $NICE "$PYTORCH" "$ROOT/bench/torch_ref.py" $ARGS "$@" >"$TMP/torch.json" ||
 # bench/README.md). Until it exists this step is skipped.
 THAWD_ARG=
 if [ -z "${THAWD_BENCH:-}" ]; then
-    THAWD_BENCH=$(ls -t "$ROOT"/build*/bench/thawd-bench 2>/dev/null | head -n 1 || true)
+    # Build it: a release meson build of its own (configured once), bench/thawd-bench only.
+    REL=${THAWD_BUILD:-$ROOT/build-bench-release}
+    if { [ -f "$REL/build.ninja" ] || meson setup "$REL" "$ROOT" --buildtype=release \
+        -Dtests=false >"$TMP/meson.log" 2>&1; } && ninja -C "$REL" bench/thawd-bench \
+        >"$TMP/ninja.log" 2>&1; then
+        THAWD_BENCH=$REL/bench/thawd-bench
+    else
+        echo "run.sh: could not build thawd-bench (see below); looking for an existing one" >&2
+        tail -n 20 "$TMP/meson.log" "$TMP/ninja.log" >&2 2>/dev/null || true
+        THAWD_BENCH=$(ls -t "$ROOT"/build*/bench/thawd-bench 2>/dev/null | head -n 1 || true)
+    fi
 fi
 if [ -n "$THAWD_BENCH" ] && [ -x "$THAWD_BENCH" ]; then
     echo "== thawd ($THAWD_BENCH)" >&2
