@@ -1,20 +1,27 @@
 /*
  * cli_predict.c: `thawd predict` and `thawd summary`, thin CLI glue over engine.h's eng_net.
  *
- *   thawd predict --arch A --weights W.safetensors --input FILE [--format text|json]
- *                 [--probs] [--head default|fastai|torchvision] [--classes N]
- *                 [--mean M[,M,M]] [--std S[,S,S]]
+ *   thawd predict (--arch A | --spec SPEC.json) --weights W.safetensors --input FILE
+ *                 [--format text|json] [--probs] [--head default|fastai|torchvision]
+ *                 [--hidden A,B] [--classes N] [--mean M[,M,M]] [--std S[,S,S]]
  * FILE is an IDX file: unsigned bytes (type 0x08) N x H x W or N x C x H x W, scaled to
  * [0, 1] then normalised per channel with --mean/--std (defaults 0 and 1: no
  * normalisation; use the model's training statistics, e.g. --mean 0.2860 --std 0.3530 for
  * Fashion-MNIST), or float32 (type 0x0D) N x C x H x W already normalised. The class count
  * comes from the weights unless --classes is given. Without --head a resnet tries the
  * fastai head, then torchvision's (a file exported by tools/torch_to_safetensors.py).
+ * --hidden gives an mlp's hidden sizes. --spec takes the architecture, mlp sizes, head and
+ * normalisation from a job spec (or a job object as GET /v1/jobs/{id} returns it, whose
+ * "spec" is used); options on the command line win. A spec normalising with its dataset's
+ * statistics ("dataset", "auto") does not hold them, so --mean/--std are then required.
  *
- *   thawd summary --arch A [--in-shape CxHxW | F] [--classes N] [--head K] [--batch B]
- *                 [--freeze N] [--no-train-bn] [--weights W] [--format text|json]
+ *   thawd summary (--arch A | SPEC.json) [--in-shape CxHxW | F] [--classes N] [--head K]
+ *                 [--hidden A,B] [--batch B] [--freeze N] [--no-train-bn] [--weights W]
+ *                 [--format text|json]
  * prints the model as fastai's learn.summary() does (defaults: 1x28x28, 10 classes,
- * batch 64, unfrozen).
+ * batch 64, unfrozen). With SPEC.json (a job spec as `thawd run` takes it) the model is the
+ * spec's, built for its data's input shape and class count with its weights (--weights
+ * replaces them), its batch size, and the freezing its stages leave behind.
  */
 #include "cli_predict.h"
 
@@ -27,12 +34,14 @@
 #include <jansson.h>
 
 #include "engine.h"
+#include "json_io.h"
 
 typedef struct opts {
-    const char *arch, *weights, *input, *format, *head, *in_shape;
+    const char *arch, *weights, *input, *format, *head, *in_shape, *hidden;
     const char *mean, *std;
+    const char *spec; /* predict --spec, or summary's SPEC.json */
     long classes, batch, freeze;
-    bool probs, freeze_set, no_train_bn;
+    bool probs, freeze_set, no_train_bn, batch_set;
 } opts;
 
 static int usage(const char *cmd, const char *msg)
@@ -52,12 +61,14 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
     return true;
 }
 
-/* Parses the options shared by both commands; returns 0 or 2 (usage printed). */
+/* Parses the options shared by both commands; returns 0 or 2 (usage printed). summary takes
+ * one positional argument, the spec file. */
 static int parse_opts(const char *cmd, int argc, char **argv, opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->format = "text";
     o->batch = 64;
+    bool summary = strcmp(cmd, "summary") == 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = NULL;
@@ -69,8 +80,14 @@ static int parse_opts(const char *cmd, int argc, char **argv, opts *o)
             o->no_train_bn = true;
             continue;
         }
+        if (a[0] != '-') {
+            if (!summary || o->spec)
+                return usage(cmd, "unexpected argument");
+            o->spec = a;
+            continue;
+        }
         if (i + 1 >= argc)
-            return usage(cmd, a[0] == '-' ? "option needs a value" : "unexpected argument");
+            return usage(cmd, "option needs a value");
         const char *v = argv[++i];
         if (strcmp(a, "--arch") == 0)
             dst = &o->arch;
@@ -84,10 +101,14 @@ static int parse_opts(const char *cmd, int argc, char **argv, opts *o)
             dst = &o->head;
         else if (strcmp(a, "--in-shape") == 0)
             dst = &o->in_shape;
+        else if (strcmp(a, "--hidden") == 0)
+            dst = &o->hidden;
         else if (strcmp(a, "--mean") == 0)
             dst = &o->mean;
         else if (strcmp(a, "--std") == 0)
             dst = &o->std;
+        else if (!summary && strcmp(a, "--spec") == 0)
+            dst = &o->spec;
         if (dst) {
             *dst = v;
             continue;
@@ -98,6 +119,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, opts *o)
         } else if (strcmp(a, "--batch") == 0) {
             if (!parse_long(v, 1, 4096, &o->batch))
                 return usage(cmd, "--batch must be an integer 1..4096");
+            o->batch_set = true;
         } else if (strcmp(a, "--freeze") == 0) {
             if (!parse_long(v, -8, 8, &o->freeze))
                 return usage(cmd, "--freeze must be an integer -8..8 (fastai freeze_to)");
@@ -107,8 +129,10 @@ static int parse_opts(const char *cmd, int argc, char **argv, opts *o)
             return 2;
         }
     }
-    if (!o->arch)
-        return usage(cmd, "--arch is required");
+    if (!o->arch && !o->spec)
+        return usage(cmd, summary ? "give SPEC.json or --arch" : "--arch or --spec is required");
+    if (summary && o->spec && (o->arch || o->head || o->hidden))
+        return usage(cmd, "SPEC.json gives the model: drop --arch, --head and --hidden");
     if (strcmp(o->format, "text") != 0 && strcmp(o->format, "json") != 0)
         return usage(cmd, "--format must be text or json");
     return 0;
@@ -125,43 +149,234 @@ static int head_kind(const char *s, eng_head_kind *k)
     return -1;
 }
 
-/* Builds the spec of --arch / --head / --weights; returns 0 or 2. */
+/* Applies --arch, --head, --hidden and --weights to *s, which holds the defaults or the
+ * model of a spec; returns 0 or 2. */
 static int make_spec(const char *cmd, const opts *o, eng_model_spec *s)
 {
-    eng_model_spec_defaults(s);
-    if (strlen(o->arch) >= sizeof(s->arch))
-        return usage(cmd, "--arch is too long");
-    snprintf(s->arch, sizeof(s->arch), "%s", o->arch);
-    bool known = false;
-    for (size_t i = 0; i < eng_arch_count(); i++)
-        known |= strcmp(eng_arch_name(i), o->arch) == 0;
-    if (!known)
-        return usage(cmd, "unknown --arch (mlp, cnn-small, resnet18, resnet34)");
+    if (o->arch) {
+        if (strlen(o->arch) >= sizeof(s->arch))
+            return usage(cmd, "--arch is too long");
+        bool known = false;
+        for (size_t i = 0; i < eng_arch_count(); i++)
+            known |= strcmp(eng_arch_name(i), o->arch) == 0;
+        if (!known)
+            return usage(cmd, "unknown --arch (mlp, cnn-small, resnet18, resnet34)");
+        if (o->spec && strcmp(s->arch, o->arch) != 0)
+            return usage(cmd, "--arch differs from the spec's model.arch");
+        snprintf(s->arch, sizeof(s->arch), "%s", o->arch);
+    }
     if (o->head && head_kind(o->head, &s->head.kind) != 0)
         return usage(cmd, "--head must be default, fastai or torchvision");
+    if (o->hidden) {
+        if (strcmp(s->arch, "mlp") != 0)
+            return usage(cmd, "--hidden gives an mlp's hidden sizes (--arch mlp)");
+        uint32_t n = 0;
+        const char *p = o->hidden;
+        while (*p) {
+            char *end;
+            errno = 0;
+            long v = strtol(p, &end, 10);
+            if (errno || end == p || v < 1 || v > 65536 || n >= ENG_MAX_HIDDEN ||
+                (*end && *end != ','))
+                return usage(cmd, "--hidden must be 1 to 8 comma-separated sizes 1..65536");
+            s->hidden[n++] = (uint32_t)v;
+            p = *end ? end + 1 : end;
+            if (*end && !*p)
+                return usage(cmd, "--hidden must be 1 to 8 comma-separated sizes 1..65536");
+        }
+        if (n == 0)
+            return usage(cmd, "--hidden must be 1 to 8 comma-separated sizes 1..65536");
+        s->n_hidden = n;
+    }
     if (o->weights) {
         if (strlen(o->weights) >= sizeof(s->weights))
             return usage(cmd, "--weights path too long");
         snprintf(s->weights, sizeof(s->weights), "%s", o->weights);
+        s->body_only = false; /* a file given here is the whole model */
     }
     return 0;
 }
 
 /* Creates the net; without --head a resnet falls back to torchvision's head. */
 static int open_net(const opts *o, eng_model_spec *s, size_t ndim, const size_t *shape,
-                    size_t classes, eng_net **net)
+                    size_t classes, uint64_t seed, bool train_bn, eng_net **net)
 {
     eng_error err = {0}, err2 = {0};
-    int rc = eng_net_create(s, ndim, shape, classes, 0, !o->no_train_bn, net, &err);
-    if (rc && !o->head && strncmp(s->arch, "resnet", 6) == 0 && s->weights[0]) {
+    int rc = eng_net_create(s, ndim, shape, classes, seed, train_bn, net, &err);
+    if (rc && !o->head && !o->spec && strncmp(s->arch, "resnet", 6) == 0 && s->weights[0]) {
         s->head.kind = ENG_HEAD_TORCHVISION;
-        if (eng_net_create(s, ndim, shape, classes, 0, !o->no_train_bn, net, &err2) == 0)
+        if (eng_net_create(s, ndim, shape, classes, seed, train_bn, net, &err2) == 0)
             return 0;
     }
     if (rc)
         fprintf(stderr, "thawd: %s%s%s\n", err.field[0] ? err.field : "", err.field[0] ? ": " : "",
                 err.text[0] ? err.text : eng_strerror(rc));
     return rc ? 1 : 0;
+}
+
+/* ---- job specs ------------------------------------------------------------------------- */
+
+/* Loads the JSON of a spec file; a job object (GET /v1/jobs/{id}) gives its "spec". Returns a
+ * new reference, or NULL with the problem printed. */
+static json_t *load_spec_json(const char *cmd, const char *path)
+{
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) {
+        fprintf(stderr, "thawd %s: %s: %s (line %d)\n", cmd, path, je.text, je.line);
+        return NULL;
+    }
+    json_t *inner = json_object_get(root, "spec");
+    const char *kind = json_string_value(json_object_get(root, "object"));
+    if (kind && strcmp(kind, "job") == 0 && json_is_object(inner)) {
+        json_incref(inner);
+        json_decref(root);
+        root = inner;
+    }
+    if (!json_is_object(root)) {
+        fprintf(stderr, "thawd %s: %s: not a job spec (a JSON object)\n", cmd, path);
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* Validates `doc` with the daemon's spec parser (as `thawd run` does: "weights" is a local
+ * path, registered datasets are refused). Returns 0 with *sp filled (free with srv_spec_fini)
+ * or 2 with the errors printed. */
+static int parse_spec(const char *cmd, const char *path, json_t *doc, srv_spec *sp)
+{
+    srv_spec_errors *errs = calloc(1, sizeof *errs);
+    if (!errs) {
+        fprintf(stderr, "thawd %s: out of memory\n", cmd);
+        return 2;
+    }
+    int rc = 0;
+    if (srv_spec_parse(doc, NULL, sp, errs) != 0) {
+        if (errs->n == 0)
+            fprintf(stderr, "%s: %s\n", path, errs->detail);
+        for (size_t i = 0; i < errs->n; i++)
+            fprintf(stderr, "%s: %s%s%s\n", path, errs->e[i].pointer,
+                    errs->e[i].pointer[0] ? ": " : "", errs->e[i].detail);
+        rc = 2;
+    }
+    free(errs);
+    return rc;
+}
+
+/* How inputs are normalised: n = 0 none, else 1 or C values per channel. */
+typedef struct norm {
+    size_t n;
+    float mean[4], std[4];
+    bool need_stats; /* the spec normalises with its dataset's statistics */
+} norm;
+
+/* comma list of 1 to 4 floats into v; returns the count, or 0 when malformed */
+static size_t float_list(const char *s, float *v)
+{
+    size_t n = 0;
+    const char *p = s;
+    while (*p && n < 4) {
+        char *end;
+        v[n++] = strtof(p, &end);
+        if (end == p || (*end && *end != ','))
+            return 0;
+        p = *end ? end + 1 : end;
+        if (*end && !*p)
+            return 0;
+    }
+    return *p ? 0 : n;
+}
+
+/* A number or an array of 1..4 numbers (std: > 0); returns the count or 0. */
+static size_t json_floats(const json_t *j, float *v, bool positive)
+{
+    size_t n = json_is_array(j) ? json_array_size(j) : 1;
+    if (n < 1 || n > 4)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *x = json_is_array(j) ? json_array_get(j, i) : j;
+        if (!json_is_number(x) || (positive && !(json_number_value(x) > 0)))
+            return 0;
+        v[i] = (float)json_number_value(x);
+    }
+    return n;
+}
+
+/* The normalisation of spec `root`'s data section (the engine's defaults: synthetic data none,
+ * Fashion-MNIST "auto", registered datasets "dataset"). Returns 0 or 2 (printed). */
+static int spec_norm(const char *path, const json_t *root, norm *nm)
+{
+    static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f};
+    static const float imagenet_std[3] = {0.229f, 0.224f, 0.225f};
+    memset(nm, 0, sizeof *nm);
+    const json_t *data = json_object_get(root, "data");
+    const char *source = json_string_value(json_object_get(data, "source"));
+    const json_t *nz = json_object_get(data, "normalize");
+    if (!data || (source && strcmp(source, "synthetic") == 0))
+        return 0;
+    const char *word = json_string_value(nz);
+    if (!nz || (word && (strcmp(word, "auto") == 0 || strcmp(word, "dataset") == 0))) {
+        nm->need_stats = true;
+    } else if (word && strcmp(word, "none") == 0) {
+        nm->n = 0;
+    } else if (word && strcmp(word, "imagenet") == 0) {
+        nm->n = 3;
+        memcpy(nm->mean, imagenet_mean, sizeof imagenet_mean);
+        memcpy(nm->std, imagenet_std, sizeof imagenet_std);
+    } else {
+        size_t nm_ = json_floats(json_object_get(nz, "mean"), nm->mean, false);
+        size_t ns = json_floats(json_object_get(nz, "std"), nm->std, true);
+        if (!json_is_object(nz) || !nm_ || nm_ != ns) {
+            fprintf(stderr,
+                    "%s: /data/normalize: must be \"none\", \"imagenet\", \"dataset\", \"auto\" "
+                    "or {\"mean\": ..., \"std\": ...} with as many values each\n",
+                    path);
+            return 2;
+        }
+        nm->n = nm_;
+    }
+    return 0;
+}
+
+/* The model (validated without its weights: --weights names the file) and normalisation of
+ * predict's --spec. Returns 0, or 2 with the problem printed. */
+static int predict_spec(const char *path, eng_model_spec *s, norm *nm)
+{
+    json_t *root = load_spec_json("predict", path);
+    if (!root)
+        return 2;
+    json_t *model = json_object_get(root, "model");
+    json_t *doc = NULL;
+    srv_spec *sp = calloc(1, sizeof *sp);
+    int rc = 2;
+    if (!sp) {
+        fprintf(stderr, "thawd predict: out of memory\n");
+        goto out;
+    }
+    if (!json_is_object(model)) {
+        fprintf(stderr, "%s: /model: required (an object with \"arch\")\n", path);
+        goto out;
+    }
+    doc = json_object();
+    json_t *m = json_deep_copy(model);
+    if (!doc || !m || json_object_set_new(doc, "model", m) != 0) {
+        fprintf(stderr, "thawd predict: out of memory\n");
+        goto out;
+    }
+    json_object_del(m, "weights");
+    json_object_del(m, "body_only");
+    if ((rc = parse_spec("predict", path, doc, sp)) != 0)
+        goto out;
+    *s = sp->eng.model;
+    rc = spec_norm(path, root, nm);
+out:
+    if (sp)
+        srv_spec_fini(sp);
+    free(sp);
+    json_decref(doc);
+    json_decref(root);
+    return rc;
 }
 
 /* ---- IDX input ------------------------------------------------------------------------- */
@@ -171,34 +386,9 @@ static uint32_t be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* comma list of 1 or C floats */
-static int float_list(const char *s, float *v, size_t C, float def)
-{
-    for (size_t c = 0; c < C; c++)
-        v[c] = def;
-    if (!s)
-        return 0;
-    size_t n = 0;
-    float tmp[4];
-    const char *p = s;
-    while (*p && n < 4) {
-        char *end;
-        tmp[n++] = strtof(p, &end);
-        if (end == p)
-            return -1;
-        p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',')
-            return -1;
-    }
-    if (*p || !(n == 1 || n == C))
-        return -1;
-    for (size_t c = 0; c < C; c++)
-        v[c] = tmp[n == 1 ? 0 : c];
-    return 0;
-}
-
-/* Reads FILE into x [N x C*H*W]; returns 0 or 1 (message printed). */
-static int read_idx(const opts *o, float **x, size_t *N, size_t shape[3])
+/* Reads FILE into x [N x C*H*W], bytes normalised with nm; returns 0 or 1 (message printed),
+ * 2 when nm does not fit the channels. */
+static int read_idx(const opts *o, const norm *nm, float **x, size_t *N, size_t shape[3])
 {
     FILE *f = fopen(o->input, "rb");
     unsigned char *buf = NULL;
@@ -248,13 +438,9 @@ static int read_idx(const opts *o, float **x, size_t *N, size_t shape[3])
     shape[0] = nd == 4 ? dims[1] : 1;
     shape[1] = dims[nd - 2];
     shape[2] = dims[nd - 1];
-    float mean[4], std[4];
-    if (shape[0] > 4 && (o->mean || o->std)) {
-        fprintf(stderr, "thawd predict: --mean/--std take 1 value for %zu channels\n", shape[0]);
-    }
-    if (float_list(o->mean, mean, shape[0] <= 4 ? shape[0] : 1, 0.0f) ||
-        float_list(o->std, std, shape[0] <= 4 ? shape[0] : 1, 1.0f)) {
-        fprintf(stderr, "thawd predict: --mean/--std must be 1 or C numbers, comma-separated\n");
+    if (type == 0x08 && nm->n > 1 && nm->n != shape[0]) {
+        fprintf(stderr, "thawd predict: %zu normalisation values for %zu channels\n", nm->n,
+                shape[0]);
         rc = 2;
         goto out;
     }
@@ -267,8 +453,9 @@ static int read_idx(const opts *o, float **x, size_t *N, size_t shape[3])
     size_t plane = shape[1] * shape[2];
     for (size_t i = 0; i < count; i++) {
         if (type == 0x08) {
-            size_t c = shape[0] <= 4 ? (i / plane) % shape[0] : 0;
-            (*x)[i] = ((float)d[i] / 255.0f - mean[c]) / std[c];
+            size_t c = nm->n > 1 ? (i / plane) % shape[0] : 0;
+            float v = (float)d[i] / 255.0f;
+            (*x)[i] = nm->n ? (v - nm->mean[c]) / nm->std[c] : v;
         } else {
             uint32_t u = be32(d + 4 * i);
             memcpy(&(*x)[i], &u, 4);
@@ -289,16 +476,46 @@ int srv_cli_predict(int argc, char **argv)
         return rc;
     if (!o.weights || !o.input)
         return usage("predict", "--weights and --input are required");
+    norm nm = {0};
+    eng_model_spec_defaults(&s);
+    if (o.spec && (rc = predict_spec(o.spec, &s, &nm)))
+        return rc;
     if ((rc = make_spec("predict", &o, &s)))
         return rc;
+    /* --mean/--std win over the spec's normalisation */
+    if (o.mean || o.std) {
+        float m[4], d[4];
+        size_t n_m = o.mean ? float_list(o.mean, m) : 1, n_d = o.std ? float_list(o.std, d) : 1;
+        if (!o.mean)
+            m[0] = 0.0f;
+        if (!o.std)
+            d[0] = 1.0f;
+        bool pos = n_d > 0;
+        for (size_t i = 0; i < n_d; i++)
+            pos &= d[i] > 0;
+        if (!n_m || !pos || (n_m != n_d && n_m != 1 && n_d != 1))
+            return usage("predict", "--mean/--std must be 1 or C numbers, comma-separated "
+                                    "(std > 0)");
+        nm.n = n_m > n_d ? n_m : n_d;
+        for (size_t i = 0; i < nm.n; i++) {
+            nm.mean[i] = m[n_m == 1 ? 0 : i];
+            nm.std[i] = d[n_d == 1 ? 0 : i];
+        }
+        nm.need_stats = false;
+    }
+    if (nm.need_stats)
+        return usage("predict", "the spec normalises with its dataset's statistics, which it "
+                                "does not hold: give them with --mean and --std (the dataset's "
+                                "\"stats\" in GET /v1/datasets/{id})");
     float *x = NULL, *y = NULL;
     size_t N = 0, shape[3];
     eng_net *net = NULL;
-    if ((rc = read_idx(&o, &x, &N, shape)))
+    if ((rc = read_idx(&o, &nm, &x, &N, shape)))
         return rc;
     bool flat = strcmp(s.arch, "mlp") == 0;
     size_t flat_shape[1] = {shape[0] * shape[1] * shape[2]};
-    rc = open_net(&o, &s, flat ? 1 : 3, flat ? flat_shape : shape, (size_t)o.classes, &net);
+    rc = open_net(&o, &s, flat ? 1 : 3, flat ? flat_shape : shape, (size_t)o.classes, 0,
+                  !o.no_train_bn, &net);
     if (rc)
         goto out;
     size_t C = eng_net_n_classes(net);
@@ -404,6 +621,21 @@ static json_t *summary_json(const eng_summary *sm)
     return root;
 }
 
+/* The per-sample input shape and class count of a `thawd run` spec's data, as the engine's
+ * loaders set them (the daemon's job summary does the same for registered datasets). */
+static void spec_input(const eng_data_spec *d, size_t *ndim, size_t shape[3], size_t *classes)
+{
+    if (d->kind == ENG_DATA_SYNTHETIC) {
+        *ndim = 1;
+        shape[0] = d->features;
+        *classes = d->n_subset ? d->n_subset : d->classes;
+    } else { /* Fashion-MNIST: 28 x 28 bytes, 10 classes */
+        *ndim = 3;
+        shape[0] = 1, shape[1] = 28, shape[2] = 28;
+        *classes = d->n_subset ? d->n_subset : 10;
+    }
+}
+
 int srv_cli_summary(int argc, char **argv)
 {
     opts o;
@@ -411,37 +643,68 @@ int srv_cli_summary(int argc, char **argv)
     int rc = parse_opts("summary", argc, argv, &o);
     if (rc)
         return rc;
+    srv_spec *sp = NULL;
+    eng_net *net = NULL;
+    size_t shape[3] = {1, 28, 28}, ndim = 3, classes = o.weights ? 0 : 10;
+    long batch = o.batch;
+    bool train_bn = !o.no_train_bn;
+    uint64_t seed = 0;
+    eng_model_spec_defaults(&s);
+    if (o.spec) {
+        json_t *root = load_spec_json("summary", o.spec);
+        sp = root ? calloc(1, sizeof *sp) : NULL;
+        rc = sp ? parse_spec("summary", o.spec, root, sp) : 2;
+        json_decref(root);
+        if (rc)
+            goto out;
+        s = sp->eng.model;
+        spec_input(&sp->eng.data, &ndim, shape, &classes);
+        batch = o.batch_set ? o.batch : (long)sp->eng.batch_size;
+        train_bn = sp->eng.opt.train_bn && !o.no_train_bn;
+        seed = sp->eng.seed;
+    }
     if ((rc = make_spec("summary", &o, &s)))
-        return rc;
-    size_t shape[3] = {1, 28, 28}, ndim = 3;
+        goto out;
     if (o.in_shape) {
         unsigned long a, b, c;
         char tail;
         if (sscanf(o.in_shape, "%lux%lux%lu%c", &a, &b, &c, &tail) == 3 && a && b && c &&
             a <= 4096 && b <= 65536 && c <= 65536) {
+            ndim = 3;
             shape[0] = a, shape[1] = b, shape[2] = c;
         } else if (sscanf(o.in_shape, "%lu%c", &a, &tail) == 1 && a && a <= 1u << 24) {
             ndim = 1;
             shape[0] = a;
         } else {
-            return usage("summary", "--in-shape must be CxHxW or F (positive integers)");
+            rc = usage("summary", "--in-shape must be CxHxW or F (positive integers)");
+            goto out;
         }
-    } else if (strcmp(s.arch, "mlp") == 0) {
+    } else if (!o.spec && strcmp(s.arch, "mlp") == 0) {
         ndim = 1;
         shape[0] = 784;
     }
-    eng_net *net = NULL;
-    rc = open_net(&o, &s, ndim, shape, o.classes ? (size_t)o.classes : (o.weights ? 0 : 10), &net);
-    if (rc)
-        return rc;
+    if (o.classes)
+        classes = (size_t)o.classes;
+    if ((rc = open_net(&o, &s, ndim, shape, classes, seed, train_bn, &net)))
+        goto out;
+    /* a spec's model as its stages leave it, as fastai's summary shows it after training */
+    for (size_t i = 0; sp && i < sp->eng.n_stages; i++) {
+        const eng_stage *st = &sp->eng.stages[i];
+        if (st->op == ENG_STAGE_FREEZE)
+            eng_net_freeze_to(net, -1);
+        else if (st->op == ENG_STAGE_UNFREEZE)
+            eng_net_freeze_to(net, 0);
+        else if (st->op == ENG_STAGE_FREEZE_TO)
+            eng_net_freeze_to(net, st->n);
+    }
     if (o.freeze_set)
         eng_net_freeze_to(net, (int32_t)o.freeze);
     eng_summary *sm = NULL;
     eng_error err = {0};
-    if (eng_net_summary(net, (size_t)o.batch, &sm, &err) != 0) {
+    if (eng_net_summary(net, (size_t)batch, &sm, &err) != 0) {
         fprintf(stderr, "thawd summary: %s\n", err.text);
-        eng_net_destroy(net);
-        return 1;
+        rc = 1;
+        goto out;
     }
     rc = 0;
     if (strcmp(o.format, "json") == 0) {
@@ -465,6 +728,10 @@ int srv_cli_summary(int argc, char **argv)
         free(txt);
     }
     eng_summary_destroy(sm);
+out:
     eng_net_destroy(net);
+    if (sp)
+        srv_spec_fini(sp);
+    free(sp);
     return rc;
 }

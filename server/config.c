@@ -255,28 +255,37 @@ void srv_config_finish(srv_config *c, int cores)
 
 void srv_config_print_help(FILE *out)
 {
-    fprintf(out, "usage: thawd [serve] [options]       run the training daemon (default)\n"
-                 "       thawd run SPEC.json [--out DIR] [--threads N]\n"
-                 "                                     run one job in the foreground\n"
-                 "       thawd predict --arch A --weights W.safetensors --input FILE.idx\n"
-                 "             [--probs] [--format text|json] [--head default|fastai|torchvision]\n"
-                 "             [--classes N] [--mean M[,M,M]] [--std S[,S,S]]\n"
-                 "                                     logits (or --probs) for IDX inputs: bytes\n"
-                 "                                     scaled to [0,1] then (x-mean)/std (defaults\n"
-                 "                                     0 and 1), or float32 N x C x H x W as is\n"
-                 "       thawd summary --arch A [--in-shape CxHxW|F] [--classes N] [--head K]\n"
-                 "             [--batch B] [--freeze N] [--no-train-bn] [--weights W]\n"
-                 "             [--format text|json]\n"
-                 "                                     layers, shapes, parameters, layer groups\n"
-                 "       thawd token create --name NAME --scope read,submit,admin"
-                 " [--data-dir DIR]\n"
-                 "       thawd token list [--data-dir DIR]\n"
-                 "       thawd token revoke ID [--data-dir DIR]\n"
-                 "                                     manage API bearer tokens\n"
-                 "       thawd --help | -h | --version\n"
-                 "\n"
-                 "daemon options (each also set by the environment variable shown; the\n"
-                 "command line wins):\n");
+    fprintf(out,
+            "usage: thawd [serve] [options]       run the training daemon (default)\n"
+            "       thawd run SPEC.json [--out DIR] [--threads N]\n"
+            "                                     run one job in the foreground\n"
+            "       thawd predict (--arch A | --spec SPEC.json) --weights W.safetensors\n"
+            "             --input FILE.idx [--probs] [--format text|json]\n"
+            "             [--head default|fastai|torchvision] [--hidden A,B]\n"
+            "             [--classes N] [--mean M[,M,M]] [--std S[,S,S]]\n"
+            "                                     logits (or --probs) for IDX inputs: bytes\n"
+            "                                     scaled to [0,1] then (x-mean)/std (defaults\n"
+            "                                     0 and 1), or float32 N x C x H x W as is;\n"
+            "                                     --hidden: an mlp's sizes; --spec: arch,\n"
+            "                                     sizes, head and mean/std from a job spec\n"
+            "                                     or job object (options win; a spec using\n"
+            "                                     its dataset's stats needs --mean/--std)\n"
+            "       thawd summary (--arch A | SPEC.json) [--in-shape CxHxW|F]\n"
+            "             [--classes N] [--head K] [--hidden A,B] [--batch B] [--freeze N]\n"
+            "             [--no-train-bn] [--weights W] [--format text|json]\n"
+            "                                     layers, shapes, parameters, layer groups;\n"
+            "                                     SPEC.json (as thawd run takes it): its\n"
+            "                                     model with its weights, data shape, batch\n"
+            "                                     and the freezing its stages leave\n"
+            "       thawd token create --name NAME --scope read,submit,admin"
+            " [--data-dir DIR]\n"
+            "       thawd token list [--data-dir DIR]\n"
+            "       thawd token revoke ID [--data-dir DIR]\n"
+            "                                     manage API bearer tokens\n"
+            "       thawd --help | -h | --version\n"
+            "\n"
+            "daemon options (each also set by the environment variable shown; the\n"
+            "command line wins):\n");
     char ename[64], left[64];
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const opt_def *o = &options[i];
@@ -292,8 +301,10 @@ void srv_config_print_help(FILE *out)
                  "\n"
                  "HTTP API: jobs under /v1/jobs (submit, list, show, cancel, retry, delete,\n"
                  "events as JSON or Server-Sent Events, metrics, lr_find, summary,\n"
-                 "checkpoints); /healthz, /readyz, /metrics (Prometheus). The full description\n"
-                 "is served at GET /openapi.yaml. Errors are application/problem+json.\n");
+                 "checkpoints, promote a checkpoint to a model); datasets under /v1/datasets\n"
+                 "(fashion-mnist is registered at start-up); models under /v1/models;\n"
+                 "/healthz, /readyz, /metrics (Prometheus). The full description is served at\n"
+                 "GET /openapi.yaml. Errors are application/problem+json.\n");
 }
 
 void srv_config_describe(const srv_config *c, char *buf, size_t size)
