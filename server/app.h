@@ -14,6 +14,7 @@
 typedef struct srv_workers srv_workers;
 typedef struct srv_sse srv_sse;
 typedef struct srv_prom srv_prom;
+typedef struct srv_dsproc srv_dsproc;
 
 typedef struct srv_app {
     const srv_config *cfg;                  /* borrowed, read-only after start-up */
@@ -24,6 +25,7 @@ typedef struct srv_app {
     atomic_bool shutting_down;              /* set by main on SIGINT/SIGTERM */
     srv_sse *sse;            /* live event streams (sse.h); set by srv_http_start, NULL before */
     srv_prom *prom;          /* request counters for /metrics (metrics_prom.h); same lifetime */
+    srv_dsproc *dsproc;      /* the dataset-processing thread (datasets.h); NULL = not started */
     pthread_key_t store_key; /* per-thread store connection */
     bool key_created;
 } srv_app;

@@ -1,7 +1,8 @@
 /*
  * datasets.h: the dataset registry's server side (handlers_datasets.c): streamed uploads,
- * imports under --import-root, tar extraction, the demo dataset, and resolving a job's
- * "data": {"dataset": ...} to the files the engine reads.
+ * imports under --import-root, the processing thread (tar extraction, validation, decoding),
+ * the demo dataset, and resolving a job's "data": {"dataset": ...} to the files the engine
+ * reads.
  */
 #pragma once
 
@@ -41,11 +42,25 @@ int srv_upload_begin(srv_request *req, srv_upload **out, srv_reply *rep);
 /* A body chunk: written and hashed; past the cap the temp file is removed and the rest is
  * only counted. Never fails the connection. */
 void srv_upload_write(srv_upload *u, const char *data, size_t n);
-/* Final call: verifies size and checksum, unpacks, validates with the engine, registers
- * (atomic rename, then the row) and fills `rep` (201 dataset, or a problem). */
+/* Final call: verifies size and checksum, moves the file into the dataset's directory
+ * (atomic rename), adds the row in state "processing", wakes the processing thread and
+ * fills `rep` (202 dataset + Location, or a problem). */
 void srv_upload_finish(srv_upload *u, srv_request *req, srv_reply *rep);
 /* Removes whatever a failed or aborted upload left and frees `u`. NULL is a no-op. */
 void srv_upload_destroy(srv_upload *u);
+
+/* ---- the dataset-processing thread -------------------------------------------------------- */
+
+/* Starts the one thread that unpacks, validates and decodes new datasets (the engine's
+ * eng_dataset_inspect, which writes an image folder's decode cache) and moves each from
+ * "processing" to "ready" or "failed". It uses its own store connection, sleeps on a
+ * condvar until an upload or import wakes it (or 30 s pass), and begins with whatever a
+ * previous process left "processing" (shut down or crashed mid-way): such a dataset is
+ * processed again from its files. Call from main once storage is ready. 0, or -1 (logged). */
+int srv_datasets_start(srv_app *app);
+/* Asks the thread to stop and joins it. A dataset being decoded is finished first; those
+ * not yet started stay "processing" for the next start. No-op if not started. */
+void srv_datasets_stop(srv_app *app);
 
 /* Registers Debian's dataset-fashion-mnist (files in `fmnist_dir`, NULL = the package's
  * directory) as dataset "fashion-mnist" on the first start that finds it installed (a
@@ -54,5 +69,6 @@ void srv_upload_destroy(srv_upload *u);
 void srv_datasets_register_demo(srv_app *app);
 
 /* srv_dataset_resolve_fn for json_io: looks a dataset up in the calling thread's store.
- * `user` is the srv_app. */
+ * `user` is the srv_app. Besides 0, -1 and -2: -3 while the dataset is processing, -4 when
+ * its processing failed (jobs may only name "ready" datasets). */
 int srv_dataset_resolve(void *user, int64_t id, const char *name, srv_dataset_ref *out);

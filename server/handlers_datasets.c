@@ -2,19 +2,27 @@
  * handlers_datasets.c: the dataset registry over HTTP: streamed upload, import from
  * --import-root, list, show, delete; the demo dataset; resolving "data": {"dataset": ...}.
  *
- * DESIGN: every new dataset goes through one path. Its files are first assembled in a
- * private staging directory DATA/datasets/.tmp/stage-XXXXXX (an upload is streamed to a temp
- * file there while being hashed, then unpacked if it is a tar, gzip'd or not; an import is
- * copied from below the import root). The engine then reads and validates every file
- * (eng_dataset_inspect, which also writes an image folder's decoded cache). Only a dataset
- * that passed is registered: rename(2) of the staging directory to DATA/datasets/<token>
- * (atomic), then the database row; if the row cannot be added the directory is removed.
- * Anything that fails or is aborted removes its staging directory, so nothing partial is
- * left or registered. Import paths are resolved with openat2(RESOLVE_BENEATH |
- * RESOLVE_NO_SYMLINKS) from a descriptor of the import root (a per-component O_NOFOLLOW walk
- * where openat2 is missing), and tar entries may not be absolute, contain "..", or be links.
- * Validation runs on the HTTP thread: registering a large image folder takes as long as
- * decoding it once.
+ * DESIGN: every new dataset goes through one path. Its bytes are first put in a private
+ * staging directory DATA/datasets/.tmp/stage-XXXXXX (an upload is streamed to the temp file
+ * .upload there while being hashed and fsync'd; an import is copied from below the import
+ * root, a single file also to .upload). Once the bytes are there and the checksum matches,
+ * the HTTP thread renames the staging directory to DATA/datasets/<token> (atomic), adds the
+ * row in state "processing", wakes the processing thread and answers 202: it never unpacks
+ * or decodes. The processing thread (one, owned by the server, its own store connection)
+ * unpacks .upload (a tar, gzip'd or not, or a single file given the name its reader
+ * expects), has the engine read and validate every file (eng_dataset_inspect, which also
+ * writes an image folder's decode cache) and marks the row "ready" with what the engine
+ * found, or "failed" with the reader's message after removing the directory (so a failed
+ * dataset leaves no files or caches). Restart recovery is the same loop: a row still
+ * "processing" is processed again, after removing whatever a previous attempt unpacked
+ * beside .upload; a directory import has no .upload and is simply read again (the cache is
+ * written by rename, so it is whole or absent). A processing dataset cannot be deleted and
+ * jobs may not name it. Anything that fails before the row exists removes its staging
+ * directory, so nothing partial is registered. Import paths are resolved with
+ * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) from a descriptor of the import root (a
+ * per-component O_NOFOLLOW walk where openat2 is missing), and tar entries may not be
+ * absolute, contain "..", or be links. Lock order: only srv_dsproc.mu, never held across
+ * storage or engine calls.
  */
 /* nftw() is XSI */
 #define _XOPEN_SOURCE 700
@@ -23,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +54,7 @@
 
 #define MAX_TAR_ENTRIES 200000
 #define DEMO_NAME       "fashion-mnist"
+#define UPLOAD_FILE     ".upload" /* hidden: tar extraction and the readers skip it */
 
 static const char *const fmnist_files[4] = {
     "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -418,6 +428,8 @@ static json_t *dataset_to_json(const store_dataset *d)
     json_object_set_new(o, "created_at", json_string(t));
     json_object_set_new(o, "size", json_integer(d->size));
     json_object_set_new(o, "sha256", json_string(d->sha256));
+    json_object_set_new(o, "state", json_string(d->state ? d->state : "ready"));
+    json_object_set_new(o, "error", d->error ? json_string(d->error) : json_null());
     json_t *info = json_loads(d->info_json, 0, NULL);
     if (info) {
         json_object_update(o, info);
@@ -426,29 +438,28 @@ static json_t *dataset_to_json(const store_dataset *d)
     return o;
 }
 
-/* Validates the staged dataset, moves it into place and adds the row. On success fills
- * *out (caller frees with store_dataset_fini) and returns 0; otherwise returns an HTTP
- * status with `msg` and leaves `stage` for the caller to remove. */
-static unsigned register_stage(srv_app *app, const char *stage, const char *name,
-                               const char *format, eng_data_kind kind, uint64_t size,
-                               const char *sha256, const char *const *class_names,
-                               store_dataset *out, char *msg, size_t msz)
+/* Has the engine read and validate the dataset in `dir` (writing an image folder's decode
+ * cache there). Returns 0 with *info_text (caller frees with free()), or an HTTP status
+ * (422 for the data, 500 otherwise) with `msg`, which names files relative to `dir`. */
+static unsigned inspect_dir(const char *dir, eng_data_kind kind, const char *format,
+                            const char *const *class_names, char **info_text, char *msg, size_t msz)
 {
+    *info_text = NULL;
     eng_data_spec spec;
     eng_data_spec_defaults(&spec);
     spec.kind = kind;
-    snprintf(spec.dir, sizeof spec.dir, "%s", stage);
+    snprintf(spec.dir, sizeof spec.dir, "%s", dir);
     eng_dataset_info *info = NULL;
     eng_error err = {{0}, {0}};
     int rc = eng_dataset_inspect(&spec, &info, &err);
     if (rc) {
-        /* messages name files by their staging path: show them relative to the dataset */
+        /* messages name files by their full path: show them relative to the dataset */
         const char *t = err.text;
-        size_t sl = strlen(stage);
+        size_t sl = strlen(dir);
         char clean[300];
         size_t o = 0;
         for (const char *p = t; *p && o + 1 < sizeof clean;) {
-            if (strncmp(p, stage, sl) == 0) {
+            if (strncmp(p, dir, sl) == 0) {
                 p += sl;
                 if (*p == '/')
                     p++;
@@ -462,42 +473,117 @@ static unsigned register_stage(srv_app *app, const char *stage, const char *name
     }
     json_t *ij = info_to_json(info, class_names);
     eng_dataset_info_destroy(info);
-    char *info_text = ij ? json_dumps(ij, JSON_COMPACT) : NULL;
+    *info_text = ij ? json_dumps(ij, JSON_COMPACT) : NULL;
     json_decref(ij);
-    if (!info_text) {
+    if (!*info_text) {
         snprintf(msg, msz, "out of memory");
         return 500;
     }
-    char final[SRV_CONFIG_STR_MAX + 96], token[64];
+    return 0;
+}
+
+/* The final directory of a new dataset: DATA/datasets/ds-<sha prefix>-<ms>. */
+static void final_dir(const srv_app *app, const char *sha256, char *buf, size_t size)
+{
+    char token[64];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     snprintf(token, sizeof token, "ds-%.12s-%lld%03ld", sha256, (long long)ts.tv_sec,
              ts.tv_nsec / 1000000);
-    datasets_dir(app, final, sizeof final, token);
+    datasets_dir(app, buf, size, token);
+}
+
+/* Moves `stage` into place and adds the row, in state "ready" with info_text when it is
+ * non-NULL (the demo, checked already), else "processing". On success fills *out (caller
+ * frees with store_dataset_fini) and returns 0; otherwise returns an HTTP status with `msg`
+ * and leaves `stage` for the caller to remove. */
+static unsigned add_stage(srv_app *app, const char *stage, const char *name, const char *format,
+                          uint64_t size, const char *sha256, const char *info_text,
+                          store_dataset *out, char *msg, size_t msz)
+{
+    char final[SRV_CONFIG_STR_MAX + 96];
+    final_dir(app, sha256, final, sizeof final);
     if (rename(stage, final) != 0) {
         snprintf(msg, msz, "cannot move the dataset into place: %s", strerror(errno));
-        free(info_text);
         return 500;
     }
     store *s;
     int64_t id = 0;
     int src = srv_app_store(app, &s);
     if (src == 0)
-        src = store_dataset_add(s, name, format, final, (int64_t)size, sha256, info_text, &id);
+        src =
+            info_text
+                ? store_dataset_add(s, name, format, final, (int64_t)size, sha256, info_text, &id)
+                : store_dataset_add_processing(s, name, format, final, (int64_t)size, sha256, &id);
     if (src == 0)
         src = store_dataset_get(s, id, NULL, out);
-    free(info_text);
     if (src != 0) {
-        if (rename(final, stage) != 0) /* give the caller its directory back to remove */
+        if (id == 0 && rename(final, stage) != 0) /* give the caller its directory back */
             remove_tree(final);
         snprintf(msg, msz, "%s",
                  src == STORE_ECONFLICT ? "a dataset with this name exists"
                                         : "the dataset could not be recorded");
         return src == STORE_ECONFLICT ? 409 : 500;
     }
-    srv_log(SRV_LOG_INFO, "dataset registered id=%lld name=%s format=%s size=%llu", (long long)id,
-            name, format, (unsigned long long)size);
+    srv_log(SRV_LOG_INFO, "dataset %s id=%lld name=%s format=%s size=%llu",
+            info_text ? "registered" : "accepted for processing", (long long)id, name, format,
+            (unsigned long long)size);
     return 0;
+}
+
+/* Validates the staged dataset, moves it into place and adds the row as "ready" (the demo,
+ * registered at start-up before the processing thread runs). As add_stage. */
+static unsigned register_stage(srv_app *app, const char *stage, const char *name,
+                               const char *format, eng_data_kind kind, uint64_t size,
+                               const char *sha256, const char *const *class_names,
+                               store_dataset *out, char *msg, size_t msz)
+{
+    char *info_text = NULL;
+    unsigned st = inspect_dir(stage, kind, format, class_names, &info_text, msg, msz);
+    if (st == 0)
+        st = add_stage(app, stage, name, format, size, sha256, info_text, out, msg, msz);
+    free(info_text);
+    return st;
+}
+
+static void dsproc_kick(srv_app *app);
+
+/* Moves `stage` (holding .upload, or an imported directory tree) into place as a
+ * "processing" dataset and wakes the processing thread. As add_stage. */
+static unsigned queue_stage(srv_app *app, const char *stage, const char *name, const char *format,
+                            uint64_t size, const char *sha256, store_dataset *out, char *msg,
+                            size_t msz)
+{
+    unsigned st = add_stage(app, stage, name, format, size, sha256, NULL, out, msg, msz);
+    if (st == 0)
+        dsproc_kick(app);
+    return st;
+}
+
+/* The name a single (non-tar) file of this format is given, or NULL when the format has
+ * several files and must come as a tar. */
+static const char *single_file_name(eng_data_kind kind)
+{
+    if (kind == ENG_DATA_CSV)
+        return "train.csv";
+    if (kind == ENG_DATA_CIFAR10)
+        return "data_batch_1.bin";
+    if (kind == ENG_DATA_CIFAR100)
+        return "train.bin";
+    return NULL;
+}
+
+/* The check of a single file that is cheap enough for the HTTP thread: a format with
+ * several files must come as a tar. 0 or 422 with msg. */
+static unsigned check_single_file(const char *file, const char *format, eng_data_kind kind,
+                                  char *msg, size_t msz)
+{
+    if (single_file_name(kind) || is_tar(file))
+        return 0;
+    snprintf(msg, msz,
+             "a %s dataset has several files: send a tar archive (.tar or .tar.gz) of them",
+             format);
+    return 422;
 }
 
 /* Moves an uploaded or imported single file into the staging dir: a tar is unpacked, a
@@ -516,13 +602,7 @@ static unsigned place_file(srv_app *app, const char *file, const char *stage, co
         close(dfd);
         return rc ? 422 : 0;
     }
-    const char *dest = NULL;
-    if (kind == ENG_DATA_CSV)
-        dest = "train.csv";
-    else if (kind == ENG_DATA_CIFAR10)
-        dest = "data_batch_1.bin";
-    else if (kind == ENG_DATA_CIFAR100)
-        dest = "train.bin";
+    const char *dest = single_file_name(kind);
     if (!dest) {
         snprintf(msg, msz,
                  "a %s dataset has several files: send a tar archive (.tar or .tar.gz) of them",
@@ -536,6 +616,204 @@ static unsigned place_file(srv_app *app, const char *file, const char *stage, co
         return 500;
     }
     return 0;
+}
+
+/* ---- the processing thread ---------------------------------------------------------------- */
+
+struct srv_dsproc {
+    srv_app *app;
+    pthread_t thread;
+    pthread_mutex_t mu; /* guards: kick, stop */
+    pthread_cond_t cv;  /* "work queued" or "stop" (CLOCK_MONOTONIC timed waits) */
+    bool kick, stop;
+};
+
+static void dsproc_kick(srv_app *app)
+{
+    srv_dsproc *p = app->dsproc;
+    if (!p)
+        return; /* not started (tests of the handlers alone): picked up at the next start */
+    pthread_mutex_lock(&p->mu);
+    p->kick = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static bool dsproc_stopping(srv_dsproc *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool stop = p->stop;
+    pthread_mutex_unlock(&p->mu);
+    return stop;
+}
+
+/* Removes every entry of `dir` except .upload: what an interrupted attempt unpacked. */
+static void clear_except_upload(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char **names = NULL;
+    size_t n = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, UPLOAD_FILE))
+            continue;
+        char **g = realloc(names, (n + 1) * sizeof *names);
+        if (!g)
+            break;
+        names = g;
+        if (!(names[n] = strdup(e->d_name)))
+            break;
+        n++;
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        char path[SRV_CONFIG_STR_MAX + 400];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        remove_tree(path);
+        free(names[i]);
+    }
+    free(names);
+}
+
+/* Processes one "processing" dataset to "ready" or "failed". */
+static void process_one(srv_app *app, store *s, int64_t id)
+{
+    store_dataset d;
+    char msg[400] = "", upload[SRV_CONFIG_STR_MAX + 128];
+    char *info_text = NULL;
+    int rc = store_dataset_get(s, id, NULL, &d);
+    if (rc) {
+        srv_log(SRV_LOG_WARN, "dataset processing: cannot read id=%lld err=%s", (long long)id,
+                store_strerror(rc));
+        return;
+    }
+    if (!d.state || strcmp(d.state, "processing") != 0)
+        goto out;
+    srv_log(SRV_LOG_INFO, "dataset processing id=%lld name=%s format=%s", (long long)id, d.name,
+            d.format);
+    eng_data_kind kind;
+    unsigned st = 0;
+    if (format_parse(d.format, &kind) != 0) {
+        st = 422;
+        snprintf(msg, sizeof msg, "unknown format '%.32s'", d.format);
+    }
+    snprintf(upload, sizeof upload, "%s/%s", d.dir, UPLOAD_FILE);
+    if (st == 0 && access(upload, F_OK) == 0) {
+        clear_except_upload(d.dir);
+        st = place_file(app, upload, d.dir, d.format, kind, msg, sizeof msg);
+        if (st == 0 && unlink(upload) != 0 && errno != ENOENT) {
+            st = 500;
+            snprintf(msg, sizeof msg, "cannot remove the unpacked upload: %s", strerror(errno));
+        }
+    }
+    if (st == 0)
+        st = inspect_dir(d.dir, kind, d.format, NULL, &info_text, msg, sizeof msg);
+    if (st != 0)
+        remove_tree(d.dir); /* a failed dataset keeps no files, caches or partial unpacking */
+    rc = st == 0 ? store_dataset_finish(s, id, info_text, NULL)
+                 : store_dataset_finish(s, id, NULL, msg[0] ? msg : "processing failed");
+    if (rc)
+        srv_log(SRV_LOG_ERROR, "dataset processing: cannot record the result id=%lld err=%s",
+                (long long)id, store_strerror(rc));
+    else if (st == 0)
+        srv_log(SRV_LOG_INFO, "dataset ready id=%lld name=%s", (long long)id, d.name);
+    else
+        srv_log(SRV_LOG_WARN, "dataset failed id=%lld name=%s err=\"%s\"", (long long)id, d.name,
+                msg);
+out:
+    free(info_text);
+    store_dataset_fini(&d);
+}
+
+static void *dsproc_main(void *arg)
+{
+    srv_dsproc *p = arg;
+    srv_app *app = p->app;
+    srv_log_set_thread_name("datasets");
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        if (!p->kick && !p->stop) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += 30; /* safety net: a missed wake-up costs at most this */
+            int w = pthread_cond_timedwait(&p->cv, &p->mu, &until);
+            SRV_ASSERT(w == 0 || w == ETIMEDOUT);
+        }
+        bool stop = p->stop;
+        p->kick = false;
+        pthread_mutex_unlock(&p->mu);
+        if (stop)
+            break;
+        store *s;
+        int64_t *ids = NULL;
+        size_t n = 0;
+        int rc = srv_app_store(app, &s);
+        if (rc == 0)
+            rc = store_dataset_list_processing(s, &ids, &n);
+        if (rc) {
+            srv_log(SRV_LOG_ERROR, "dataset processing: cannot list datasets err=%s",
+                    store_strerror(rc));
+            continue;
+        }
+        for (size_t i = 0; i < n && !dsproc_stopping(p); i++)
+            process_one(app, s, ids[i]);
+        free(ids);
+    }
+    return NULL; /* the thread's store connection is closed by the key's destructor */
+}
+
+int srv_datasets_start(srv_app *app)
+{
+    srv_dsproc *p = calloc(1, sizeof *p);
+    pthread_condattr_t ca;
+    bool mu = false, cv = false;
+    if (!p)
+        goto fail;
+    p->app = app;
+    p->kick = true; /* take up what a previous process left processing */
+    if (pthread_mutex_init(&p->mu, NULL) != 0)
+        goto fail;
+    mu = true;
+    if (pthread_condattr_init(&ca) != 0)
+        goto fail;
+    int crc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (crc == 0)
+        crc = pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (crc != 0)
+        goto fail;
+    cv = true;
+    if (pthread_create(&p->thread, NULL, dsproc_main, p) != 0)
+        goto fail;
+    app->dsproc = p;
+    return 0;
+fail:
+    srv_log(SRV_LOG_ERROR, "cannot start the dataset-processing thread");
+    if (cv)
+        pthread_cond_destroy(&p->cv);
+    if (mu)
+        pthread_mutex_destroy(&p->mu);
+    free(p);
+    return -1;
+}
+
+void srv_datasets_stop(srv_app *app)
+{
+    srv_dsproc *p = app ? app->dsproc : NULL;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    int rc = pthread_join(p->thread, NULL);
+    SRV_ASSERT(rc == 0);
+    app->dsproc = NULL;
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
 }
 
 /* ---- upload ------------------------------------------------------------------------------- */
@@ -685,7 +963,7 @@ static int upload_open(srv_request *req, const srv_upload_kind *kind, void *ctx,
         srv_reply_problem(rep, req, 500, "cannot create the upload directory");
         return -1;
     }
-    snprintf(u->file, sizeof u->file, "%s/upload", u->stage);
+    snprintf(u->file, sizeof u->file, "%s/%s", u->stage, UPLOAD_FILE);
     u->fd = open(u->file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (u->fd < 0) {
         srv_upload_destroy(u);
@@ -752,20 +1030,16 @@ void srv_upload_finish(srv_upload *u, srv_request *req, srv_reply *rep)
         srv_reply_problem(rep, req, 422, msg);
         return;
     }
-    unsigned st = place_file(u->app, u->file, u->stage, u->format, u->kind, msg, sizeof msg);
-    if (st == 0)
-        unlink(u->file); /* a tar's unpacked copy is what stays; a renamed file is gone */
+    unsigned st = check_single_file(u->file, u->format, u->kind, msg, sizeof msg);
     store_dataset d;
     if (st == 0)
-        st = register_stage(u->app, u->stage, u->name, u->format, u->kind, u->bytes, sha, NULL, &d,
-                            msg, sizeof msg);
+        st = queue_stage(u->app, u->stage, u->name, u->format, u->bytes, sha, &d, msg, sizeof msg);
     if (st) {
         srv_reply_problem(rep, req, st, msg);
         return;
     }
     u->registered = true;
-    snprintf(rep->location, sizeof rep->location, "/v1/datasets/%lld", (long long)d.id);
-    srv_reply_json(rep, 201, dataset_to_json(&d));
+    srv_reply_json(rep, 202, dataset_to_json(&d));
     snprintf(rep->location, sizeof rep->location, "/v1/datasets/%lld", (long long)d.id);
     store_dataset_fini(&d);
 }
@@ -779,8 +1053,6 @@ void srv_upload_destroy(srv_upload *u)
     if (u->ukind)
         u->ukind->destroy(u->uctx);
     if (!u->registered && u->stage[0])
-        remove_tree(u->stage);
-    else if (u->stage[0])
         remove_tree(u->stage); /* registered: the stage was renamed away, nothing is left */
     eng_sha256_destroy(u->hash);
     free(u);
@@ -1026,7 +1298,7 @@ void srv_handle_dataset_import(srv_request *req, srv_reply *rep)
         } else if (S_ISREG(sb.st_mode)) {
             /* one file: copy it like an upload, then place it (tar or plain) */
             char file[SRV_CONFIG_STR_MAX + 96];
-            snprintf(file, sizeof file, "%s/upload", stage);
+            snprintf(file, sizeof file, "%s/%s", stage, UPLOAD_FILE);
             int out = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
             char *buf = malloc(65536);
             ssize_t r = 0;
@@ -1048,8 +1320,7 @@ void srv_handle_dataset_import(srv_request *req, srv_reply *rep)
                 snprintf(msg, sizeof msg,
                          r == -2 ? "the file is larger than --max-upload" : "cannot copy the file");
             } else {
-                st = place_file(app, file, stage, format, kind, msg, sizeof msg);
-                unlink(file);
+                st = check_single_file(file, format, kind, msg, sizeof msg);
             }
         } else {
             st = 422;
@@ -1058,14 +1329,13 @@ void srv_handle_dataset_import(srv_request *req, srv_reply *rep)
         store_dataset d;
         if (st == 0) {
             eng_sha256_final_hex(h, sha);
-            st = register_stage(app, stage, name, format, kind, total, sha, NULL, &d, msg,
-                                sizeof msg);
+            st = queue_stage(app, stage, name, format, total, sha, &d, msg, sizeof msg);
         }
         if (st) {
             srv_reply_problem(rep, req, st, msg);
             remove_tree(stage);
         } else {
-            srv_reply_json(rep, 201, dataset_to_json(&d));
+            srv_reply_json(rep, 202, dataset_to_json(&d));
             snprintf(rep->location, sizeof rep->location, "/v1/datasets/%lld", (long long)d.id);
             store_dataset_fini(&d);
         }
@@ -1148,8 +1418,12 @@ void srv_handle_dataset_delete(srv_request *req, srv_reply *rep)
         rc = store_dataset_delete(s, id, &users, &dir);
     if (rc == STORE_ECONFLICT) {
         char msg[128];
-        snprintf(msg, sizeof msg, "the dataset is used by %lld queued or running job(s)",
-                 (long long)users);
+        if (users == 0)
+            snprintf(msg, sizeof msg,
+                     "the dataset is still processing; delete it once it is ready or failed");
+        else
+            snprintf(msg, sizeof msg, "the dataset is used by %lld queued or running job(s)",
+                     (long long)users);
         srv_reply_problem(rep, req, 409, msg);
         return;
     }
@@ -1177,6 +1451,12 @@ int srv_dataset_resolve(void *user, int64_t id, const char *name, srv_dataset_re
         rc = store_dataset_get(s, id, name, &d);
     if (rc)
         return rc == STORE_ENOTFOUND ? -1 : -2;
+    if (d.state && strcmp(d.state, "ready") != 0) {
+        int not_ready = strcmp(d.state, "processing") == 0 ? -3 : -4;
+        out->id = d.id;
+        store_dataset_fini(&d);
+        return not_ready;
+    }
     int ret = -2;
     out->id = d.id;
     snprintf(out->dir, sizeof out->dir, "%s", d.dir);

@@ -490,6 +490,23 @@ static void parse_registered(pctx *c, json_t *o, json_t *out, eng_data_spec *d)
         fail_at(c, "dataset", "no such dataset");
         return;
     }
+    if (rr == -3 || rr == -4) { /* chosen 422 over 409: the spec names an unusable dataset */
+        char who[80];
+        if (json_is_integer(ds))
+            snprintf(who, sizeof who, "%lld", (long long)json_integer_value(ds));
+        else
+            snprintf(who, sizeof who, "'%.64s' (id %lld)", json_string_value(ds),
+                     (long long)ref.id);
+        if (rr == -3)
+            fail_at(c, "dataset",
+                    "dataset %s is still processing; submit the job once GET "
+                    "/v1/datasets/%lld shows state \"ready\"",
+                    who, (long long)ref.id);
+        else
+            fail_at(c, "dataset", "dataset %s failed processing (see GET /v1/datasets/%lld)",
+                    who, (long long)ref.id);
+        return;
+    }
     if (rr != 0) {
         fail_at(c, "dataset", "the dataset registry could not be read");
         return;

@@ -65,7 +65,8 @@ typedef struct srv_dataset_ref {
 } srv_dataset_ref;
 
 /* Looks up a dataset by id (name == NULL) or by name. Returns 0 and fills *out, -1 when
- * there is no such dataset, -2 when the lookup itself failed. */
+ * there is no such dataset, -2 when the lookup itself failed, -3 while it is processing and
+ * -4 when its processing failed (then only out->id is set; the spec is refused with 422). */
 typedef int (*srv_dataset_resolve_fn)(void *user, int64_t id, const char *name,
                                       srv_dataset_ref *out);
 

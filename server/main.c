@@ -235,6 +235,8 @@ static int serve(int argc, char **argv)
 
     srv_datasets_register_demo(&app); /* Fashion-MNIST on the first start that has it */
     srv_app_store_release(&app);
+    if (srv_datasets_start(&app) != 0) /* also resumes datasets left processing */
+        goto done;
     if (srv_workers_create(&app, cfg.workers, &workers) != 0) {
         srv_log(SRV_LOG_ERROR, "cannot create the worker pool");
         goto done;
@@ -262,6 +264,8 @@ done:
     if (app_ok)
         atomic_store(&app.shutting_down, true);
     srv_http_stop(http);       /* no new requests; joins the HTTP threads */
+    if (app_ok)
+        srv_datasets_stop(&app); /* unfinished datasets stay processing for the next start */
     srv_workers_stop(workers); /* interrupts, checkpoints and requeues running jobs */
     if (app_ok)
         srv_app_fini(&app);

@@ -3,7 +3,10 @@
  * fresh start, uploads (CSV, an image folder as a tar, checksums, the size cap, an upload
  * cut off mid-way, a tar escaping its root), imports under --import-root (CIFAR-10, path
  * escapes), show/list/delete (refused while a job uses it), and one short training job on
- * each format (IDX, CIFAR-10, CSV, image folder).
+ * each format (IDX, CIFAR-10, CSV, image folder). Uploads and imports answer 202 with the
+ * dataset "processing"; it becomes "ready", or "failed" with the reader's message and no
+ * files left; jobs may not name a failed dataset; a dataset left "processing" by a previous
+ * process is processed again at the next start.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -16,10 +19,19 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <sqlite3.h>
+
 #include "harness.h"
 #include "tap.h"
 
 static char root[700];
+
+/* A string member, or "" when it is missing or not a string. */
+static const char *jstr(const json_t *o, const char *key)
+{
+    const char *v = th_json_str(o, key);
+    return v ? v : "";
+}
 
 /* ---- files --------------------------------------------------------------------------------- */
 
@@ -168,7 +180,98 @@ static long long upload(const th_daemon *d, const char *query, const char *ctype
     char path[300];
     snprintf(path, sizeof path, "/v1/datasets?%s", query);
     th_request_ex(d, "POST", path, headers, ctype, b->p, b->n, r);
-    return r->status == 201 ? th_json_int(r->json, "id", -1) : -1;
+    return r->status == 202 ? th_json_int(r->json, "id", -1) : -1;
+}
+
+/* Polls GET /v1/datasets/{id} until it is no longer "processing" (at most 60 s). Returns
+ * the dataset object (caller decrefs) or NULL. */
+static json_t *wait_processed(const th_daemon *d, long long id)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/datasets/%lld", id);
+    for (int i = 0; i < 600; i++) {
+        th_resp r;
+        th_get(d, path, &r);
+        json_t *j = r.status == 200 && r.json ? json_incref(r.json) : NULL;
+        th_resp_fini(&r);
+        if (!j)
+            return NULL;
+        if (strcmp(jstr(j, "state"), "processing") != 0)
+            return j;
+        json_decref(j);
+        th_sleep_ms(100);
+    }
+    diag("dataset %lld still processing after 60 s", id);
+    return NULL;
+}
+
+/* An upload answered 202 + Location with state "processing", then processed: the final
+ * object (caller decrefs) or NULL. */
+static json_t *upload_wait(const th_daemon *d, const char *query, const char *ctype, const buf *b,
+                           const char *const *headers)
+{
+    th_resp r;
+    long long id = upload(d, query, ctype, b, headers, &r);
+    bool accepted = id > 0 && strstr(r.location, "/v1/datasets/") &&
+                    strcmp(jstr(r.json, "state"), "processing") == 0;
+    if (!accepted)
+        diag("upload %s answered %ld: %s", query, r.status, r.body ? r.body : "");
+    th_resp_fini(&r);
+    return accepted ? wait_processed(d, id) : NULL;
+}
+
+static bool is_state(const json_t *j, const char *state)
+{
+    return j && strcmp(jstr(j, "state"), state) == 0;
+}
+
+/* Entries of DATA/datasets that are not hidden: one directory per dataset with files. */
+static size_t dataset_dirs(const th_daemon *d)
+{
+    char p[900];
+    snprintf(p, sizeof p, "%s/datasets", d->data_dir);
+    DIR *dir = opendir(p);
+    size_t n = 0;
+    struct dirent *e;
+    while (dir && (e = readdir(dir)))
+        n += e->d_name[0] != '.';
+    if (dir)
+        closedir(dir);
+    return n;
+}
+
+/* Runs one SQL statement on the stopped daemon's database; true on success. */
+static bool sql(const th_daemon *d, const char *stmt, char *out, size_t osz)
+{
+    char p[900];
+    snprintf(p, sizeof p, "%s/thawd.db", d->data_dir);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    bool okk = sqlite3_open(p, &db) == SQLITE_OK &&
+               sqlite3_prepare_v2(db, stmt, -1, &st, NULL) == SQLITE_OK;
+    int rc = okk ? sqlite3_step(st) : SQLITE_ERROR;
+    okk = rc == SQLITE_DONE || rc == SQLITE_ROW;
+    if (out && osz) {
+        out[0] = '\0';
+        if (rc == SQLITE_ROW && sqlite3_column_text(st, 0))
+            snprintf(out, osz, "%s", (const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return okk;
+}
+
+/* Does `dir` hold an image decode cache (.cache-*.bin)? */
+static bool has_cache(const char *dir)
+{
+    DIR *dd = opendir(dir);
+    struct dirent *e;
+    bool found = false;
+    while (dd && (e = readdir(dd)))
+        found |= strncmp(e->d_name, ".cache-", 7) == 0;
+    if (dd)
+        closedir(dd);
+    return found;
 }
 
 static bool train(const th_daemon *d, const char *data_json, const char *what)
@@ -186,10 +289,9 @@ static bool train(const th_daemon *d, const char *data_json, const char *what)
     if (id <= 0)
         return false;
     json_t *j = th_job_wait(d, id, "succeeded|failed|cancelled", 120, NULL);
-    bool okk = j && strcmp(th_json_str(j, "state"), "succeeded") == 0;
+    bool okk = j && strcmp(jstr(j, "state"), "succeeded") == 0;
     if (!okk)
-        diag("%s: job ended %s: %s", what, j ? th_json_str(j, "state") : "?",
-             j ? th_json_str(j, "error") : "");
+        diag("%s: job ended %s: %s", what, j ? jstr(j, "state") : "?", j ? jstr(j, "error") : "");
     json_decref(j);
     return okk;
 }
@@ -212,7 +314,7 @@ int main(void)
     json_t *list = r.json ? json_object_get(r.json, "data") : NULL;
     json_t *first = list ? json_array_get(list, 0) : NULL;
     if (have_fmnist) {
-        ok(first && strcmp(th_json_str(first, "name"), "fashion-mnist") == 0 &&
+        ok(first && strcmp(jstr(first, "name"), "fashion-mnist") == 0 &&
                th_json_int(first, "n_train", 0) == 60000 &&
                json_array_size(json_object_get(first, "classes")) == 10,
            "fresh start registered Fashion-MNIST (60000 training images, 10 classes)");
@@ -233,16 +335,21 @@ int main(void)
     snprintf(hdr, sizeof hdr, "X-Content-SHA256: %s", sha);
     const char *hs[] = {hdr, NULL};
     long long csv_id = upload(&d, "format=csv&name=tab", "text/csv", &csv, hs, &r);
-    ok(csv_id > 0 && strstr(r.location, "/v1/datasets/"), "CSV upload -> 201 + Location");
-    ok(r.json && strcmp(th_json_str(r.json, "sha256"), sha) == 0 &&
-           th_json_int(r.json, "size", 0) == (long long)csv.n,
+    ok(csv_id > 0 && strstr(r.location, "/v1/datasets/") &&
+           strcmp(jstr(r.json, "state"), "processing") == 0 && !json_object_get(r.json, "classes"),
+       "CSV upload -> 202 + Location, state processing, no classes yet (%ld)", r.status);
+    th_resp_fini(&r);
+    json_t *dj0 = csv_id > 0 ? wait_processed(&d, csv_id) : NULL;
+    ok(is_state(dj0, "ready") && json_is_null(json_object_get(dj0, "error")),
+       "CSV dataset becomes ready");
+    ok(dj0 && strcmp(jstr(dj0, "sha256"), sha) == 0 &&
+           th_json_int(dj0, "size", 0) == (long long)csv.n,
        "sha256 and size recorded");
-    json_t *cls = r.json ? json_object_get(r.json, "classes") : NULL;
-    ok(json_array_size(cls) == 2 &&
-           strcmp(th_json_str(json_array_get(cls, 0), "name"), "no") == 0 &&
+    json_t *cls = dj0 ? json_object_get(dj0, "classes") : NULL;
+    ok(json_array_size(cls) == 2 && strcmp(jstr(json_array_get(cls, 0), "name"), "no") == 0 &&
            th_json_int(json_array_get(cls, 1), "train", 0) == 100,
        "classes from the labels with counts");
-    th_resp_fini(&r);
+    json_decref(dj0);
 
     const char *bad_sha[] = {"X-Content-SHA256: "
                              "00000000000000000000000000000000000000000000000000000000000000ff",
@@ -261,9 +368,25 @@ int main(void)
     th_resp_fini(&r);
     buf junk = {0};
     put(&junk, "a,b\n1,2\n", 8);
-    upload(&d, "format=cifar10&name=junk", "application/octet-stream", &junk, NULL, &r);
-    ok(th_is_problem(&r, 422, "validation-error") && strstr(r.body, "not a whole number"),
-       "malformed CIFAR upload -> 422 naming the problem");
+    size_t dirs0 = dataset_dirs(&d);
+    json_t *jk =
+        upload_wait(&d, "format=cifar10&name=junk", "application/octet-stream", &junk, NULL);
+    ok(is_state(jk, "failed") && strstr(jstr(jk, "error"), "not a whole number") &&
+           !json_object_get(jk, "classes"),
+       "malformed CIFAR upload -> 202, then failed naming the problem");
+    ok(dataset_dirs(&d) == dirs0, "a failed dataset leaves no files");
+    long long junk_id = th_json_int(jk, "id", -1);
+    json_decref(jk);
+    char spec0[128];
+    snprintf(spec0, sizeof spec0, "{\"data\":{\"dataset\":\"junk\"}}");
+    th_job_submit(&d, spec0, &r);
+    ok(th_is_problem(&r, 422, "validation-error") && th_problem_has_pointer(&r, "/data/dataset") &&
+           strstr(r.body, "junk") && strstr(r.body, "failed processing"),
+       "a job naming a failed dataset -> 422 at /data/dataset naming it");
+    th_resp_fini(&r);
+    upload(&d, "format=idx&name=one", "application/octet-stream", &junk, NULL, &r);
+    ok(th_is_problem(&r, 422, "validation-error") && strstr(r.body, "tar archive"),
+       "a single non-tar file for a multi-file format -> 422 at once");
     th_resp_fini(&r);
     upload(&d, "name=x", "application/octet-stream", &junk, NULL, &r);
     ok(r.status == 422 && strstr(r.body, "format"), "missing format -> 422");
@@ -294,8 +417,8 @@ int main(void)
     list = r.json ? json_object_get(r.json, "data") : NULL;
     bool found_cut = false;
     for (size_t i = 0; i < json_array_size(list); i++)
-        found_cut |= strcmp(th_json_str(json_array_get(list, i), "name"), "cut") == 0;
-    ok(!found_cut && json_array_size(list) == (have_fmnist ? 2u : 1u),
+        found_cut |= strcmp(jstr(json_array_get(list, i), "name"), "cut") == 0;
+    ok(!found_cut && json_array_size(list) == (have_fmnist ? 3u : 2u),
        "interrupted upload: nothing registered");
     th_resp_fini(&r);
 
@@ -311,28 +434,47 @@ int main(void)
             free(png.p);
         }
     tar_end(&tar);
-    long long img_id =
-        upload(&d, "format=images-tar&name=shapes", "application/x-tar", &tar, NULL, &r);
-    json_t *shape = r.json ? json_object_get(r.json, "shape") : NULL;
+    json_t *ij = upload_wait(&d, "format=images-tar&name=shapes", "application/x-tar", &tar, NULL);
+    long long img_id = is_state(ij, "ready") ? th_json_int(ij, "id", -1) : -1;
+    json_t *shape = ij ? json_object_get(ij, "shape") : NULL;
     ok(img_id > 0 && json_integer_value(json_array_get(shape, 0)) == 1 &&
            json_integer_value(json_array_get(shape, 1)) == 8,
-       "image folder tar -> 201, 1x8x8 (%ld)", r.status);
-    th_resp_fini(&r);
+       "image folder tar -> 202, then ready, 1x8x8");
+    json_decref(ij);
+    /* a corrupt image: failed with the file named, and no decode cache or files left */
+    buf badimg = {0};
+    for (int i = 0; i < 3; i++) {
+        buf png = {0};
+        png_gray(&png, (unsigned char)(i * 40));
+        char name[64];
+        snprintf(name, sizeof name, "c%d/%02d.png", i % 2, i);
+        tar_entry(&badimg, name, '0', png.p, i == 2 ? png.n / 2 : png.n);
+        free(png.p);
+    }
+    tar_end(&badimg);
+    dirs0 = dataset_dirs(&d);
+    json_t *bj =
+        upload_wait(&d, "format=images-tar&name=badimg", "application/x-tar", &badimg, NULL);
+    ok(is_state(bj, "failed") && strstr(jstr(bj, "error"), "02.png"),
+       "a truncated PNG -> failed naming the file: %s", bj ? jstr(bj, "error") : "?");
+    ok(dataset_dirs(&d) == dirs0, "the failed image folder leaves no files or cache");
+    long long badimg_id = th_json_int(bj, "id", -1);
+    json_decref(bj);
     buf evil = {0};
     tar_entry(&evil, "../../escape.png", '0', "x", 1);
     tar_end(&evil);
-    upload(&d, "format=images-tar&name=evil", "application/x-tar", &evil, NULL, &r);
-    ok(th_is_problem(&r, 422, "validation-error") && strstr(r.body, "escapes"),
-       "tar entry with '..' -> 422");
-    th_resp_fini(&r);
+    json_t *ej = upload_wait(&d, "format=images-tar&name=evil", "application/x-tar", &evil, NULL);
+    ok(is_state(ej, "failed") && strstr(jstr(ej, "error"), "escapes"),
+       "tar entry with '..' -> failed");
+    json_decref(ej);
     snprintf(p, sizeof p, "%s/escape.png", d.dir);
     ok(access(p, F_OK) != 0, "nothing written outside");
     buf lnk = {0};
     tar_entry(&lnk, "a/b.png", '2', NULL, 0);
     tar_end(&lnk);
-    upload(&d, "format=images-tar&name=lnk", "application/x-tar", &lnk, NULL, &r);
-    ok(th_is_problem(&r, 422, "validation-error") && strstr(r.body, "link"), "tar symlink -> 422");
-    th_resp_fini(&r);
+    json_t *lj = upload_wait(&d, "format=images-tar&name=lnk", "application/x-tar", &lnk, NULL);
+    ok(is_state(lj, "failed") && strstr(jstr(lj, "error"), "link"), "tar symlink -> failed");
+    json_decref(lj);
 
     /* import: CIFAR-10 directory */
     snprintf(p, sizeof p, "%s/cifar", root);
@@ -341,11 +483,15 @@ int main(void)
     cifar("cifar/test_batch.bin", 8, 3);
     th_post_json(&d, "/v1/datasets/import",
                  "{\"path\":\"cifar\",\"format\":\"cifar10\",\"name\":\"c10\"}", &r);
-    long long c10_id = r.status == 201 ? th_json_int(r.json, "id", -1) : -1;
-    ok(c10_id > 0 && th_json_int(r.json, "n_train", 0) == 24 &&
-           th_json_int(r.json, "n_test", 0) == 8,
-       "import CIFAR-10 directory -> 201 (%ld)", r.status);
+    long long c10_id = r.status == 202 ? th_json_int(r.json, "id", -1) : -1;
+    ok(c10_id > 0 && strstr(r.location, "/v1/datasets/"), "import CIFAR-10 directory -> 202 (%ld)",
+       r.status);
     th_resp_fini(&r);
+    json_t *cj = c10_id > 0 ? wait_processed(&d, c10_id) : NULL;
+    ok(is_state(cj, "ready") && th_json_int(cj, "n_train", 0) == 24 &&
+           th_json_int(cj, "n_test", 0) == 8,
+       "imported CIFAR-10 becomes ready (24 + 8)");
+    json_decref(cj);
     const char *escapes[] = {"{\"path\":\"../x\",\"format\":\"csv\",\"name\":\"e1\"}",
                              "{\"path\":\"/etc\",\"format\":\"csv\",\"name\":\"e2\"}",
                              "{\"path\":\"cifar/../../x\",\"format\":\"csv\",\"name\":\"e3\"}",
@@ -368,8 +514,7 @@ int main(void)
     char path[128];
     snprintf(path, sizeof path, "/v1/datasets/%lld", c10_id);
     th_get(&d, path, &r);
-    ok(r.status == 200 && strcmp(th_json_str(r.json, "format"), "cifar10") == 0,
-       "GET /v1/datasets/{id}");
+    ok(r.status == 200 && strcmp(jstr(r.json, "format"), "cifar10") == 0, "GET /v1/datasets/{id}");
     th_resp_fini(&r);
     th_get(&d, "/v1/datasets/9999", &r);
     ok(th_is_problem(&r, 404, "not-found"), "unknown dataset -> 404");
@@ -427,11 +572,47 @@ int main(void)
     th_get(&d, path, &r);
     ok(r.status == 404, "deleted dataset is gone");
     th_resp_fini(&r);
+    snprintf(path, sizeof path, "/v1/datasets/%lld", junk_id);
+    th_request(&d, "DELETE", path, NULL, NULL, 0, &r);
+    ok(r.status == 204, "a failed dataset can be deleted");
+    th_resp_fini(&r);
+    snprintf(path, sizeof path, "/v1/datasets/%lld", badimg_id);
+    th_get(&d, path, &r);
+    ok(r.status == 200 && is_state(r.json, "failed"), "failed datasets are listed as failed");
+    th_resp_fini(&r);
+
+    /* restart recovery: a dataset left processing is processed again at the next start */
+    ok(th_daemon_stop(&d, 30) == 0, "daemon stops");
+    char q[200], ddir[700] = "";
+    snprintf(q, sizeof q, "SELECT dir FROM datasets WHERE id = %lld", img_id);
+    sql(&d, q, ddir, sizeof ddir);
+    ok(ddir[0] && has_cache(ddir), "the image folder has its decode cache");
+    DIR *dd = opendir(ddir);
+    struct dirent *e;
+    while (dd && (e = readdir(dd))) {
+        if (strncmp(e->d_name, ".cache-", 7) == 0) {
+            char cp[900];
+            snprintf(cp, sizeof cp, "%s/%s", ddir, e->d_name);
+            unlink(cp);
+        }
+    }
+    if (dd)
+        closedir(dd);
+    snprintf(q, sizeof q,
+             "UPDATE datasets SET state = 'processing', info_json = '{}' WHERE id = %lld", img_id);
+    ok(sql(&d, q, NULL, 0) && !has_cache(ddir), "marked processing as if interrupted");
+    ok(th_daemon_start(&d, extra, 60) == 0, "daemon restarts");
+    json_t *rj = wait_processed(&d, img_id);
+    ok(is_state(rj, "ready") && json_array_size(json_object_get(rj, "classes")) == 2 &&
+           has_cache(ddir),
+       "re-processed to ready at start, cache rebuilt");
+    json_decref(rj);
 
     free(csv.p);
     free(big.p);
     free(junk.p);
     free(tar.p);
+    free(badimg.p);
     free(evil.p);
     free(lnk.p);
     ok(th_daemon_stop(&d, 30) == 0, "daemon stops cleanly");

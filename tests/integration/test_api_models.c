@@ -156,8 +156,22 @@ int main(void)
     put(&tar, z, sizeof z);
     th_request(&d, "POST", "/v1/datasets?format=idx&name=tiny", "application/x-tar", tar.p, tar.n,
                &r);
-    ok(r.status == 201, "the tiny dataset is registered (%ld)", r.status);
+    long long ds = r.status == 202 ? th_json_int(r.json, "id", -1) : -1;
     th_resp_fini(&r);
+    /* accepted as "processing"; the daemon's processing thread makes it ready */
+    bool ready = false;
+    snprintf(path, sizeof path, "/v1/datasets/%lld", ds);
+    for (int i = 0; i < 600 && ds > 0 && !ready; i++) {
+        th_get(&d, path, &r);
+        const char *st = th_json_str(r.json, "state");
+        ready = st && strcmp(st, "ready") == 0;
+        bool processing = st && strcmp(st, "processing") == 0;
+        th_resp_fini(&r);
+        if (!processing)
+            break;
+        th_sleep_ms(100);
+    }
+    ok(ready, "the tiny dataset is registered (202, then ready)");
     free(tar.p);
 
     /* a short job that saves weights */

@@ -325,7 +325,20 @@ int main(void)
     put(&tar, zeros, sizeof zeros);
     th_request(&d, "POST", "/v1/datasets?format=idx&name=fmnist-few", "application/x-tar",
                (const char *)tar.p, tar.n, &r);
-    ok(r.status == 201 && th_json_int(r.json, "n_test", 0) == 10 * N_TEST_EACH,
+    /* accepted (202) as "processing"; poll until the processing thread is done with it */
+    long long ds = r.status == 202 ? th_json_int(r.json, "id", -1) : -1;
+    snprintf(path, sizeof path, "/v1/datasets/%lld", ds);
+    for (int i = 0; i < 600 && ds > 0; i++) {
+        th_resp_fini(&r);
+        th_get(&d, path, &r);
+        const char *st = th_json_str(r.json, "state");
+        if (!st || strcmp(st, "processing") != 0)
+            break;
+        th_sleep_ms(100);
+    }
+    ok(r.status == 200 && th_json_str(r.json, "state") &&
+           strcmp(th_json_str(r.json, "state"), "ready") == 0 &&
+           th_json_int(r.json, "n_test", 0) == 10 * N_TEST_EACH,
        "the subset fmnist-few is registered (%ld)", r.status);
     json_t *stats = r.json ? json_object_get(r.json, "stats") : NULL;
     double mean = json_number_value(json_array_get(json_object_get(stats, "mean"), 0));
