@@ -7,6 +7,9 @@
 #
 # Environment: THAWD (binary, default build/server/thawd), OUT (work dir, default
 # /tmp/thawd-t1), SEEDS (5), THREADS (BLAS threads, 2), SOURCE_SEED (0), QUICK (1 = short).
+# To share the baselines with a second process (e.g. THREADS=1 each on two cores): RESULTS
+# (its own results file), SEED_LIST ("4 3 2 1 0"), SCRATCH_LRS, EPOCH_LIST, SKIP_TRANSFER=1 pick
+# a subset; finished runs in OUT are reused by whichever driver reaches them later.
 #
 # source   cnn-small from scratch on all training images of classes {1,3,5,7,8,9} (relabelled
 #          0-5), normalised 0.2402 / 0.3424, fit_one_cycle(2, 3e-3), batch 128, validated on
@@ -32,11 +35,15 @@ else
     SRC_EPOCHS=2 E_HEAD=3 E_ALL=10 LRS="1e-3 3e-3 1e-2"
 fi
 E_SUM=$((E_HEAD + E_ALL))
+LRS=${SCRATCH_LRS:-$LRS}
+EPOCH_LIST=${EPOCH_LIST:-"$E_SUM $((4 * E_SUM))"}
+SEED_LIST=${SEED_LIST:-$(seq 0 $((SEEDS - 1)))}
+SKIP_TRANSFER=${SKIP_TRANSFER:-0}
 NORM='"normalize":{"mean":0.2402,"std":0.3424}'
 TARGET='"data":{"source":"fashion-mnist","classes":[0,2,4,6],"per_class_limit":20,'"$NORM"'}'
 
 mkdir -p "$OUT"
-RESULTS="$OUT/results.tsv"
+RESULTS=${RESULTS:-"$OUT/results.tsv"}
 : >"$RESULTS"
 
 # Runs a spec (unless an earlier run of the same spec finished: the driver can be stopped and
@@ -67,8 +74,8 @@ fi
 
 # All transfer runs first, then the scratch baselines configuration by configuration (the
 # short schedules first), so a partial run already has complete transfer numbers.
-seed=0
-while [ "$seed" -lt "$SEEDS" ]; do
+for seed in $SEED_LIST; do
+    [ "$SKIP_TRANSFER" = 1 ] && break
     accs=$(run_spec "transfer-s$seed" '{"name":"t1-transfer","seed":'"$seed"',"batch_size":8,
  "model":{"arch":"cnn-small","weights":"'"$SRC"'","body_only":true},'"$TARGET"',
  "stages":[{"op":"freeze"},{"op":"fit_one_cycle","epochs":'"$E_HEAD"',"lr_max":0.01},
@@ -79,19 +86,16 @@ while [ "$seed" -lt "$SEEDS" ]; do
     printf 'transfer\t%s\t-\t-\t%s\n' "$seed" "$final" >>"$RESULTS"
     printf 'head\t%s\t-\t-\t%s\n' "$seed" "$head" >>"$RESULTS"
     echo "seed $seed: transfer $final (after head phase $head)"
-    seed=$((seed + 1))
 done
-for ep in "$E_SUM" $((4 * E_SUM)); do
+for ep in $EPOCH_LIST; do
     for lr in $LRS; do
         line="scratch lr $lr $ep epochs:"
-        seed=0
-        while [ "$seed" -lt "$SEEDS" ]; do
+        for seed in $SEED_LIST; do
             a=$(run_spec "scratch-s$seed-lr$lr-e$ep" '{"name":"t1-scratch","seed":'"$seed"',
  "batch_size":8,"model":{"arch":"cnn-small"},'"$TARGET"',
  "stages":[{"op":"fit_one_cycle","epochs":'"$ep"',"lr_max":'"$lr"'}]}' | tail -n 1)
             printf 'scratch\t%s\t%s\t%s\t%s\n' "$seed" "$lr" "$ep" "$a" >>"$RESULTS"
             line="$line $a"
-            seed=$((seed + 1))
         done
         echo "$line"
     done
