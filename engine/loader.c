@@ -6,6 +6,16 @@
  * counters; the thread fills a slot's buffers without the lock, which is safe because only
  * the thread touches a BUSY slot and only the consumer touches a READY one. The consumer
  * waits on `done`, the thread on `work`.
+ *
+ * Across epochs: eng_loader_shuffle records the (seed, stage, epoch) of the permutation and
+ * asks for the next epoch's, `next`, which the thread computes when idle (PERM_PENDING ->
+ * PERM_BUSY -> PERM_READY; whoever computes it holds PERM_BUSY and works without the lock).
+ * Batches past the end of an epoch are scheduled from `next`: with their indices when it is
+ * ready, else as "to be resolved" (tbd: position `next_pos` in permutation generation
+ * `gen`), which the thread resolves before filling (computing `next` first if needed). The
+ * next eng_loader_shuffle with the predicted key copies `next` into the caller's
+ * permutation and resolves any tbd slot, so those batches are hits; with another key
+ * (a new stage) they are dropped and the first batch is assembled on the caller.
  */
 #include "loader.h"
 
@@ -17,15 +27,26 @@
 #include "util.h"
 
 enum { SLOT_FREE, SLOT_PENDING, SLOT_BUSY, SLOT_READY };
+enum { PERM_NONE, PERM_PENDING, PERM_BUSY, PERM_READY };
 
 typedef struct slot {
     int state;
     size_t N;
-    uint32_t *idx;  /* [max_batch] copy of the batch's indices */
+    uint32_t *idx;  /* [max_batch] copy of the batch's indices (unless tbd) */
     float *x;       /* [max_batch x in_size] */
     int32_t *y;     /* [max_batch] */
     uint64_t order; /* scheduling order: the thread takes the oldest PENDING slot */
+    bool tbd;       /* indices still to be copied from `next` at next_pos (generation gen) */
+    size_t next_pos;
+    uint64_t gen;
 } slot;
+
+/* Which permutation: eng_dataset_shuffle's arguments. */
+typedef struct perm_key {
+    uint64_t seed;
+    size_t stage;
+    uint32_t epoch;
+} perm_key;
 
 struct eng_loader {
     const eng_dataset *d;
@@ -34,13 +55,38 @@ struct eng_loader {
     uint64_t seed;
     pthread_t thread;
     bool started;
-    pthread_mutex_t mu; /* guards: slots[].state/N/order, stop, next_order, counters */
+    /* guards: slots[].state/N/order/tbd/next_pos/gen, stop, next_order, counters, known, cur,
+     * perm_state, next_key, gen; `next` is written only by whoever holds PERM_BUSY */
+    pthread_mutex_t mu;
     pthread_cond_t work, done;
     bool stop;
     uint64_t next_order;
     slot slots[2];
     uint64_t n_prefetched, n_sync;
+    bool known;        /* perm holds permutation `cur` (set by eng_loader_shuffle) */
+    perm_key cur;      /* the current epoch's permutation */
+    uint32_t *next;    /* [n_train] the predicted next epoch's permutation */
+    int perm_state;    /* PERM_*: of `next` */
+    perm_key next_key; /* what `next` holds or will hold */
+    uint64_t gen;      /* bumped whenever next_key changes */
 };
+
+static bool key_eq(perm_key a, perm_key b)
+{
+    return a.seed == b.seed && a.stage == b.stage && a.epoch == b.epoch;
+}
+
+/* Computes `next` (perm_state PENDING -> BUSY -> READY). Locked on entry and exit. */
+static void compute_next(eng_loader *l)
+{
+    perm_key k = l->next_key;
+    l->perm_state = PERM_BUSY;
+    pthread_mutex_unlock(&l->mu);
+    eng_dataset_shuffle(l->next, l->d->n_train, k.seed, k.stage, k.epoch);
+    pthread_mutex_lock(&l->mu);
+    l->perm_state = PERM_READY;
+    pthread_cond_broadcast(&l->done);
+}
 
 /* 64-bit mix (splitmix64's finaliser) for the augmentation seed of a batch. */
 static uint64_t mix(uint64_t z)
@@ -93,15 +139,35 @@ static void *loader_main(void *arg)
     eng_loader *l = arg;
     pthread_mutex_lock(&l->mu);
     for (;;) {
+        if (l->stop)
+            break; /* queued work is dropped: nobody will ask for it */
         slot *s = NULL;
         for (int k = 0; k < 2; k++)
             if (l->slots[k].state == SLOT_PENDING && (!s || l->slots[k].order < s->order))
                 s = &l->slots[k];
         if (!s) {
-            if (l->stop)
-                break;
-            pthread_cond_wait(&l->work, &l->mu);
+            if (l->perm_state == PERM_PENDING)
+                compute_next(l); /* idle: prepare the next epoch's permutation */
+            else
+                pthread_cond_wait(&l->work, &l->mu);
             continue;
+        }
+        if (s->tbd) {
+            if (s->gen != l->gen) {
+                s->state = SLOT_FREE; /* predicted for a permutation no longer expected */
+                continue;
+            }
+            if (l->perm_state == PERM_PENDING) {
+                compute_next(l);
+                continue; /* the slot may have been resolved or dropped meanwhile */
+            }
+            if (l->perm_state == PERM_BUSY) {
+                pthread_cond_wait(&l->done, &l->mu); /* the consumer is computing it */
+                continue;
+            }
+            ENG_ASSERT(l->perm_state == PERM_READY);
+            memcpy(s->idx, l->next + s->next_pos, s->N * sizeof(uint32_t));
+            s->tbd = false;
         }
         s->state = SLOT_BUSY;
         pthread_mutex_unlock(&l->mu);
@@ -125,6 +191,11 @@ int eng_loader_create(const eng_dataset *d, const uint32_t *perm, size_t max_bat
     l->perm = perm;
     l->max_batch = max_batch;
     l->seed = seed;
+    l->next = malloc((d->n_train ? d->n_train : 1) * sizeof(uint32_t));
+    if (!l->next) {
+        free(l);
+        return eng_err_set(err, ENG_ENOMEM, NULL, "out of memory for the loader's permutation");
+    }
     for (int k = 0; k < 2; k++) {
         slot *s = &l->slots[k];
         s->idx = malloc(max_batch * sizeof(uint32_t));
@@ -171,6 +242,7 @@ void eng_loader_destroy(eng_loader *l)
         free(l->slots[k].x);
         free(l->slots[k].y);
     }
+    free(l->next);
     free(l);
 }
 
@@ -182,7 +254,7 @@ static void schedule(eng_loader *l, const uint32_t *idx, size_t N)
         slot *s = &l->slots[k];
         if (s->state == SLOT_FREE) {
             f = f ? f : s;
-        } else if (s->N == N && memcmp(s->idx, idx, N * sizeof(uint32_t)) == 0) {
+        } else if (!s->tbd && s->N == N && memcmp(s->idx, idx, N * sizeof(uint32_t)) == 0) {
             return;
         }
     }
@@ -190,9 +262,77 @@ static void schedule(eng_loader *l, const uint32_t *idx, size_t N)
         return;
     memcpy(f->idx, idx, N * sizeof(uint32_t));
     f->N = N;
+    f->tbd = false;
     f->order = l->next_order++;
     f->state = SLOT_PENDING;
     pthread_cond_signal(&l->work);
+}
+
+/* Queues the batch at position pos of the next epoch's permutation. Locked. */
+static void schedule_next(eng_loader *l, size_t pos, size_t N)
+{
+    if (l->perm_state == PERM_READY) {
+        schedule(l, l->next + pos, N);
+        return;
+    }
+    slot *f = NULL;
+    for (int k = 0; k < 2; k++) {
+        slot *s = &l->slots[k];
+        if (s->state == SLOT_FREE)
+            f = f ? f : s;
+        else if (s->tbd && s->gen == l->gen && s->next_pos == pos && s->N == N)
+            return;
+    }
+    if (!f)
+        return;
+    f->N = N;
+    f->tbd = true;
+    f->next_pos = pos;
+    f->gen = l->gen;
+    f->order = l->next_order++;
+    f->state = SLOT_PENDING;
+    pthread_cond_signal(&l->work);
+}
+
+void eng_loader_shuffle(eng_loader *l, uint32_t *perm, uint64_t seed, size_t stage, uint32_t epoch)
+{
+    ENG_ASSERT(perm == l->perm);
+    size_t n = l->d->n_train;
+    perm_key want = {seed, stage, epoch};
+    pthread_mutex_lock(&l->mu);
+    while (l->perm_state == PERM_BUSY)
+        pthread_cond_wait(&l->done, &l->mu);
+    bool predicted = l->perm_state != PERM_NONE && key_eq(l->next_key, want);
+    if (predicted && l->perm_state == PERM_PENDING)
+        compute_next(l); /* not reached in the background yet: do it here, same result */
+    if (predicted)
+        memcpy(perm, l->next, n * sizeof(uint32_t));
+    /* Batches queued from `next`: resolve them now (hits), or drop the mispredicted. */
+    for (int k = 0; k < 2; k++) {
+        slot *s = &l->slots[k];
+        if (s->state != SLOT_PENDING || !s->tbd)
+            continue;
+        if (predicted && s->gen == l->gen) {
+            memcpy(s->idx, l->next + s->next_pos, s->N * sizeof(uint32_t));
+            s->tbd = false;
+        } else {
+            s->state = SLOT_FREE;
+        }
+    }
+    l->known = false; /* perm is being rewritten: no prefetch from it meanwhile */
+    pthread_mutex_unlock(&l->mu);
+    if (!predicted)
+        eng_dataset_shuffle(perm, n, seed, stage, epoch);
+    pthread_mutex_lock(&l->mu);
+    while (l->perm_state == PERM_BUSY) /* the thread may have started on the old key */
+        pthread_cond_wait(&l->done, &l->mu);
+    l->known = true;
+    l->cur = want;
+    l->next_key = (perm_key){seed, stage, epoch + 1};
+    l->gen++;
+    l->perm_state = PERM_PENDING;
+    pthread_cond_signal(&l->work);
+    pthread_mutex_unlock(&l->mu);
 }
 
 void eng_loader_next(eng_loader *l, const uint32_t *idx, size_t N, float *x, int32_t *y)
@@ -203,7 +343,8 @@ void eng_loader_next(eng_loader *l, const uint32_t *idx, size_t N, float *x, int
     slot *hit = NULL;
     for (int k = 0; k < 2; k++) {
         slot *s = &l->slots[k];
-        if (s->state != SLOT_FREE && s->N == N && memcmp(s->idx, idx, N * sizeof(uint32_t)) == 0)
+        if (s->state != SLOT_FREE && !s->tbd && s->N == N &&
+            memcmp(s->idx, idx, N * sizeof(uint32_t)) == 0)
             hit = s;
     }
     if (hit) {
@@ -226,13 +367,20 @@ void eng_loader_next(eng_loader *l, const uint32_t *idx, size_t N, float *x, int
         eng_loader_fill(l->d, l->seed, idx, N, x, y);
         pthread_mutex_lock(&l->mu);
     }
-    /* Prefetch the next two full batches of the permutation. */
+    /* Prefetch the next two full batches of the permutation; past the epoch's last full
+     * batch, the first ones of the next epoch's (when eng_loader_shuffle made it known). */
     size_t n = l->d->n_train;
     if (l->perm && idx >= l->perm && idx < l->perm + n) {
         size_t pos = (size_t)(idx - l->perm);
-        for (size_t k = 1; k <= 2; k++)
-            if (pos + (k + 1) * N <= n)
+        for (size_t k = 1; k <= 2; k++) {
+            if (pos + (k + 1) * N <= n) {
                 schedule(l, idx + k * N, N);
+            } else if (l->known && pos % N == 0) {
+                size_t j = pos / N + k - n / N; /* batch of the next epoch */
+                if ((j + 1) * N <= n)
+                    schedule_next(l, j * N, N);
+            }
+        }
     }
     pthread_mutex_unlock(&l->mu);
 }

@@ -692,7 +692,7 @@ static int run_fit(runner *r, const fit_plan *fp, uint32_t e0, uint32_t b0)
     for (uint32_t e = e0; e < fp->epochs; e++) {
         double t0 = now_s();
         uint32_t se = fp->e_off + e; /* epoch within the stage */
-        eng_dataset_shuffle(r->tr.perm, r->data->n_train, r->spec->seed, r->stage, se);
+        eng_trainer_shuffle(&r->tr, r->spec->seed, r->stage, se);
         for (size_t b = (e == e0 ? b0 : 0); b < r->nb; b++) {
             if (fp->one_cycle) {
                 /* sampled before each batch at pos = t/N, N the fit's batches */
@@ -849,7 +849,7 @@ static int run_lr_find(runner *r, const eng_stage *st)
     float best = INFINITY;
     bool stop = false;
     for (uint32_t e = 0; e < n_epoch && !stop; e++) {
-        eng_dataset_shuffle(r->tr.perm, r->data->n_train, r->spec->seed, r->stage, e);
+        eng_trainer_shuffle(&r->tr, r->spec->seed, r->stage, e);
         for (size_t b = 0; b < r->nb && !stop; b++) {
             float lr = (float)eng_lrfind_lr(st->start_lr, st->end_lr, n, num_it);
             for (size_t g = 0; g < G; g++)

@@ -113,6 +113,11 @@ const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool 
     return in;
 }
 
+void eng_trainer_shuffle(eng_trainer *t, uint64_t seed, size_t stage, uint32_t epoch)
+{
+    eng_loader_shuffle(t->loader, t->perm, seed, stage, epoch);
+}
+
 float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N)
 {
     eng_model *m = t->model;

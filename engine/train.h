@@ -49,6 +49,10 @@ int eng_trainer_init(eng_trainer *t, eng_model *m, eng_dataset *d, const eng_opt
                      size_t max_batch, uint64_t seed, eng_error *err);
 void eng_trainer_fini(eng_trainer *t);
 
+/* Shuffles t->perm for (seed, stage, epoch) as eng_dataset_shuffle does, through the loader
+ * so that it can prefetch the next epoch's first batches (engine/loader.h). */
+void eng_trainer_shuffle(eng_trainer *t, uint64_t seed, size_t stage, uint32_t epoch);
+
 /* One training step on the training samples idx[0..N): forward (train mode), loss,
  * backward down to the lowest trainable layer, optimizer update. Returns the batch loss. */
 float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N);

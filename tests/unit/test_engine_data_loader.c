@@ -1,8 +1,8 @@
 /*
  * test_engine_data_loader.c: the background batch loader hands out exactly the batches that
  * a synchronous assembly gives (bytes -> normalised floats, augmentation seeded by the
- * batch), prefetches within the permutation, and survives reshuffles; augmentation keeps
- * labels and shapes.
+ * batch), prefetches within the permutation and, reshuffled through eng_loader_shuffle,
+ * across epoch boundaries; survives reshuffles; augmentation keeps labels and shapes.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -128,10 +128,57 @@ static void test_loader(bool aug)
     free(d.y_train);
 }
 
+/* Reshuffling through the loader: batches past an epoch's end come from the next epoch's
+ * permutation, prefetched, and equal synchronous ones; a new stage (mispredicted) and an
+ * epoch of one batch still give exact batches. */
+static void test_epochs(bool aug, size_t B)
+{
+    eng_dataset d;
+    make(&d, aug);
+    uint32_t perm[N], want_perm[N];
+    eng_loader *l = NULL;
+    eng_error err = {{0}, {0}};
+    ok(eng_loader_create(&d, perm, B, 42, &l, &err) == 0, "loader starts (batch %zu)", B);
+    float x[N * IN], want[N * IN];
+    int32_t y[N], wy[N];
+    bool same = true, perms = true;
+    size_t nb = N / B, batches = 0;
+    /* stage 0: 4 epochs; stage 1: 2 epochs (its first batch is not predicted) */
+    for (size_t stage = 0; stage < 2; stage++)
+        for (uint32_t epoch = 0; epoch < (stage ? 2u : 4u); epoch++) {
+            eng_loader_shuffle(l, perm, 7, stage, epoch);
+            eng_dataset_shuffle(want_perm, N, 7, stage, epoch);
+            perms &= memcmp(perm, want_perm, sizeof perm) == 0;
+            for (size_t b = 0; b < nb; b++) {
+                eng_loader_next(l, perm + b * B, B, x, y);
+                eng_loader_fill(&d, 42, perm + b * B, B, want, wy);
+                same &= memcmp(x, want, B * IN * sizeof(float)) == 0 &&
+                        memcmp(y, wy, B * sizeof(int32_t)) == 0;
+                batches++;
+            }
+        }
+    ok(perms, "batch %zu: eng_loader_shuffle gives eng_dataset_shuffle's permutations", B);
+    ok(same, "batch %zu, %s: batches across epoch boundaries equal synchronous ones", B,
+       aug ? "augmented" : "plain");
+    uint64_t pre = 0, sync = 0;
+    eng_loader_stats(l, &pre, &sync);
+    ok(sync == 2 && pre == batches - 2,
+       "batch %zu: only the first batch of each stage is assembled on the caller "
+       "(%llu prefetched, %llu on the caller)",
+       B, (unsigned long long)pre, (unsigned long long)sync);
+    eng_loader_destroy(l);
+    free(d.u8_train);
+    free(d.y_train);
+}
+
 int main(void)
 {
     test_augment();
     test_loader(false);
     test_loader(true);
+    test_epochs(false, 8);
+    test_epochs(true, 8);
+    test_epochs(true, 16);  /* 2 full batches of 40: the tail is dropped */
+    test_epochs(false, 40); /* one batch per epoch */
     return done_testing();
 }
