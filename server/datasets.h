@@ -68,6 +68,14 @@ void srv_datasets_stop(srv_app *app);
  * did; failures are logged, never fatal. Call from main once storage is ready. */
 void srv_datasets_register_demo(srv_app *app);
 
+/* For `thawd run` only ("data": {"path": DIR, "format": F}): has the engine read the
+ * dataset in the directory `path` as format F ("idx", "cifar10", "cifar100", "csv",
+ * "images"; an image folder's decode cache is written into it) and fills *out as a resolver
+ * would (id 0, kind, dir = path, info; out->info is the caller's, json_decref it). Returns 0,
+ * -1 with `msg` about the path or the data, or -2 with `msg` about the format. */
+int srv_dataset_inspect_path(const char *path, const char *format, srv_dataset_ref *out, char *msg,
+                             size_t msz);
+
 /* srv_dataset_resolve_fn for json_io: looks a dataset up in the calling thread's store.
  * `user` is the srv_app. Besides 0, -1 and -2: -3 while the dataset is processing, -4 when
  * its processing failed (jobs may only name "ready" datasets). */

@@ -1440,6 +1440,45 @@ void srv_handle_dataset_delete(srv_request *req, srv_reply *rep)
 
 /* ---- resolver and demo -------------------------------------------------------------------- */
 
+int srv_dataset_inspect_path(const char *path, const char *format, srv_dataset_ref *out, char *msg,
+                             size_t msz)
+{
+    memset(out, 0, sizeof *out);
+    eng_data_kind kind;
+    if (!format || eng_data_kind_parse(format, &kind) != 0) {
+        snprintf(msg, msz, "must be \"idx\", \"cifar10\", \"cifar100\", \"csv\" or \"images\"");
+        return -2;
+    }
+    struct stat sb;
+    if (!path || !path[0] || strlen(path) >= sizeof out->dir) {
+        snprintf(msg, msz, "must be a directory path (at most %zu bytes)", sizeof out->dir - 1);
+        return -1;
+    }
+    if (stat(path, &sb) != 0) {
+        snprintf(msg, msz, "cannot read %.200s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(msg, msz,
+                 "%.200s is not a directory: give the directory holding the dataset's files "
+                 "(e.g. train.csv, data_batch_1.bin, one sub-folder per class)",
+                 path);
+        return -1;
+    }
+    char *info_text = NULL;
+    if (inspect_dir(path, kind, format, NULL, &info_text, msg, msz) != 0)
+        return -1;
+    out->kind = kind;
+    snprintf(out->dir, sizeof out->dir, "%s", path);
+    out->info = json_loads(info_text, 0, NULL);
+    free(info_text);
+    if (!out->info) {
+        snprintf(msg, msz, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 int srv_dataset_resolve(void *user, int64_t id, const char *name, srv_dataset_ref *out)
 {
     srv_app *app = user;

@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "datasets.h"
+
 #define UNBOUNDED ((long long)INT32_MAX)
 
 typedef struct pctx {
@@ -469,13 +471,50 @@ static int float_array(json_t *a, float *v, size_t max)
 
 static void parse_registered(pctx *c, json_t *o, json_t *out, eng_data_spec *d)
 {
-    static const char *const keys[] = {"dataset",    "classes",   "per_class_limit",
-                                       "valid",      "normalize", "augment",
-                                       "image_size", "channels",  NULL};
+    static const char *const keys[] = {"dataset",         "path",     "format",    "classes",
+                                       "per_class_limit", "valid",    "normalize", "augment",
+                                       "image_size",      "channels", NULL};
     check_keys(c, o, keys);
     json_t *ds = json_object_get(o, "dataset");
+    json_t *lp = json_object_get(o, "path"), *lf = json_object_get(o, "format");
     srv_dataset_ref ref;
     memset(&ref, 0, sizeof ref);
+    if (lp) {
+        /* local data: `thawd run` only; the daemon never opens paths a request names */
+        if (ds) {
+            fail_at(c, "path", "give \"dataset\" or \"path\", not both");
+            return;
+        }
+        if (c->resolve) {
+            fail_at(c, "path",
+                    "the daemon does not read local paths: register the data (POST "
+                    "/v1/datasets or /v1/datasets/import) and name it with \"dataset\"");
+            return;
+        }
+        if (!json_is_string(lp)) {
+            fail_at(c, "path", "must be a directory path, not %s", type_name(lp));
+            return;
+        }
+        if (!json_is_string(lf)) {
+            fail_at(c, "format",
+                    "is required with \"path\": idx, cifar10, cifar100, csv or images");
+            return;
+        }
+        char msg[256];
+        int rr = srv_dataset_inspect_path(json_string_value(lp), json_string_value(lf), &ref, msg,
+                                          sizeof msg);
+        if (rr) {
+            fail_at(c, rr == -2 ? "format" : "path", "%s", msg);
+            return;
+        }
+        json_object_set(out, "path", lp);
+        json_object_set(out, "format", lf);
+        goto resolved;
+    }
+    if (lf) {
+        fail_at(c, "format", "only with \"path\" (a registered dataset knows its format)");
+        return;
+    }
     if (!json_is_integer(ds) && !json_is_string(ds)) {
         fail_at(c, "dataset", "must be a dataset id or name, not %s", type_name(ds));
         return;
@@ -503,8 +542,8 @@ static void parse_registered(pctx *c, json_t *o, json_t *out, eng_data_spec *d)
                     "/v1/datasets/%lld shows state \"ready\"",
                     who, (long long)ref.id);
         else
-            fail_at(c, "dataset", "dataset %s failed processing (see GET /v1/datasets/%lld)",
-                    who, (long long)ref.id);
+            fail_at(c, "dataset", "dataset %s failed processing (see GET /v1/datasets/%lld)", who,
+                    (long long)ref.id);
         return;
     }
     if (rr != 0) {
@@ -513,6 +552,7 @@ static void parse_registered(pctx *c, json_t *o, json_t *out, eng_data_spec *d)
     }
     /* The normalised spec names the dataset by id (the registry's delete check uses it). */
     json_object_set_new(out, "dataset", json_integer(ref.id));
+resolved:
     d->kind = ref.kind;
     snprintf(d->dir, sizeof d->dir, "%s", ref.dir);
     json_t *classes_info = json_object_get(ref.info, "classes");
@@ -717,7 +757,7 @@ static void parse_data(pctx *c, json_t *root, json_t *norm, eng_data_spec *d,
     }
     size_t old = push_key(c, "data");
     json_t *out = json_object();
-    if (json_object_get(o, "dataset")) {
+    if (json_object_get(o, "dataset") || json_object_get(o, "path")) {
         parse_registered(c, o, out, d);
         goto done;
     }

@@ -525,6 +525,13 @@ int main(void)
     ok(th_is_problem(&r, 422, "validation-error") && th_problem_has_pointer(&r, "/data/dataset"),
        "unknown dataset in a job -> 422 at /data/dataset");
     th_resp_fini(&r);
+    char lspec[900];
+    snprintf(lspec, sizeof lspec, "{\"data\":{\"path\":\"%s/cifar\",\"format\":\"cifar10\"}}",
+             root);
+    th_job_submit(&d, lspec, &r);
+    ok(th_is_problem(&r, 422, "validation-error") && th_problem_has_pointer(&r, "/data/path"),
+       "a local data path in a job -> 422 at /data/path (thawd run only)");
+    th_resp_fini(&r);
     char spec[256];
     snprintf(spec, sizeof spec, "{\"data\":{\"dataset\":%lld,\"classes\":[\"no\",\"maybe\"]}}",
              csv_id);

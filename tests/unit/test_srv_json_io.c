@@ -3,8 +3,10 @@
  * pointer), API encoders, and the module-error -> HTTP status table.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "json_io.h"
 #include "tap.h"
@@ -151,8 +153,73 @@ static void check_workflow_fields(void)
     json_decref(v);
 }
 
+static int no_dataset(void *user, int64_t id, const char *name, srv_dataset_ref *out)
+{
+    (void)user, (void)id, (void)name, (void)out;
+    return -1;
+}
+
+/* "data": {"path", "format"}: local data for thawd run (no registry), refused by the daemon. */
+static void check_local_data(void)
+{
+    char dir[] = "/tmp/thawd-json-io-XXXXXX", file[64], text[512];
+    if (!mkdtemp(dir)) {
+        ok(false, "mkdtemp");
+        return;
+    }
+    snprintf(file, sizeof file, "%s/train.csv", dir);
+    FILE *f = fopen(file, "w");
+    fputs("a,b,label\n", f);
+    for (int i = 0; i < 20; i++)
+        fprintf(f, "%d,%d,%s\n", i % 2 * 3 + i % 5, i % 3, i % 2 ? "yes" : "no");
+    fclose(f);
+    snprintf(text, sizeof text,
+             "{\"data\":{\"path\":\"%s\",\"format\":\"csv\",\"valid\":{\"pct\":0.25}},"
+             "\"stages\":[{\"op\":\"fit\",\"epochs\":1}]}",
+             dir);
+    int rc = parse(text);
+    is_int(rc, 0, "thawd run: a local CSV directory parses");
+    if (rc == 0) {
+        ok(spec.eng.data.kind == ENG_DATA_CSV && strcmp(spec.eng.data.dir, dir) == 0 &&
+               spec.eng.data.valid_pct > 0.2f,
+           "it maps to the CSV reader on that directory with the job's options");
+        json_t *d = json_object_get(spec.normalized, "data");
+        ok(strcmp(json_string_value(json_object_get(d, "path")), dir) == 0 &&
+               !json_object_get(d, "dataset"),
+           "the normalised spec keeps the path");
+        srv_spec_fini(&spec);
+    }
+    snprintf(text, sizeof text, "{\"data\":{\"path\":\"%s\",\"format\":\"cifar10\"}}", dir);
+    ok(fails_at(text, "/data/path") && strstr(detail_of("/data/path"), "cifar10"),
+       "the wrong format -> the reader's message at /data/path: %s", detail_of("/data/path"));
+    snprintf(text, sizeof text, "{\"data\":{\"path\":\"%s\",\"format\":\"png\"}}", dir);
+    ok(fails_at(text, "/data/format"), "unknown format -> /data/format");
+    snprintf(text, sizeof text, "{\"data\":{\"path\":\"%s\"}}", dir);
+    ok(fails_at(text, "/data/format"), "path without format -> /data/format");
+    ok(fails_at("{\"data\":{\"path\":\"/nonexistent-thawd\",\"format\":\"csv\"}}", "/data/path"),
+       "a missing directory -> /data/path");
+    ok(fails_at("{\"data\":{\"path\":\"/etc/hostname\",\"format\":\"csv\"}}", "/data/path") &&
+           strstr(detail_of("/data/path"), "not a directory"),
+       "a file -> /data/path (not a directory)");
+    ok(fails_at("{\"data\":{\"dataset\":1,\"format\":\"csv\"}}", "/data/format"),
+       "format with a registered dataset -> /data/format");
+    /* the daemon (a registry resolver) never reads paths */
+    snprintf(text, sizeof text, "{\"data\":{\"path\":\"%s\",\"format\":\"csv\"}}", dir);
+    rc = srv_spec_parse_text_ex(text, strlen(text), NULL, no_dataset, NULL, &spec, &errs);
+    bool at_path = false;
+    for (size_t i = 0; rc != 0 && i < errs.n; i++)
+        at_path |= strcmp(errs.e[i].pointer, "/data/path") == 0;
+    ok(rc != 0 && errs.status == 422 && at_path && strstr(detail_of("/data/path"), "daemon"),
+       "the daemon refuses a path with 422 at /data/path");
+    if (rc == 0)
+        srv_spec_fini(&spec);
+    unlink(file);
+    rmdir(dir);
+}
+
 int main(void)
 {
+    check_local_data();
     /* A minimal valid spec gets every default filled. */
     int rc = parse("{\"model\":{\"arch\":\"mlp\"},\"data\":{\"source\":\"synthetic\"},"
                    "\"stages\":[{\"op\":\"fit\",\"epochs\":2}]}");
