@@ -622,18 +622,47 @@ static json_t *summary_json(const eng_summary *sm)
 }
 
 /* The per-sample input shape and class count of a `thawd run` spec's data, as the engine's
- * loaders set them (the daemon's job summary does the same for registered datasets). */
-static void spec_input(const eng_data_spec *d, size_t *ndim, size_t shape[3], size_t *classes)
+ * loaders set them (the daemon's job summary does the same for registered datasets): local
+ * data directories are read with eng_dataset_inspect. Returns 0, or 1 with the problem
+ * printed. */
+static int spec_input(const eng_data_spec *d, size_t *ndim, size_t shape[3], size_t *classes)
 {
     if (d->kind == ENG_DATA_SYNTHETIC) {
         *ndim = 1;
         shape[0] = d->features;
         *classes = d->n_subset ? d->n_subset : d->classes;
-    } else { /* Fashion-MNIST: 28 x 28 bytes, 10 classes */
+        return 0;
+    }
+    if (d->kind == ENG_DATA_IDX) { /* Fashion-MNIST: 28 x 28 bytes, 10 classes */
         *ndim = 3;
         shape[0] = 1, shape[1] = 28, shape[2] = 28;
         *classes = d->n_subset ? d->n_subset : 10;
+        return 0;
     }
+    eng_dataset_info *info = NULL;
+    eng_error err = {0};
+    int rc = eng_dataset_inspect(d, &info, &err);
+    if (rc) {
+        fprintf(stderr, "thawd summary: %s: %s\n", d->dir,
+                err.text[0] ? err.text : eng_strerror(rc));
+        return 1;
+    }
+    size_t C = info->shape[0], H = info->shape[1], W = info->shape[2];
+    if (d->kind == ENG_DATA_IMAGES) {
+        C = d->image_c ? d->image_c : C;
+        H = d->image_h ? d->image_h : H;
+        W = d->image_w ? d->image_w : W;
+    }
+    if (d->kind == ENG_DATA_CSV) {
+        *ndim = 1;
+        shape[0] = C * H * W;
+    } else {
+        *ndim = 3;
+        shape[0] = C, shape[1] = H, shape[2] = W;
+    }
+    *classes = d->n_subset ? d->n_subset : info->n_classes;
+    eng_dataset_info_destroy(info);
+    return 0;
 }
 
 int srv_cli_summary(int argc, char **argv)
@@ -658,7 +687,8 @@ int srv_cli_summary(int argc, char **argv)
         if (rc)
             goto out;
         s = sp->eng.model;
-        spec_input(&sp->eng.data, &ndim, shape, &classes);
+        if ((rc = spec_input(&sp->eng.data, &ndim, shape, &classes)))
+            goto out;
         batch = o.batch_set ? o.batch : (long)sp->eng.batch_size;
         train_bn = sp->eng.opt.train_bn && !o.no_train_bn;
         seed = sp->eng.seed;

@@ -271,6 +271,28 @@ int main(void)
                 10 * 100 + 100 + 100 * 50 + 50 + 50 * 10 + 10,
        "its hidden sizes are used");
     json_decref(j);
+
+    /* a local data directory (CSV: 3 features, 3 classes) gives the input shape and classes */
+    char dir[] = "/tmp/thawd_predict_dir_XXXXXX", csv[64];
+    if (mkdtemp(dir)) {
+        snprintf(csv, sizeof csv, "%s/train.csv", dir);
+        write_text(csv, "a,b,c,label\n1,2,3,x\n4,5,6,y\n7,8,9,z\n1,1,1,x\n");
+        snprintf(spec_text, sizeof spec_text,
+                 "{\"model\": {\"arch\": \"mlp\", \"hidden\": [4]},"
+                 " \"data\": {\"path\": \"%s\", \"format\": \"csv\"}}",
+                 dir);
+        write_text(spec, spec_text);
+    }
+    is_int(run(srv_cli_summary, 3, q1), 0, "summary of a spec with local CSV data exits 0");
+    j = json_load_file(out_path, 0, &je);
+    json_t *layers = json_object_get(j, "layers");
+    json_t *last = json_array_get(layers, json_array_size(layers) - 1);
+    ok(j && json_integer_value(json_array_get(json_object_get(j, "input_shape"), 1)) == 3 &&
+           json_integer_value(json_array_get(json_object_get(last, "output_shape"), 1)) == 3,
+       "3 input features and 3 classes read from the directory");
+    json_decref(j);
+    unlink(csv);
+    rmdir(dir);
     unlink(mlp);
     unlink(spec);
     unlink(idx);
