@@ -460,8 +460,10 @@ typedef struct eng_run_opts {
 int eng_job_run(const eng_job_spec *spec, const eng_run_opts *opts, const eng_callbacks *cb,
                 eng_error *err);
 
-/* Sets the number of threads BLAS may use in this process (call once at startup, before
- * any job runs). Returns the number in effect. */
+/* Sets the number of compute threads each training thread may use (call once at startup,
+ * before any job runs): the engine splits every batch over that many threads of its own and
+ * runs OpenBLAS single-threaded inside each, so a daemon with W workers stays within
+ * W x n cores. Returns the number in effect. */
 int eng_blas_set_threads(int n);
 /* Static description of the BLAS library and its configuration, for the startup log. */
 const char *eng_blas_info(void);

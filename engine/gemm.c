@@ -9,6 +9,7 @@
 #include <cblas.h>
 
 #include "engine.h"
+#include "par.h"
 
 void eng_sgemm(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
                size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
@@ -39,12 +40,15 @@ void eng_sgemm_ref(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, 
     }
 }
 
+/* The budget goes to the engine's own compute threads (par.h): the layers split each batch
+ * into n parts, one per thread, and OpenBLAS runs single-threaded inside each part. */
 int eng_blas_set_threads(int n)
 {
     if (n < 1)
         n = 1;
-    openblas_set_num_threads(n);
-    return openblas_get_num_threads();
+    eng_par_set_threads((size_t)n);
+    openblas_set_num_threads(1);
+    return (int)eng_par_threads();
 }
 
 const char *eng_blas_info(void)

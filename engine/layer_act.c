@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "par.h"
 #include "util.h"
 
 static int same_shape_setup(eng_layer *l, eng_error *err)
@@ -17,20 +18,49 @@ static int same_shape_setup(eng_layer *l, eng_error *err)
     return 0;
 }
 
+/* ReLU over large batches is split into contiguous ranges over the compute threads
+ * (par.h); each element is independent, so results do not depend on the split. */
+typedef struct relu_job {
+    size_t n;
+    const float *x, *y, *dy;
+    float *out;
+} relu_job;
+
+static size_t relu_parts(size_t n)
+{
+    return n < 65536 ? 1 : eng_par_threads();
+}
+
+static void relu_forward_part(void *ctx, size_t p, size_t T)
+{
+    const relu_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->n, p, T, &lo, &hi);
+    for (size_t i = lo; i < hi; i++)
+        j->out[i] = j->x[i] > 0.0f ? j->x[i] : 0.0f;
+}
+
 static void relu_forward(eng_layer *l, const eng_fwd_args *a)
 {
-    size_t n = a->N * l->in_size;
-    for (size_t i = 0; i < n; i++)
-        a->y[i] = a->x[i] > 0.0f ? a->x[i] : 0.0f;
+    relu_job j = {.n = a->N * l->in_size, .x = a->x, .out = a->y};
+    eng_par_run(relu_parts(j.n), relu_forward_part, &j);
+}
+
+static void relu_backward_part(void *ctx, size_t p, size_t T)
+{
+    const relu_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->n, p, T, &lo, &hi);
+    for (size_t i = lo; i < hi; i++)
+        j->out[i] = j->y[i] > 0.0f ? j->dy[i] : 0.0f;
 }
 
 static void relu_backward(eng_layer *l, const eng_bwd_args *a)
 {
-    size_t n = a->N * l->in_size;
     if (!a->dx)
         return;
-    for (size_t i = 0; i < n; i++)
-        a->dx[i] = a->y[i] > 0.0f ? a->dy[i] : 0.0f;
+    relu_job j = {.n = a->N * l->in_size, .y = a->y, .dy = a->dy, .out = a->dx};
+    eng_par_run(relu_parts(j.n), relu_backward_part, &j);
 }
 
 const eng_layer_ops eng_layer_relu = {

@@ -15,20 +15,20 @@
 #include "engine.h"
 #include "kernels.h"
 #include "layers.h"
+#include "par.h"
 #include "util.h"
 
 /* Plane of channel c in sample n: [S] */
 #define PLANE(p, d, n, c) ((p) + ((n) * (d)->C + (c)) * (d)->S)
 
-int eng_batchnorm_train_forward(const eng_bn_dims *d, const float *x, const float *gamma,
-                                const float *beta, float *y, float *mean, float *invstd,
-                                float *running_mean, float *running_var, float momentum, float eps,
-                                int64_t *num_batches_tracked)
+/* Channels [c0, c1) of eng_batchnorm_train_forward (channels are independent). */
+static void train_forward_range(const eng_bn_dims *d, size_t c0, size_t c1, const float *x,
+                                const float *gamma, const float *beta, float *y, float *mean,
+                                float *invstd, float *running_mean, float *running_var,
+                                float momentum, float eps)
 {
-    const size_t N = d->N, C = d->C, S = d->S, M = N * S;
-    if (M < 2)
-        return ENG_ESHAPE;
-    for (size_t c = 0; c < C; c++) {
+    const size_t N = d->N, S = d->S, M = N * S;
+    for (size_t c = c0; c < c1; c++) {
         double sum = 0.0;
         for (size_t n = 0; n < N; n++) {
             const float *xp = PLANE(x, d, n, c);
@@ -67,16 +67,27 @@ int eng_batchnorm_train_forward(const eng_bn_dims *d, const float *x, const floa
                 yp[s] = xp[s] * a + b;
         }
     }
+}
+
+int eng_batchnorm_train_forward(const eng_bn_dims *d, const float *x, const float *gamma,
+                                const float *beta, float *y, float *mean, float *invstd,
+                                float *running_mean, float *running_var, float momentum, float eps,
+                                int64_t *num_batches_tracked)
+{
+    if (d->N * d->S < 2)
+        return ENG_ESHAPE;
+    train_forward_range(d, 0, d->C, x, gamma, beta, y, mean, invstd, running_mean, running_var,
+                        momentum, eps);
     if (num_batches_tracked)
         (*num_batches_tracked)++;
     return 0;
 }
 
-void eng_batchnorm_eval_forward(const eng_bn_dims *d, const float *x, const float *gamma,
-                                const float *beta, const float *running_mean,
-                                const float *running_var, float eps, float *y)
+static void eval_forward_range(const eng_bn_dims *d, size_t c0, size_t c1, const float *x,
+                               const float *gamma, const float *beta, const float *running_mean,
+                               const float *running_var, float eps, float *y)
 {
-    for (size_t c = 0; c < d->C; c++) {
+    for (size_t c = c0; c < c1; c++) {
         const float is = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
         const float a = is * (gamma ? gamma[c] : 1.0f);
         const float b = (beta ? beta[c] : 0.0f) - running_mean[c] * a;
@@ -87,6 +98,13 @@ void eng_batchnorm_eval_forward(const eng_bn_dims *d, const float *x, const floa
                 yp[s] = xp[s] * a + b;
         }
     }
+}
+
+void eng_batchnorm_eval_forward(const eng_bn_dims *d, const float *x, const float *gamma,
+                                const float *beta, const float *running_mean,
+                                const float *running_var, float eps, float *y)
+{
+    eval_forward_range(d, 0, d->C, x, gamma, beta, running_mean, running_var, eps, y);
 }
 
 /* Per channel: sum(dy) and sum(dy * (x - mu)) over N*S. */
@@ -113,12 +131,13 @@ static void store(float *dst, float v, bool accumulate)
     *dst = accumulate ? *dst + v : v;
 }
 
-void eng_batchnorm_train_backward(const eng_bn_dims *d, const float *x, const float *dy,
-                                  const float *gamma, const float *mean, const float *invstd,
-                                  float *dx, float *dgamma, float *dbeta, bool accumulate)
+static void train_backward_range(const eng_bn_dims *d, size_t c0, size_t c1, const float *x,
+                                 const float *dy, const float *gamma, const float *mean,
+                                 const float *invstd, float *dx, float *dgamma, float *dbeta,
+                                 bool accumulate)
 {
     const size_t M = d->N * d->S;
-    for (size_t c = 0; c < d->C; c++) {
+    for (size_t c = c0; c < c1; c++) {
         const float mu = mean[c], is = invstd[c], gm = gamma ? gamma[c] : 1.0f;
         double sdy, sdyx;
         dy_sums(d, c, x, dy, mu, &sdy, &sdyx);
@@ -148,12 +167,19 @@ void eng_batchnorm_train_backward(const eng_bn_dims *d, const float *x, const fl
     }
 }
 
-void eng_batchnorm_eval_backward(const eng_bn_dims *d, const float *x, const float *dy,
-                                 const float *gamma, const float *running_mean,
-                                 const float *running_var, float eps, float *dx, float *dgamma,
-                                 float *dbeta, bool accumulate)
+void eng_batchnorm_train_backward(const eng_bn_dims *d, const float *x, const float *dy,
+                                  const float *gamma, const float *mean, const float *invstd,
+                                  float *dx, float *dgamma, float *dbeta, bool accumulate)
 {
-    for (size_t c = 0; c < d->C; c++) {
+    train_backward_range(d, 0, d->C, x, dy, gamma, mean, invstd, dx, dgamma, dbeta, accumulate);
+}
+
+static void eval_backward_range(const eng_bn_dims *d, size_t c0, size_t c1, const float *x,
+                                const float *dy, const float *gamma, const float *running_mean,
+                                const float *running_var, float eps, float *dx, float *dgamma,
+                                float *dbeta, bool accumulate)
+{
+    for (size_t c = c0; c < c1; c++) {
         const float mu = running_mean[c];
         const float is = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
         if (dgamma || dbeta) {
@@ -174,6 +200,15 @@ void eng_batchnorm_eval_backward(const eng_bn_dims *d, const float *x, const flo
                 dxp[s] = accumulate ? dxp[s] + k * gp[s] : k * gp[s];
         }
     }
+}
+
+void eng_batchnorm_eval_backward(const eng_bn_dims *d, const float *x, const float *dy,
+                                 const float *gamma, const float *running_mean,
+                                 const float *running_var, float eps, float *dx, float *dgamma,
+                                 float *dbeta, bool accumulate)
+{
+    eval_backward_range(d, 0, d->C, x, dy, gamma, running_mean, running_var, eps, dx, dgamma, dbeta,
+                        accumulate);
 }
 
 /* ---- operator-table entries -------------------------------------------------------------- */
@@ -263,42 +298,77 @@ static size_t bn_aux_size(const eng_layer *l, size_t N)
     return 2 * l->cfg.norm.C + 1;
 }
 
+/* One BN call split over the compute threads by channel ranges (par.h): channels are
+ * independent, so the split changes neither the results nor their order. */
+typedef struct bn_job {
+    const eng_layer *l;
+    eng_bn_dims d;
+    const float *x, *dy;
+    float *y, *dx, *dgamma, *dbeta;
+    bool train;
+} bn_job;
+
+/* Channel-parallel only when there is enough work per call to pay for waking a thread. */
+static size_t bn_parts(const eng_bn_dims *d)
+{
+    size_t T = eng_par_threads();
+    if (d->N * d->C * d->S < 32768)
+        return 1;
+    return T < d->C ? T : d->C;
+}
+
+static void bn_forward_part(void *ctx, size_t p, size_t T)
+{
+    const bn_job *j = ctx;
+    const eng_layer *l = j->l;
+    size_t c0, c1;
+    eng_par_range(j->d.C, p, T, &c0, &c1);
+    if (j->train)
+        train_forward_range(&j->d, c0, c1, j->x, l->param[BN_WEIGHT], l->param[BN_BIAS], j->y,
+                            l->aux, l->aux + j->d.C, l->param[BN_RUNNING_MEAN],
+                            l->param[BN_RUNNING_VAR], l->cfg.norm.momentum, l->cfg.norm.eps);
+    else
+        eval_forward_range(&j->d, c0, c1, j->x, l->param[BN_WEIGHT], l->param[BN_BIAS],
+                           l->param[BN_RUNNING_MEAN], l->param[BN_RUNNING_VAR], l->cfg.norm.eps,
+                           j->y);
+}
+
 static void bn_forward(eng_layer *l, const eng_fwd_args *a)
 {
-    eng_bn_dims d = bn_dims(l, a->N);
-    float *mean = l->aux, *invstd = l->aux + d.C, *mode = l->aux + 2 * d.C;
-    if (a->train) {
-        int64_t nbt = (int64_t)l->param[BN_NUM_BATCHES][0];
-        if (eng_batchnorm_train_forward(&d, a->x, l->param[BN_WEIGHT], l->param[BN_BIAS], a->y,
-                                        mean, invstd, l->param[BN_RUNNING_MEAN],
-                                        l->param[BN_RUNNING_VAR], l->cfg.norm.momentum,
-                                        l->cfg.norm.eps, &nbt) == 0) {
-            l->param[BN_NUM_BATCHES][0] = (float)nbt;
-            *mode = 1.0f;
-            return;
-        }
-        /* One value per channel (a batch of one into batchnorm1d): PyTorch raises; forward
-         * cannot fail here, so this batch is normalised with the running statistics and the
-         * backward pass matches. Trainers avoid it by dropping a last batch of one. */
-    }
-    eng_batchnorm_eval_forward(&d, a->x, l->param[BN_WEIGHT], l->param[BN_BIAS],
-                               l->param[BN_RUNNING_MEAN], l->param[BN_RUNNING_VAR], l->cfg.norm.eps,
-                               a->y);
-    *mode = 0.0f;
+    bn_job j = {.l = l, .d = bn_dims(l, a->N), .x = a->x, .y = a->y};
+    float *mode = l->aux + 2 * j.d.C;
+    /* One value per channel (a batch of one into batchnorm1d): PyTorch raises; forward
+     * cannot fail here, so this batch is normalised with the running statistics and the
+     * backward pass matches. Trainers avoid it by dropping a last batch of one. */
+    j.train = a->train && j.d.N * j.d.S >= 2;
+    eng_par_run(bn_parts(&j.d), bn_forward_part, &j);
+    if (j.train)
+        l->param[BN_NUM_BATCHES][0] += 1.0f;
+    *mode = j.train ? 1.0f : 0.0f;
+}
+
+static void bn_backward_part(void *ctx, size_t p, size_t T)
+{
+    const bn_job *j = ctx;
+    const eng_layer *l = j->l;
+    size_t c0, c1;
+    eng_par_range(j->d.C, p, T, &c0, &c1);
+    if (j->train)
+        train_backward_range(&j->d, c0, c1, j->x, j->dy, l->param[BN_WEIGHT], l->aux,
+                             l->aux + j->d.C, j->dx, j->dgamma, j->dbeta, false);
+    else
+        eval_backward_range(&j->d, c0, c1, j->x, j->dy, l->param[BN_WEIGHT],
+                            l->param[BN_RUNNING_MEAN], l->param[BN_RUNNING_VAR], l->cfg.norm.eps,
+                            j->dx, j->dgamma, j->dbeta, false);
 }
 
 static void bn_backward(eng_layer *l, const eng_bwd_args *a)
 {
-    eng_bn_dims d = bn_dims(l, a->N);
-    float *dgamma = l->trainable[BN_WEIGHT] ? l->grad[BN_WEIGHT] : NULL;
-    float *dbeta = l->trainable[BN_BIAS] ? l->grad[BN_BIAS] : NULL;
-    if (l->aux[2 * d.C] != 0.0f)
-        eng_batchnorm_train_backward(&d, a->x, a->dy, l->param[BN_WEIGHT], l->aux, l->aux + d.C,
-                                     a->dx, dgamma, dbeta, false);
-    else
-        eng_batchnorm_eval_backward(&d, a->x, a->dy, l->param[BN_WEIGHT], l->param[BN_RUNNING_MEAN],
-                                    l->param[BN_RUNNING_VAR], l->cfg.norm.eps, a->dx, dgamma, dbeta,
-                                    false);
+    bn_job j = {.l = l, .d = bn_dims(l, a->N), .x = a->x, .dy = a->dy, .dx = a->dx};
+    j.dgamma = l->trainable[BN_WEIGHT] ? l->grad[BN_WEIGHT] : NULL;
+    j.dbeta = l->trainable[BN_BIAS] ? l->grad[BN_BIAS] : NULL;
+    j.train = l->aux[2 * j.d.C] != 0.0f;
+    eng_par_run(bn_parts(&j.d), bn_backward_part, &j);
 }
 
 const eng_layer_ops eng_layer_batchnorm1d = {

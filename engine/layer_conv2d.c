@@ -11,6 +11,11 @@
  * scattered to / gathered from NCHW. With one image per chunk the GEMM works on the NCHW
  * tensors in place. A 1x1 stride-1 unpadded convolution needs no unfolding at all: the image
  * [IC, H*W] already is its column matrix.
+ *
+ * The layer entry splits the batch into eng_par_threads() contiguous parts (par.h), each with
+ * its own scratch, run on the engine's compute threads with single-threaded GEMMs; the
+ * weight gradient is summed over the parts' partial sums in part order, so results do not
+ * depend on timing (they do depend on the thread budget, by float rounding only).
  */
 #include <math.h>
 #include <string.h>
@@ -18,6 +23,7 @@
 #include "gemm.h"
 #include "kernels.h"
 #include "layers.h"
+#include "par.h"
 #include "util.h"
 
 size_t eng_conv2d_col_floats(const eng_conv2d_geom *g, size_t nb)
@@ -168,14 +174,27 @@ void eng_conv2d_backward_input(const eng_conv2d_geom *g, size_t N, const float *
 /* ---- operator-table entry ---------------------------------------------------------------- */
 
 /* Images per GEMM: enough that one GEMM has about 1024 output columns (small late-stage
- * feature maps otherwise make thin GEMMs), never more than the batch. Depends only on the
- * geometry so that aux_size and forward agree. */
+ * feature maps otherwise make thin GEMMs), never more than the images of one part. Depends
+ * only on the geometry and the part size so that aux_size and forward agree. */
 static size_t conv_nb(const eng_conv2d_geom *g, size_t N)
 {
     size_t P = g->OH * g->OW, nb = (1024 + P - 1) / P;
     if (nb > N)
         nb = N;
     return nb ? nb : 1;
+}
+
+/* Parts the batch is split into (par.h): one per compute thread, at most one per image. */
+static size_t conv_parts(size_t N)
+{
+    size_t T = eng_par_threads();
+    return T < N ? T : (N ? N : 1);
+}
+
+/* Largest part of a batch of N split in T. */
+static size_t part_max(size_t N, size_t T)
+{
+    return (N + T - 1) / T;
 }
 
 /* Geometry from cfg and the per-sample input shape [IC, IH, IW] (validated by setup). */
@@ -250,56 +269,126 @@ static void conv_init(eng_layer *l, eng_rng *rng)
             l->param[1][i] = (2.0f * eng_rng_uniform(rng) - 1.0f) * bound;
 }
 
-/* aux: col [K, nb*P] then tmp [OC, nb*P] */
+/* aux, for T = conv_parts(N) parts of at most Np = ceil(N/T) images, nb = conv_nb(Np):
+ *   T x (col [K, nb*P], tmp [OC, nb*P])  per-part im2col scratch
+ *   (T-1) x dw [OC, K]                    weight-gradient partial sums of parts 1..T-1 */
+static size_t part_floats(const eng_conv2d_geom *g, size_t nb)
+{
+    return eng_conv2d_col_floats(g, nb) + eng_conv2d_tmp_floats(g, nb);
+}
+
 static size_t conv_aux_size(const eng_layer *l, size_t N)
 {
     eng_conv2d_geom g = conv_geom(l);
-    size_t nb = conv_nb(&g, N);
-    return eng_conv2d_col_floats(&g, nb) + eng_conv2d_tmp_floats(&g, nb);
+    size_t T = conv_parts(N), nb = conv_nb(&g, part_max(N, T));
+    return T * part_floats(&g, nb) + (T - 1) * g.OC * eng_conv2d_kdim(&g);
 }
 
-static eng_conv2d_scratch conv_scratch(const eng_layer *l, const eng_conv2d_geom *g, size_t N)
+typedef struct conv_job {
+    const eng_layer *l;
+    eng_conv2d_geom g;
+    size_t N, T, nb;
+    const float *x, *dy;
+    float *y, *dx, *dw;
+    bool want_dw;
+} conv_job;
+
+static eng_conv2d_scratch part_scratch(const conv_job *j, size_t p)
 {
-    size_t nb = conv_nb(g, N);
-    return (eng_conv2d_scratch){
-        .col = l->aux, .tmp = nb > 1 ? l->aux + eng_conv2d_col_floats(g, nb) : NULL, .nb = nb};
+    float *base = j->l->aux + p * part_floats(&j->g, j->nb);
+    return (eng_conv2d_scratch){.col = base,
+                                .tmp =
+                                    j->nb > 1 ? base + eng_conv2d_col_floats(&j->g, j->nb) : NULL,
+                                .nb = j->nb};
 }
 
-/* One eng_stats_gemm per chunk GEMM, as the kernels issue them. */
-static void conv_count(const eng_layer *l, const eng_conv2d_geom *g, size_t N, size_t M, size_t K)
+static conv_job conv_job_make(const eng_layer *l, size_t N)
 {
-    size_t nb = conv_nb(g, N), P = g->OH * g->OW;
-    for (size_t n0 = 0; n0 < N; n0 += nb)
-        eng_stats_gemm(l->stats, M, (N - n0 < nb ? N - n0 : nb) * P, K);
+    conv_job j = {.l = l, .g = conv_geom(l), .N = N};
+    j.T = conv_parts(N);
+    j.nb = conv_nb(&j.g, part_max(N, j.T));
+    return j;
+}
+
+static void forward_part(void *ctx, size_t p, size_t T)
+{
+    const conv_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->N, p, T, &lo, &hi);
+    eng_conv2d_scratch s = part_scratch(j, p);
+    const size_t in = j->g.IC * j->g.IH * j->g.IW, out = j->g.OC * j->g.OH * j->g.OW;
+    eng_conv2d_forward(&j->g, hi - lo, j->x + lo * in, j->l->param[0],
+                       j->l->cfg.conv.bias ? j->l->param[1] : NULL, j->y + lo * out, &s);
+}
+
+/* One eng_stats_gemm per chunk GEMM, as the kernels issue them: M x (images*P) x K. */
+static void conv_count(const conv_job *j, size_t M, size_t K, bool weight)
+{
+    size_t P = j->g.OH * j->g.OW;
+    for (size_t p = 0; p < j->T; p++) {
+        size_t lo, hi;
+        eng_par_range(j->N, p, j->T, &lo, &hi);
+        for (size_t n0 = lo; n0 < hi; n0 += j->nb) {
+            size_t cols = (hi - n0 < j->nb ? hi - n0 : j->nb) * P;
+            if (weight)
+                eng_stats_gemm(j->l->stats, M, K, cols);
+            else
+                eng_stats_gemm(j->l->stats, M, cols, K);
+        }
+    }
 }
 
 static void conv_forward(eng_layer *l, const eng_fwd_args *a)
 {
-    eng_conv2d_geom g = conv_geom(l);
-    eng_conv2d_scratch s = conv_scratch(l, &g, a->N);
-    eng_conv2d_forward(&g, a->N, a->x, l->param[0], l->cfg.conv.bias ? l->param[1] : NULL, a->y,
-                       &s);
-    conv_count(l, &g, a->N, g.OC, eng_conv2d_kdim(&g));
+    conv_job j = conv_job_make(l, a->N);
+    j.x = a->x;
+    j.y = a->y;
+    eng_par_run(j.T, forward_part, &j);
+    conv_count(&j, j.g.OC, eng_conv2d_kdim(&j.g), false);
+}
+
+static void backward_part(void *ctx, size_t p, size_t T)
+{
+    const conv_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->N, p, T, &lo, &hi);
+    eng_conv2d_scratch s = part_scratch(j, p);
+    const size_t in = j->g.IC * j->g.IH * j->g.IW, out = j->g.OC * j->g.OH * j->g.OW;
+    if (j->want_dw) {
+        /* part 0 writes the gradient, the others their partial sums (reduced by the caller) */
+        float *dw = p == 0 ? j->dw
+                           : j->l->aux + T * part_floats(&j->g, j->nb) +
+                                 (p - 1) * j->g.OC * eng_conv2d_kdim(&j->g);
+        eng_conv2d_backward_weight(&j->g, hi - lo, j->x + lo * in, j->dy + lo * out, dw, false, &s);
+    }
+    if (j->dx)
+        eng_conv2d_backward_input(&j->g, hi - lo, j->l->param[0], j->dy + lo * out, j->dx + lo * in,
+                                  false, &s);
 }
 
 static void conv_backward(eng_layer *l, const eng_bwd_args *a)
 {
-    eng_conv2d_geom g = conv_geom(l);
-    eng_conv2d_scratch s = conv_scratch(l, &g, a->N);
-    if (l->trainable[0]) {
-        eng_conv2d_backward_weight(&g, a->N, a->x, a->dy, l->grad[0], false, &s);
-        /* dw [OC, K] over the chunk's columns: M = OC, N = K, K = columns */
-        size_t nb = conv_nb(&g, a->N), P = g.OH * g.OW;
-        for (size_t n0 = 0; n0 < a->N; n0 += nb)
-            eng_stats_gemm(l->stats, g.OC, eng_conv2d_kdim(&g),
-                           (a->N - n0 < nb ? a->N - n0 : nb) * P);
+    conv_job j = conv_job_make(l, a->N);
+    j.x = a->x;
+    j.dy = a->dy;
+    j.dx = a->dx;
+    j.want_dw = l->trainable[0];
+    j.dw = l->grad[0];
+    if (j.want_dw || j.dx)
+        eng_par_run(j.T, backward_part, &j);
+    if (j.want_dw) {
+        /* fixed-order reduction of the partial sums: results do not depend on timing */
+        size_t n = j.g.OC * eng_conv2d_kdim(&j.g);
+        const float *part = l->aux + j.T * part_floats(&j.g, j.nb);
+        for (size_t p = 1; p < j.T; p++, part += n)
+            for (size_t i = 0; i < n; i++)
+                j.dw[i] += part[i];
+        conv_count(&j, j.g.OC, eng_conv2d_kdim(&j.g), true);
     }
     if (l->cfg.conv.bias && l->trainable[1])
-        eng_conv2d_backward_bias(&g, a->N, a->dy, l->grad[1], false);
-    if (a->dx) {
-        eng_conv2d_backward_input(&g, a->N, l->param[0], a->dy, a->dx, false, &s);
-        conv_count(l, &g, a->N, eng_conv2d_kdim(&g), g.OC);
-    }
+        eng_conv2d_backward_bias(&j.g, a->N, a->dy, l->grad[1], false);
+    if (a->dx)
+        conv_count(&j, eng_conv2d_kdim(&j.g), j.g.OC, false);
 }
 
 const eng_layer_ops eng_layer_conv2d = {
