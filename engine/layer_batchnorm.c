@@ -21,6 +21,68 @@
 /* Plane of channel c in sample n: [S] */
 #define PLANE(p, d, n, c) ((p) + ((n) * (d)->C + (c)) * (d)->S)
 
+/* Plane reductions in LANES independent float partial sums, added pairwise at the end: the
+ * compiler vectorises these (a single running float sum it may not reorder), and the
+ * partial sums are more accurate than one running sum. Planes are then summed in double. */
+#define LANES 16
+
+static float lanes_total(float *a)
+{
+    for (size_t w = LANES / 2; w > 0; w /= 2)
+        for (size_t k = 0; k < w; k++)
+            a[k] += a[k + w];
+    return a[0];
+}
+
+/* sum(x[0..S)) */
+static float plane_sum(const float *restrict x, size_t S)
+{
+    float a[LANES] = {0};
+    size_t s = 0;
+    for (; s + LANES <= S; s += LANES)
+        for (size_t k = 0; k < LANES; k++)
+            a[k] += x[s + k];
+    for (size_t k = 0; s < S; s++, k++)
+        a[k] += x[s];
+    return lanes_total(a);
+}
+
+/* sum((x - mu)^2) */
+static float plane_sqdev(const float *restrict x, float mu, size_t S)
+{
+    float a[LANES] = {0};
+    size_t s = 0;
+    for (; s + LANES <= S; s += LANES)
+        for (size_t k = 0; k < LANES; k++) {
+            float t = x[s + k] - mu;
+            a[k] += t * t;
+        }
+    for (size_t k = 0; s < S; s++, k++) {
+        float t = x[s] - mu;
+        a[k] += t * t;
+    }
+    return lanes_total(a);
+}
+
+/* sum(g) into *sg and sum(g * (x - mu)) into *sgx */
+static void plane_gsums(const float *restrict x, const float *restrict g, float mu, size_t S,
+                        float *sg, float *sgx)
+{
+    float a[LANES] = {0}, b[LANES] = {0};
+    size_t s = 0;
+    for (; s + LANES <= S; s += LANES)
+        for (size_t k = 0; k < LANES; k++) {
+            a[k] += g[s + k];
+            b[k] += g[s + k] * (x[s + k] - mu);
+        }
+    for (size_t k = 0; s < S; s++, k++) {
+        a[k] += g[s];
+        b[k] += g[s] * (x[s] - mu);
+    }
+    *sg = lanes_total(a);
+    *sgx = lanes_total(b);
+}
+
 /* Channels [c0, c1) of eng_batchnorm_train_forward (channels are independent). */
 static void train_forward_range(const eng_bn_dims *d, size_t c0, size_t c1, const float *x,
                                 const float *gamma, const float *beta, float *y, float *mean,
@@ -31,22 +93,12 @@ static void train_forward_range(const eng_bn_dims *d, size_t c0, size_t c1, cons
     for (size_t c = c0; c < c1; c++) {
         double sum = 0.0;
         for (size_t n = 0; n < N; n++) {
-            const float *xp = PLANE(x, d, n, c);
-            float part = 0.0f;
-            for (size_t s = 0; s < S; s++)
-                part += xp[s];
-            sum += (double)part;
+            sum += (double)plane_sum(PLANE(x, d, n, c), S);
         }
         const float mu = (float)(sum / (double)M);
         double ss = 0.0;
         for (size_t n = 0; n < N; n++) {
-            const float *xp = PLANE(x, d, n, c);
-            float part = 0.0f;
-            for (size_t s = 0; s < S; s++) {
-                float t = xp[s] - mu;
-                part += t * t;
-            }
-            ss += (double)part;
+            ss += (double)plane_sqdev(PLANE(x, d, n, c), mu, S);
         }
         const double var = ss / (double)M;
         const float is = (float)(1.0 / sqrt(var + (double)eps));
@@ -114,11 +166,8 @@ static void dy_sums(const eng_bn_dims *d, size_t c, const float *x, const float 
     double a = 0.0, b = 0.0;
     for (size_t n = 0; n < d->N; n++) {
         const float *xp = PLANE(x, d, n, c), *gp = PLANE(dy, d, n, c);
-        float pa = 0.0f, pb = 0.0f;
-        for (size_t s = 0; s < d->S; s++) {
-            pa += gp[s];
-            pb += gp[s] * (xp[s] - mu);
-        }
+        float pa, pb;
+        plane_gsums(xp, gp, mu, d->S, &pa, &pb);
         a += (double)pa;
         b += (double)pb;
     }

@@ -179,6 +179,8 @@ void eng_conv2d_backward_input(const eng_conv2d_geom *g, size_t N, const float *
 static size_t conv_nb(const eng_conv2d_geom *g, size_t N)
 {
     size_t P = g->OH * g->OW, nb = (1024 + P - 1) / P;
+    if (P >= 512) /* one image is a wide enough GEMM: write NCHW directly, no scatter copy */
+        nb = 1;
     if (nb > N)
         nb = N;
     return nb ? nb : 1;
