@@ -25,6 +25,7 @@
 #include "layers.h"
 #include "par.h"
 #include "util.h"
+#include "winograd.h"
 
 size_t eng_conv2d_col_floats(const eng_conv2d_geom *g, size_t nb)
 {
@@ -271,37 +272,67 @@ static void conv_init(eng_layer *l, eng_rng *rng)
             l->param[1][i] = (2.0f * eng_rng_uniform(rng) - 1.0f) * bound;
 }
 
-/* aux, for T = conv_parts(N) parts of at most Np = ceil(N/T) images, nb = conv_nb(Np):
- *   T x (col [K, nb*P], tmp [OC, nb*P])  per-part im2col scratch
- *   (T-1) x dw [OC, K]                    weight-gradient partial sums of parts 1..T-1 */
-static size_t part_floats(const eng_conv2d_geom *g, size_t nb)
+/* Winograd F(2x2, 3x3) (winograd.h) for the 3x3 stride-1 padding-1 convolutions with
+ * enough channels for its 16 GEMMs of K = IC (forward) or K = OC (input gradient) to be
+ * efficient; the stem (IC = 1 or 3) stays with im2col. */
+static bool use_wino(const eng_conv2d_geom *g)
 {
-    return eng_conv2d_col_floats(g, nb) + eng_conv2d_tmp_floats(g, nb);
+    return eng_wino_applies(g) && g->IC >= 8 && g->OC >= 8;
+}
+
+/* aux, for T = conv_parts(N) parts of at most Np = ceil(N/T) images, nb = conv_nb(Np):
+ *   T x max(col [K, nb*P] + tmp [OC, nb*P],   per-part scratch: im2col (weight gradient,
+ *           Winograd V + M)                    and everything without Winograd) or Winograd
+ *   (T-1) x dw [OC, K]                        weight-gradient partial sums of parts 1..T-1
+ *   U [16, OC, IC]                            Winograd weights, when used */
+static size_t part_floats(const eng_conv2d_geom *g, size_t nb, size_t nbw)
+{
+    size_t f = eng_conv2d_col_floats(g, nb) + eng_conv2d_tmp_floats(g, nb);
+    if (use_wino(g)) {
+        size_t w = eng_wino_scratch_floats(g->IC, g->OC, g->OH, g->OW, nbw);
+        f = w > f ? w : f;
+    }
+    return f;
 }
 
 static size_t conv_aux_size(const eng_layer *l, size_t N)
 {
     eng_conv2d_geom g = conv_geom(l);
-    size_t T = conv_parts(N), nb = conv_nb(&g, part_max(N, T));
-    return T * part_floats(&g, nb) + (T - 1) * g.OC * eng_conv2d_kdim(&g);
+    size_t T = conv_parts(N), Np = part_max(N, T);
+    size_t nb = conv_nb(&g, Np), nbw = eng_wino_chunk(g.OH, g.OW, Np);
+    return T * part_floats(&g, nb, nbw) + (T - 1) * g.OC * eng_conv2d_kdim(&g) +
+           (use_wino(&g) ? 16 * g.OC * g.IC : 0);
 }
 
 typedef struct conv_job {
     const eng_layer *l;
     eng_conv2d_geom g;
-    size_t N, T, nb;
+    size_t N, T, nb, nbw;
+    bool wino;
+    float *U; /* Winograd weights, prepared before the parts run */
     const float *x, *dy;
     float *y, *dx, *dw;
     bool want_dw;
 } conv_job;
 
+static float *part_base(const conv_job *j, size_t p)
+{
+    return j->l->aux + p * part_floats(&j->g, j->nb, j->nbw);
+}
+
 static eng_conv2d_scratch part_scratch(const conv_job *j, size_t p)
 {
-    float *base = j->l->aux + p * part_floats(&j->g, j->nb);
+    float *base = part_base(j, p);
     return (eng_conv2d_scratch){.col = base,
                                 .tmp =
                                     j->nb > 1 ? base + eng_conv2d_col_floats(&j->g, j->nb) : NULL,
                                 .nb = j->nb};
+}
+
+static float *dw_partial(const conv_job *j, size_t p)
+{
+    return j->l->aux + j->T * part_floats(&j->g, j->nb, j->nbw) +
+           (p - 1) * j->g.OC * eng_conv2d_kdim(&j->g);
 }
 
 static conv_job conv_job_make(const eng_layer *l, size_t N)
@@ -309,6 +340,11 @@ static conv_job conv_job_make(const eng_layer *l, size_t N)
     conv_job j = {.l = l, .g = conv_geom(l), .N = N};
     j.T = conv_parts(N);
     j.nb = conv_nb(&j.g, part_max(N, j.T));
+    j.nbw = eng_wino_chunk(j.g.OH, j.g.OW, part_max(N, j.T));
+    j.wino = use_wino(&j.g);
+    if (j.wino)
+        j.U = l->aux + j.T * part_floats(&j.g, j.nb, j.nbw) +
+              (j.T - 1) * j.g.OC * eng_conv2d_kdim(&j.g);
     return j;
 }
 
@@ -317,10 +353,21 @@ static void forward_part(void *ctx, size_t p, size_t T)
     const conv_job *j = ctx;
     size_t lo, hi;
     eng_par_range(j->N, p, T, &lo, &hi);
-    eng_conv2d_scratch s = part_scratch(j, p);
-    const size_t in = j->g.IC * j->g.IH * j->g.IW, out = j->g.OC * j->g.OH * j->g.OW;
-    eng_conv2d_forward(&j->g, hi - lo, j->x + lo * in, j->l->param[0],
-                       j->l->cfg.conv.bias ? j->l->param[1] : NULL, j->y + lo * out, &s);
+    const eng_conv2d_geom *g = &j->g;
+    const size_t in = g->IC * g->IH * g->IW, P = g->OH * g->OW, out = g->OC * P;
+    const float *b = j->l->cfg.conv.bias ? j->l->param[1] : NULL;
+    if (!j->wino) {
+        eng_conv2d_scratch s = part_scratch(j, p);
+        eng_conv2d_forward(g, hi - lo, j->x + lo * in, j->l->param[0], b, j->y + lo * out, &s);
+        return;
+    }
+    eng_wino_conv(g->IC, g->OC, g->OH, g->OW, hi - lo, j->x + lo * in, j->U, j->y + lo * out, false,
+                  part_base(j, p), j->nbw);
+    if (b)
+        for (size_t n = lo; n < hi; n++)
+            for (size_t oc = 0; oc < g->OC; oc++)
+                for (size_t i = 0; i < P; i++)
+                    j->y[n * out + oc * P + i] += b[oc];
 }
 
 /* One eng_stats_gemm per chunk GEMM, as the kernels issue them: M x (images*P) x K. */
@@ -345,7 +392,10 @@ static void conv_forward(eng_layer *l, const eng_fwd_args *a)
     conv_job j = conv_job_make(l, a->N);
     j.x = a->x;
     j.y = a->y;
+    if (j.wino)
+        eng_wino_weights(j.g.OC, j.g.IC, l->param[0], false, j.U);
     eng_par_run(j.T, forward_part, &j);
+    /* Winograd does fewer multiplications; the counters keep the direct convolution's */
     conv_count(&j, j.g.OC, eng_conv2d_kdim(&j.g), false);
 }
 
@@ -356,14 +406,13 @@ static void backward_part(void *ctx, size_t p, size_t T)
     eng_par_range(j->N, p, T, &lo, &hi);
     eng_conv2d_scratch s = part_scratch(j, p);
     const size_t in = j->g.IC * j->g.IH * j->g.IW, out = j->g.OC * j->g.OH * j->g.OW;
-    if (j->want_dw) {
-        /* part 0 writes the gradient, the others their partial sums (reduced by the caller) */
-        float *dw = p == 0 ? j->dw
-                           : j->l->aux + T * part_floats(&j->g, j->nb) +
-                                 (p - 1) * j->g.OC * eng_conv2d_kdim(&j->g);
-        eng_conv2d_backward_weight(&j->g, hi - lo, j->x + lo * in, j->dy + lo * out, dw, false, &s);
-    }
-    if (j->dx)
+    if (j->want_dw) /* part 0 writes the gradient, the others partial sums (reduced later) */
+        eng_conv2d_backward_weight(&j->g, hi - lo, j->x + lo * in, j->dy + lo * out,
+                                   p == 0 ? j->dw : dw_partial(j, p), false, &s);
+    if (j->dx && j->wino) /* the transposed convolution, from the same scratch after dw */
+        eng_wino_conv(j->g.OC, j->g.IC, j->g.OH, j->g.OW, hi - lo, j->dy + lo * out, j->U,
+                      j->dx + lo * in, false, part_base(j, p), j->nbw);
+    else if (j->dx)
         eng_conv2d_backward_input(&j->g, hi - lo, j->l->param[0], j->dy + lo * out, j->dx + lo * in,
                                   false, &s);
 }
@@ -376,15 +425,18 @@ static void conv_backward(eng_layer *l, const eng_bwd_args *a)
     j.dx = a->dx;
     j.want_dw = l->trainable[0];
     j.dw = l->grad[0];
+    if (j.wino && j.dx)
+        eng_wino_weights(j.g.OC, j.g.IC, l->param[0], true, j.U);
     if (j.want_dw || j.dx)
         eng_par_run(j.T, backward_part, &j);
     if (j.want_dw) {
         /* fixed-order reduction of the partial sums: results do not depend on timing */
         size_t n = j.g.OC * eng_conv2d_kdim(&j.g);
-        const float *part = l->aux + j.T * part_floats(&j.g, j.nb);
-        for (size_t p = 1; p < j.T; p++, part += n)
+        for (size_t p = 1; p < j.T; p++) {
+            const float *part = dw_partial(&j, p);
             for (size_t i = 0; i < n; i++)
                 j.dw[i] += part[i];
+        }
         conv_count(&j, j.g.OC, eng_conv2d_kdim(&j.g), true);
     }
     if (l->cfg.conv.bias && l->trainable[1])

@@ -1,9 +1,10 @@
 /*
  * test_par_layers.c: the engine's compute threads (engine/par.h) and the layers that split
  * their work over them. eng_par_run must run every part exactly once per call (many calls,
- * so a lost wake-up hangs and the test times out), serially when nested; conv2d, batchnorm2d
- * and relu must give the naive references' results with a budget of 3 threads, batches that
- * do not divide evenly, and the thresholds above which the split starts. Prints TAP.
+ * so a lost wake-up hangs and the test times out), serially when nested; conv2d (im2col and
+ * Winograd paths), batchnorm2d and relu must give the naive references' results with a budget of 3
+ * threads, batches that do not divide evenly, and the thresholds above which the split starts.
+ * Prints TAP.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -196,11 +197,13 @@ int main(void)
     eng_par_set_threads(3);
     is_int(eng_par_threads(), 3, "budget set to 3");
     test_run();
-    test_conv(&r, 7, 3, 12, 8, 1); /* parts 3, 2, 2 images; nb > 1 per part */
-    test_conv(&r, 2, 4, 9, 5, 2);  /* fewer images than threads */
-    test_conv(&r, 5, 2, 40, 4, 1); /* one image per GEMM */
-    test_bn_relu(&r, 5, 7, 48);    /* above the thresholds: split over channels / elements */
-    test_bn_relu(&r, 3, 2, 4);     /* below: one part */
+    test_conv(&r, 7, 3, 12, 8, 1);  /* parts 3, 2, 2 images; nb > 1 per part */
+    test_conv(&r, 2, 4, 9, 5, 2);   /* fewer images than threads */
+    test_conv(&r, 5, 2, 40, 4, 1);  /* one image per GEMM */
+    test_conv(&r, 5, 8, 10, 12, 1); /* Winograd forward and input gradient */
+    test_conv(&r, 4, 16, 7, 8, 1);  /* Winograd with odd sizes */
+    test_bn_relu(&r, 5, 7, 48);     /* above the thresholds: split over channels / elements */
+    test_bn_relu(&r, 3, 2, 4);      /* below: one part */
     eng_par_set_threads(0);
     is_int(eng_par_threads(), 1, "budget 0 is clamped to 1");
     return done_testing();

@@ -1,0 +1,36 @@
+/*
+ * winograd.h: Winograd F(2x2, 3x3) for 3x3, stride-1, padding-1 convolutions (private to
+ * engine/; winograd.c explains the algorithm). All buffers are borrowed for the call,
+ * float32 NCHW; the functions keep no state and allocate nothing.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "im2col.h"
+
+/* Tiles per GEMM the chunking aims for (whole images per chunk). */
+#define ENG_WINO_CHUNK_TILES 512
+
+/* True for the geometries eng_wino_conv computes: 3x3 kernel, stride 1, padding 1. */
+bool eng_wino_applies(const eng_conv2d_geom *g);
+
+/* 2x2 output tiles of one H x W image. */
+size_t eng_wino_tiles(size_t H, size_t W);
+
+/* Images per chunk for a batch of N: about ENG_WINO_CHUNK_TILES tiles, 1 <= nb <= max(N, 1). */
+size_t eng_wino_chunk(size_t H, size_t W, size_t N);
+
+/* Scratch floats of eng_wino_conv for chunks of nb images. */
+size_t eng_wino_scratch_floats(size_t C_in, size_t C_out, size_t H, size_t W, size_t nb);
+
+/* Transformed weights U [16][RO][RI] (16*OC*IC floats) of w [OC, IC, 3, 3]. With
+ * transpose_flip the transform is of the weights of the input-gradient convolution:
+ * w'[ic][oc][kh][kw] = w[oc][ic][2-kh][2-kw], so RO = IC, RI = OC; else RO = OC, RI = IC. */
+void eng_wino_weights(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U);
+
+/* y [N, C_out, H, W] (+)= conv3x3(x [N, C_in, H, W]) with U from eng_wino_weights (RO = C_out,
+ * RI = C_in), stride 1, padding 1. scratch: eng_wino_scratch_floats(C_in, C_out, H, W, nb). */
+void eng_wino_conv(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, const float *x,
+                   const float *U, float *y, bool accumulate, float *scratch, size_t nb);

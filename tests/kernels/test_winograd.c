@@ -1,0 +1,65 @@
+/*
+ * test_winograd.c: Winograd F(2x2, 3x3) (engine/winograd.h) against the naive direct
+ * convolution of im2col.h: forward, the input-gradient form (transposed, rotated weights),
+ * accumulation, odd and even image sizes (partial edge tiles), one- and multi-image chunks.
+ * Prints TAP.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "im2col.h"
+#include "refs.h"
+#include "tap.h"
+#include "winograd.h"
+
+static void check(test_rng *r, size_t N, size_t IC, size_t OC, size_t H, size_t W, size_t nb)
+{
+    eng_conv2d_geom g;
+    eng_conv2d_geom_init(&g, IC, H, W, OC, 3, 3, 1, 1, 1, 1);
+    ok(eng_wino_applies(&g), "3x3 s1 p1 applies");
+    size_t in = N * IC * H * W, out = N * OC * H * W;
+    float *x = test_alloc(in), *w = test_alloc(OC * IC * 9), *y = test_alloc(out);
+    float *y_ref = test_alloc(out), *dy = test_alloc(out), *dx = test_alloc(in);
+    float *dx_ref = test_alloc(in), *U = test_alloc(16 * OC * IC);
+    size_t big = IC > OC ? IC : OC;
+    float *s = test_alloc(eng_wino_scratch_floats(big, big, H, W, nb));
+    test_fill(r, x, in, -1, 1);
+    test_fill(r, w, OC * IC * 9, -0.5f, 0.5f);
+    test_fill(r, dy, out, -1, 1);
+    eng_conv2d_ref_forward(&g, N, x, w, NULL, y_ref);
+    eng_wino_weights(OC, IC, w, false, U);
+    eng_wino_conv(IC, OC, H, W, N, x, U, y, false, s, nb);
+    double e;
+    ok(test_close(y, y_ref, out, 1e-10, &e), "forward N=%zu %zu->%zu %zux%zu nb=%zu (nmse %.2g)", N,
+       IC, OC, H, W, nb, e);
+    /* accumulate adds onto what is there */
+    for (size_t i = 0; i < out; i++)
+        y_ref[i] *= 2.0f;
+    eng_wino_conv(IC, OC, H, W, N, x, U, y, true, s, nb);
+    ok(test_close(y, y_ref, out, 1e-10, &e), "forward accumulate (nmse %.2g)", e);
+    eng_conv2d_ref_backward_input(&g, N, dy, w, dx_ref);
+    eng_wino_weights(OC, IC, w, true, U);
+    eng_wino_conv(OC, IC, H, W, N, dy, U, dx, false, s, nb);
+    ok(test_close(dx, dx_ref, in, 1e-10, &e), "input gradient N=%zu %zu->%zu %zux%zu (nmse %.2g)",
+       N, IC, OC, H, W, e);
+    free(x), free(w), free(y), free(y_ref), free(dy), free(dx), free(dx_ref), free(U), free(s);
+}
+
+int main(void)
+{
+    test_rng r = {0x3a3a3a3aull};
+    eng_conv2d_geom g;
+    eng_conv2d_geom_init(&g, 2, 8, 8, 2, 3, 3, 2, 2, 1, 1);
+    ok(!eng_wino_applies(&g), "stride 2 does not apply");
+    eng_conv2d_geom_init(&g, 2, 8, 8, 2, 3, 3, 1, 1, 0, 0);
+    ok(!eng_wino_applies(&g), "padding 0 does not apply");
+    is_int(eng_wino_tiles(7, 8), 16, "7x8 image: 4x4 tiles");
+    is_int(eng_wino_chunk(28, 28, 100), 3, "28x28: 3 images (588 tiles) per chunk");
+    is_int(eng_wino_chunk(28, 28, 2), 2, "chunk never above the batch");
+    check(&r, 3, 4, 5, 8, 8, 1);
+    check(&r, 3, 4, 5, 8, 8, 2); /* last chunk shorter */
+    check(&r, 2, 3, 6, 7, 9, 2); /* odd sizes: partial edge tiles */
+    check(&r, 1, 1, 1, 1, 1, 1); /* a single pixel */
+    check(&r, 4, 16, 8, 14, 14, 3);
+    return done_testing();
+}
