@@ -40,9 +40,11 @@ size_t eng_wino_chunk(size_t H, size_t W, size_t N)
     return nb ? nb : 1;
 }
 
+static size_t pad_floats(size_t H, size_t W);
+
 size_t eng_wino_scratch_floats(size_t C_in, size_t C_out, size_t H, size_t W, size_t nb)
 {
-    return 16 * (C_in + C_out) * nb * eng_wino_tiles(H, W);
+    return 16 * (C_in + C_out) * nb * eng_wino_tiles(H, W) + pad_floats(H, W);
 }
 
 void eng_wino_weights(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
@@ -72,81 +74,88 @@ void eng_wino_weights(size_t OC, size_t IC, const float *w, bool transpose_flip,
         }
 }
 
-/* V[e][ic][t0 + t] for the m images x [C, H, W] of a chunk. */
-static void input_transform(size_t C, size_t H, size_t W, size_t m, const float *x, float *V,
-                            size_t ldv)
+/* Floats of the zero-padded copy of one input plane: (2*TH + 2) x (2*TW + 2). */
+static size_t pad_floats(size_t H, size_t W)
 {
-    const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW;
+    return (2 * ((H + 1) / 2) + 2) * (2 * ((W + 1) / 2) + 2);
+}
+
+/* V[e][c][n*T + t] for the m images x [C, H, W] of a chunk. Each plane is first copied into
+ * a zero border (pad, 1 pixel left/top, 1-2 right/bottom), so the transform has no bounds
+ * tests; it runs per row of tiles over rows of the plane, which the compiler vectorises. */
+static void input_transform(size_t C, size_t H, size_t W, size_t m, const float *x, float *V,
+                            size_t ldv, float *pad)
+{
+    const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, PW = 2 * TW + 2;
+    memset(pad, 0, pad_floats(H, W) * sizeof(float));
     for (size_t n = 0; n < m; n++)
         for (size_t c = 0; c < C; c++) {
             const float *xc = x + (n * C + c) * H * W;
+            for (size_t h = 0; h < H; h++)
+                memcpy(pad + (h + 1) * PW + 1, xc + h * W, W * sizeof(float));
             float *vc = V + c * ldv + n * T;
-            for (size_t ty = 0; ty < TH; ty++)
-                for (size_t tx = 0; tx < TW; tx++) {
-                    float d[4][4];
-                    /* rows 2ty-1 .. 2ty+2, columns 2tx-1 .. 2tx+2, zero outside */
-                    for (size_t r = 0; r < 4; r++) {
-                        size_t ih = 2 * ty + r; /* + 1 offset: ih - 1 is the image row */
-                        for (size_t k = 0; k < 4; k++) {
-                            size_t iw = 2 * tx + k;
-                            d[r][k] = ih >= 1 && ih <= H && iw >= 1 && iw <= W
-                                          ? xc[(ih - 1) * W + (iw - 1)]
-                                          : 0.0f;
-                        }
-                    }
-                    float b[4][4]; /* B^T d */
-                    for (size_t k = 0; k < 4; k++) {
-                        b[0][k] = d[0][k] - d[2][k];
-                        b[1][k] = d[1][k] + d[2][k];
-                        b[2][k] = d[2][k] - d[1][k];
-                        b[3][k] = d[1][k] - d[3][k];
-                    }
-                    const size_t t = ty * TW + tx;
-                    for (size_t r = 0; r < 4; r++) { /* (B^T d) B */
-                        float v[4] = {b[r][0] - b[r][2], b[r][1] + b[r][2], b[r][2] - b[r][1],
-                                      b[r][1] - b[r][3]};
+            for (size_t ty = 0; ty < TH; ty++) {
+                const float *r0 = pad + 2 * ty * PW, *r1 = r0 + PW, *r2 = r1 + PW, *r3 = r2 + PW;
+                for (size_t r = 0; r < 4; r++) {
+                    float *v0 = vc + (r * 4 + 0) * C * ldv + ty * TW;
+                    float *v1 = vc + (r * 4 + 1) * C * ldv + ty * TW;
+                    float *v2 = vc + (r * 4 + 2) * C * ldv + ty * TW;
+                    float *v3 = vc + (r * 4 + 3) * C * ldv + ty * TW;
+                    /* row r of B^T d is P + sg * Q: r0 - r2, r1 + r2, r2 - r1, r1 - r3 */
+                    const float *P = r == 0 ? r0 : r == 1 ? r1 : r == 2 ? r2 : r1;
+                    const float *Q = r == 0 ? r2 : r == 1 ? r2 : r == 2 ? r1 : r3;
+                    const float sg = r == 1 ? 1.0f : -1.0f;
+                    for (size_t tx = 0; tx < TW; tx++) {
+                        float b[4]; /* at columns 2tx .. 2tx+3 */
                         for (size_t k = 0; k < 4; k++)
-                            vc[(r * 4 + k) * C * ldv + t] = v[k];
+                            b[k] = P[2 * tx + k] + sg * Q[2 * tx + k];
+                        v0[tx] = b[0] - b[2];
+                        v1[tx] = b[1] + b[2];
+                        v2[tx] = b[2] - b[1];
+                        v3[tx] = b[1] - b[3];
                     }
                 }
+            }
         }
 }
 
-/* y (+)= A^T M A for the m images x [C, H, W] of a chunk. */
+/* y (+)= A^T M A for the m images x [C, H, W] of a chunk, one row of tiles at a time into
+ * the 2*TH x 2*TW plane `buf` (reads of M contiguous across tiles), then copied into y. */
 static void output_transform(size_t C, size_t H, size_t W, size_t m, const float *M, size_t ldm,
-                             float *y, bool accumulate)
+                             float *y, bool accumulate, float *buf)
 {
-    const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW;
+    const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, BW = 2 * TW;
     for (size_t n = 0; n < m; n++)
         for (size_t c = 0; c < C; c++) {
             float *yc = y + (n * C + c) * H * W;
             const float *mc = M + c * ldm + n * T;
-            for (size_t ty = 0; ty < TH; ty++)
+            const size_t es = C * ldm; /* stride between the 16 positions */
+            for (size_t ty = 0; ty < TH; ty++) {
+                const float *mt = mc + ty * TW;
+                float *o0 = buf + 2 * ty * BW, *o1 = o0 + BW;
                 for (size_t tx = 0; tx < TW; tx++) {
-                    const size_t t = ty * TW + tx;
-                    float a[2][4]; /* A^T M */
+                    float a0[4], a1[4]; /* A^T M */
                     for (size_t k = 0; k < 4; k++) {
-                        float m0 = mc[(0 * 4 + k) * C * ldm + t],
-                              m1 = mc[(1 * 4 + k) * C * ldm + t];
-                        float m2 = mc[(2 * 4 + k) * C * ldm + t],
-                              m3 = mc[(3 * 4 + k) * C * ldm + t];
-                        a[0][k] = m0 + m1 + m2;
-                        a[1][k] = m1 - m2 - m3;
+                        float m0 = mt[k * es + tx], m1 = mt[(4 + k) * es + tx];
+                        float m2 = mt[(8 + k) * es + tx], m3 = mt[(12 + k) * es + tx];
+                        a0[k] = m0 + m1 + m2;
+                        a1[k] = m1 - m2 - m3;
                     }
-                    for (size_t r = 0; r < 2; r++) {
-                        size_t oh = 2 * ty + r;
-                        if (oh >= H)
-                            break;
-                        float o[2] = {a[r][0] + a[r][1] + a[r][2], a[r][1] - a[r][2] - a[r][3]};
-                        for (size_t k = 0; k < 2; k++) {
-                            size_t ow = 2 * tx + k;
-                            if (ow >= W)
-                                break;
-                            float *dst = yc + oh * W + ow;
-                            *dst = accumulate ? *dst + o[k] : o[k];
-                        }
-                    }
+                    o0[2 * tx] = a0[0] + a0[1] + a0[2];
+                    o0[2 * tx + 1] = a0[1] - a0[2] - a0[3];
+                    o1[2 * tx] = a1[0] + a1[1] + a1[2];
+                    o1[2 * tx + 1] = a1[1] - a1[2] - a1[3];
                 }
+            }
+            for (size_t h = 0; h < H; h++) {
+                const float *src = buf + h * BW;
+                float *dst = yc + h * W;
+                if (accumulate)
+                    for (size_t w = 0; w < W; w++)
+                        dst[w] += src[w];
+                else
+                    memcpy(dst, src, W * sizeof(float));
+            }
         }
 }
 
@@ -160,10 +169,11 @@ void eng_wino_conv(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, cons
         const size_t m = N - n0 < nb ? N - n0 : nb, ld = m * T;
         float *V = scratch;                  /* [16][C_in][ld] */
         float *M = scratch + 16 * C_in * ld; /* [16][C_out][ld] */
-        input_transform(C_in, H, W, m, x + n0 * C_in * H * W, V, ld);
+        float *pad = M + 16 * C_out * ld;    /* one padded plane */
+        input_transform(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, pad);
         for (size_t e = 0; e < 16; e++)
             eng_sgemm(false, false, C_out, ld, C_in, 1.0f, U + e * C_out * C_in, C_in,
                       V + e * C_in * ld, ld, 0.0f, M + e * C_out * ld, ld);
-        output_transform(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate);
+        output_transform(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, pad);
     }
 }
