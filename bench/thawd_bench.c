@@ -254,6 +254,9 @@ static int run_child(const opts *o)
     eng_trainer t;
     bool t_ready = false;
 
+    double load_before = 0.0, load_after = 0.0;
+    if (getloadavg(&load_before, 1) != 1) /* optional field: 0 when unavailable */
+        load_before = 0.0;
     eng_blas_set_threads((int)o->threads);
     /* One fixed batch: the loader copies it into the trainer each step (as the daemon's
      * assembly of an already-decoded batch; well under 1% of a step here). */
@@ -341,17 +344,20 @@ static int run_child(const opts *o)
     qsort(steps, R, sizeof(double), cmp_double);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    if (getloadavg(&load_after, 1) != 1)
+        load_after = 0.0;
     printf("{\"model\": \"%s\", \"batch\": %zu, \"mode\": \"%s\", \"threads\": %ld, "
            "\"input\": [%zu, %zu, %zu], \"classes\": %d, "
            "\"images_per_s\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}, "
            "\"step_ms_median\": %.4f, "
            "\"gflops\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}, "
            "\"flops_per_step\": %.0f, \"flops_per_image\": %.1f, \"peak_rss_mib\": %.2f, "
-           "\"repeats\": %ld, \"iters\": %ld, \"warmup\": %ld}\n",
+           "\"repeats\": %ld, \"iters\": %ld, \"warmup\": %ld, "
+           "\"loadavg\": [%.2f, %.2f]}\n",
            model, N, mode, o->threads, in_shape[0], in_shape[1], in_shape[2], CLASSES,
            median_sorted(ips, R), ips[0], ips[R - 1], 1e3 * median_sorted(steps, R),
            median_sorted(gf, R), gf[0], gf[R - 1], flops, flops / (double)N,
-           (double)ru.ru_maxrss / 1024.0, o->repeats, o->iters, o->warmup);
+           (double)ru.ru_maxrss / 1024.0, o->repeats, o->iters, o->warmup, load_before, load_after);
     rc = 0;
 done:
     if (t_ready)
