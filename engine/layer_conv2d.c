@@ -274,10 +274,12 @@ static void conv_init(eng_layer *l, eng_rng *rng)
 
 /* Winograd F(2x2, 3x3) (winograd.h) for the 3x3 stride-1 padding-1 convolutions with
  * enough channels for its 16 GEMMs of K = IC (forward) or K = OC (input gradient) to be
- * efficient; the stem (IC = 1 or 3) stays with im2col. */
+ * efficient, on images of at least 6x6 (a 4x4 or 2x2 map is one to four tiles, where the
+ * weight transform, 16*OC*IC floats per call, costs more than it saves: resnet18's last
+ * stages at 64x64 inputs); the stem (IC = 1 or 3) stays with im2col. */
 static bool use_wino(const eng_conv2d_geom *g)
 {
-    return eng_wino_applies(g) && g->IC >= 8 && g->OC >= 8;
+    return eng_wino_applies(g) && g->IC >= 8 && g->OC >= 8 && g->OH >= 6 && g->OW >= 6;
 }
 
 /* aux, for T = conv_parts(N) parts of at most Np = ceil(N/T) images, nb = conv_nb(Np):
