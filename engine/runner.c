@@ -699,10 +699,12 @@ static int run_fit(runner *r, const fit_plan *fp, uint32_t e0, uint32_t b0)
                 double pos = (double)((size_t)e * r->nb + b) / (double)total;
                 for (size_t g = 0; g < G; g++) {
                     double L = (double)fp->peak[g];
-                    o->h[g].lr = (float)eng_sched_one_cycle(fp->pct_start, L / (double)fp->div, L,
-                                                            L / (double)fp->div_final, pos);
-                    o->h[g].mom = (float)eng_sched_one_cycle(fp->pct_start, fp->moms[0],
-                                                             fp->moms[1], fp->moms[2], pos);
+                    o->h[g].lr =
+                        (float)eng_sched_one_cycle((double)fp->pct_start, L / (double)fp->div, L,
+                                                   L / (double)fp->div_final, pos);
+                    o->h[g].mom =
+                        (float)eng_sched_one_cycle((double)fp->pct_start, (double)fp->moms[0],
+                                                   (double)fp->moms[1], (double)fp->moms[2], pos);
                 }
             }
             const uint32_t *idx;
@@ -851,7 +853,7 @@ static int run_lr_find(runner *r, const eng_stage *st)
     for (uint32_t e = 0; e < n_epoch && !stop; e++) {
         eng_trainer_shuffle(&r->tr, r->spec->seed, r->stage, e);
         for (size_t b = 0; b < r->nb && !stop; b++) {
-            float lr = (float)eng_lrfind_lr(st->start_lr, st->end_lr, n, num_it);
+            float lr = (float)eng_lrfind_lr((double)st->start_lr, (double)st->end_lr, n, num_it);
             for (size_t g = 0; g < G; g++)
                 o->h[g].lr = lr;
             const uint32_t *idx;
@@ -876,7 +878,8 @@ static int run_lr_find(runner *r, const eng_stage *st)
                  * training on NaN weights, so the suggestions' [num_it//10 : -5] slice
                  * sees what fastai's does */
                 for (; n < n_max; n++) {
-                    r->lf_lrs[n] = (float)eng_lrfind_lr(st->start_lr, st->end_lr, n, num_it);
+                    r->lf_lrs[n] =
+                        (float)eng_lrfind_lr((double)st->start_lr, (double)st->end_lr, n, num_it);
                     r->lf_losses[n] = NAN;
                 }
                 stop = true;

@@ -81,10 +81,10 @@ int eng_lr_resolve(const eng_lr *lr, size_t G, const eng_lr_find_result *latest,
             out[g] = lr->v[0];
         break;
     case ENG_LR_SLICE:
-        slice_rule(lr->v[0], lr->v[1], G, out);
+        slice_rule((double)lr->v[0], (double)lr->v[1], G, out);
         break;
     case ENG_LR_SLICE_HI:
-        slice_rule(0.0, lr->v[0], G, out);
+        slice_rule(0.0, (double)lr->v[0], G, out);
         break;
     case ENG_LR_LIST:
         if (lr->n == 1) {

@@ -20,7 +20,7 @@ void eng_tracker_init(eng_tracker *t, const eng_tracker_spec *spec)
 
 void eng_tracker_reset(eng_tracker *t)
 {
-    t->best = t->less ? INFINITY : -INFINITY;
+    t->best = t->less ? (double)INFINITY : -(double)INFINITY;
     t->wait = 0;
     t->saved = false;
 }
