@@ -210,7 +210,7 @@ static double count_flops(const eng_model *m, size_t N, const char *mode)
         bool w_train = !infer && (train || l->group == head);
         bool any = false;
         size_t np = l->ops->n_params ? l->ops->n_params(l) : 0;
-        for (size_t k = 0; k < np; k++)
+        for (size_t k = 0; k < np && !infer; k++) /* infer: nothing trains */
             any = any || l->trainable[k];
         if (l->ops == &eng_layer_conv2d) {
             double f = 2.0 * (double)l->out_size *
@@ -230,7 +230,7 @@ static double count_flops(const eng_model *m, size_t N, const char *mode)
             if (l->cfg.block.stride != 1 || l->cfg.block.IC != l->cfg.block.OC)
                 total += 2.0 * out * IC * (1 + w_train + later);
         }
-        if (any && !infer)
+        if (any)
             flows = true;
     }
     return total * (double)N;
