@@ -57,7 +57,10 @@ void eng_trainer_shuffle(eng_trainer *t, uint64_t seed, size_t stage, uint32_t e
  * backward down to the lowest trainable layer, optimizer update. Returns the batch loss. */
 float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N);
 
-/* Forward of N samples starting at x (eval mode) into t->act; returns the logits. */
+/* Forward of N samples starting at x; returns the logits. Outputs a backward pass can read
+ * (train mode, from the lowest trainable layer up) go to t->act; the others, and all of
+ * them in eval mode, to t->grad_buf in turn, so only the logits are valid after an eval
+ * forward. */
 const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool train);
 
 /* Mean loss, accuracy and the n_ms metrics `ms` (into vals[n_ms]) over the validation split
