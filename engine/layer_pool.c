@@ -15,6 +15,7 @@
 #include "engine.h"
 #include "kernels.h"
 #include "layers.h"
+#include "par.h"
 #include "util.h"
 
 int eng_pool2d_geom_init(eng_pool2d_geom *g, size_t C, size_t IH, size_t IW, size_t KH, size_t KW,
@@ -346,17 +347,55 @@ static size_t maxpool_aux_size(const eng_layer *l, size_t N)
     return N * l->out_size;
 }
 
+/* Max pooling split over the compute threads by image ranges (par.h): images are
+ * independent, so the split does not change the results. */
+typedef struct maxpool_job {
+    eng_pool2d_geom g;
+    size_t N;
+    const float *x, *dy;
+    float *y, *dx;
+    int32_t *idx;
+} maxpool_job;
+
+static size_t pool_parts(size_t N)
+{
+    size_t T = eng_par_threads();
+    return T < N ? T : (N ? N : 1);
+}
+
+static void maxpool_forward_part(void *ctx, size_t p, size_t T)
+{
+    const maxpool_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->N, p, T, &lo, &hi);
+    const size_t in = j->g.C * j->g.IH * j->g.IW, out = j->g.C * j->g.OH * j->g.OW;
+    eng_maxpool2d_forward(&j->g, hi - lo, j->x + lo * in, j->y + lo * out, j->idx + lo * out);
+}
+
 static void maxpool_forward(eng_layer *l, const eng_fwd_args *a)
 {
-    eng_pool2d_geom g = pool_geom(l);
-    eng_maxpool2d_forward(&g, a->N, a->x, a->y, (int32_t *)(void *)l->aux);
+    maxpool_job j = {
+        .g = pool_geom(l), .N = a->N, .x = a->x, .y = a->y, .idx = (int32_t *)(void *)l->aux};
+    eng_par_run(pool_parts(a->N), maxpool_forward_part, &j);
+}
+
+static void maxpool_backward_part(void *ctx, size_t p, size_t T)
+{
+    const maxpool_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->N, p, T, &lo, &hi);
+    const size_t in = j->g.C * j->g.IH * j->g.IW, out = j->g.C * j->g.OH * j->g.OW;
+    eng_maxpool2d_backward(&j->g, hi - lo, j->dy + lo * out, j->idx + lo * out, j->dx + lo * in,
+                           false);
 }
 
 static void maxpool_backward(eng_layer *l, const eng_bwd_args *a)
 {
-    eng_pool2d_geom g = pool_geom(l);
-    if (a->dx)
-        eng_maxpool2d_backward(&g, a->N, a->dy, (const int32_t *)(void *)l->aux, a->dx, false);
+    if (!a->dx)
+        return;
+    maxpool_job j = {
+        .g = pool_geom(l), .N = a->N, .dy = a->dy, .dx = a->dx, .idx = (int32_t *)(void *)l->aux};
+    eng_par_run(pool_parts(a->N), maxpool_backward_part, &j);
 }
 
 static void avgpool_forward(eng_layer *l, const eng_fwd_args *a)

@@ -2,9 +2,9 @@
  * test_par_layers.c: the engine's compute threads (engine/par.h) and the layers that split
  * their work over them. eng_par_run must run every part exactly once per call (many calls,
  * so a lost wake-up hangs and the test times out), serially when nested; conv2d (im2col and
- * Winograd paths), batchnorm2d and relu must give the naive references' results with a budget of 3
- * threads, batches that do not divide evenly, and the thresholds above which the split starts.
- * Prints TAP.
+ * Winograd paths), batchnorm2d, relu and maxpool2d must give the naive references' results with a
+ * budget of 3 threads, batches that do not divide evenly, and the thresholds above which the split
+ * starts. Prints TAP.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -191,6 +191,32 @@ static void test_bn_relu(test_rng *r, size_t N, size_t C, size_t HW)
     destroy(&a);
 }
 
+static void test_maxpool(test_rng *r, size_t N)
+{
+    const size_t shape[3] = {3, 9, 8};
+    eng_layer_cfg cfg = {.pool = {.KH = 3, .KW = 3, .stride = 2, .pad = 1}};
+    lay o;
+    make(&o, &eng_layer_maxpool2d, cfg, shape, N, r);
+    eng_pool2d_geom g;
+    eng_pool2d_geom_init(&g, 3, 9, 8, 3, 3, 2, 2, 1, 1);
+    size_t in = N * o.l.in_size, out = N * o.l.out_size;
+    float *x = test_alloc(in), *y = test_alloc(out), *y_ref = test_alloc(out);
+    float *dy = test_alloc(out), *dx = test_alloc(in), *dx_ref = test_alloc(in);
+    test_fill_distinct(r, x, in, 0.01f);
+    test_fill(r, dy, out, -1, 1);
+    ref_maxpool2d_forward(&g, N, x, y_ref);
+    ref_maxpool2d_backward(&g, N, x, dy, dx_ref);
+    eng_fwd_args fa = {.N = N, .x = x, .y = y, .train = true};
+    o.l.ops->forward(&o.l, &fa);
+    eng_bwd_args ba = {.N = N, .x = x, .y = y, .dy = dy, .dx = dx};
+    o.l.ops->backward(&o.l, &ba);
+    ok(memcmp(y, y_ref, out * sizeof(float)) == 0, "maxpool N=%zu: forward exact", N);
+    double e;
+    ok(test_close(dx, dx_ref, in, 1e-12, &e), "maxpool N=%zu: backward (nmse %.2g)", N, e);
+    free(x), free(y), free(y_ref), free(dy), free(dx), free(dx_ref);
+    destroy(&o);
+}
+
 int main(void)
 {
     test_rng r = {0x5eed5eedull};
@@ -204,6 +230,8 @@ int main(void)
     test_conv(&r, 4, 16, 7, 8, 1);  /* Winograd with odd sizes */
     test_bn_relu(&r, 5, 7, 48);     /* above the thresholds: split over channels / elements */
     test_bn_relu(&r, 3, 2, 4);      /* below: one part */
+    test_maxpool(&r, 5);            /* image ranges 1 + 2 + 2 */
+    test_maxpool(&r, 2);            /* fewer images than threads */
     eng_par_set_threads(0);
     is_int(eng_par_threads(), 1, "budget 0 is clamped to 1");
     return done_testing();
