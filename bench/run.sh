@@ -102,4 +102,6 @@ fi
 # shellcheck disable=SC2086
 python3 "$ROOT/bench/report.py" --peak "$TMP/peak.json" --torch "$TMP/torch.json" $THAWD_ARG \
     --json "$ROOT/bench/results/$STAMP.json" --md "$ROOT/bench/results/$STAMP.md"
-echo "wrote bench/results/$STAMP.json and bench/results/$STAMP.md" >&2
+python3 "$ROOT/bench/plot.py" "$ROOT/bench/results/$STAMP.json" "$ROOT/bench/results/$STAMP.svg" ||
+    echo "run.sh: plot.py failed (the tables are written)" >&2
+echo "wrote bench/results/$STAMP.json, $STAMP.md and $STAMP.svg" >&2
