@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "par.h"
 #include "util.h"
 
 void eng_optim_init(eng_optim *o, const eng_opt_spec *spec, size_t n_groups)
@@ -25,25 +26,53 @@ void eng_optim_init(eng_optim *o, const eng_opt_spec *spec, size_t n_groups)
     }
 }
 
+/* One Adam update over elements [lo, hi) of a tensor: decay, moments and step in a single
+ * pass (each element goes through the same operations in the same order as three separate
+ * passes would, so results are identical; one sweep over memory instead of three). */
+typedef struct adam_job {
+    float f, b1, b2, a, d2, eps; /* f: weight-decay factor, 1 when none */
+    float *p, *m, *v;
+    const float *g;
+    size_t n;
+} adam_job;
+
+static void adam_part(void *ctx, size_t part, size_t parts)
+{
+    const adam_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->n, part, parts, &lo, &hi);
+    /* restrict: parameter, gradient and moment blocks are distinct allocations */
+    float *restrict p = j->p, *restrict m = j->m, *restrict v = j->v;
+    const float *restrict g = j->g;
+    const float f = j->f, b1 = j->b1, b2 = j->b2, a = j->a, d2 = j->d2, eps = j->eps;
+    for (size_t i = lo; i < hi; i++) {
+        if (f != 1.0f)
+            p[i] *= f;
+        m[i] = m[i] * b1 + g[i] * (1.0f - b1);
+        v[i] = v[i] * b2 + g[i] * g[i] * (1.0f - b2);
+        p[i] += a * m[i] / (sqrtf(v[i] / d2) + eps);
+    }
+}
+
 static void adam_tensor(const eng_hypers *h, bool do_wd, uint32_t *step, float *p, const float *g,
                         float *m, float *v, size_t n)
 {
-    float lr = h->lr, b1 = h->mom, b2 = h->sqr_mom, eps = h->eps;
-    if (do_wd && h->wd != 0.0f) {
-        float f = 1.0f - lr * h->wd;
-        for (size_t i = 0; i < n; i++)
-            p[i] *= f;
-    }
-    for (size_t i = 0; i < n; i++) {
-        m[i] = m[i] * b1 + g[i] * (1.0f - b1);
-        v[i] = v[i] * b2 + g[i] * g[i] * (1.0f - b2);
-    }
+    float lr = h->lr;
     *step += 1;
-    float d1 = (float)(1.0 - pow((double)b1, (double)*step));
-    float d2 = (float)(1.0 - pow((double)b2, (double)*step));
-    float a = -lr / d1;
-    for (size_t i = 0; i < n; i++)
-        p[i] += a * m[i] / (sqrtf(v[i] / d2) + eps);
+    float d1 = (float)(1.0 - pow((double)h->mom, (double)*step));
+    adam_job j = {.f = do_wd && h->wd != 0.0f ? 1.0f - lr * h->wd : 1.0f,
+                  .b1 = h->mom,
+                  .b2 = h->sqr_mom,
+                  .a = -lr / d1,
+                  .d2 = (float)(1.0 - pow((double)h->sqr_mom, (double)*step)),
+                  .eps = h->eps,
+                  .p = p,
+                  .m = m,
+                  .v = v,
+                  .g = g,
+                  .n = n};
+    /* large tensors are split over the engine's compute threads (par.h) */
+    eng_par_run(n >= 65536 ? eng_par_threads() : 1, adam_part, &j);
 }
 
 static void sgd_tensor(const eng_hypers *h, bool use_mom, bool do_wd, uint32_t *step, float *p,
