@@ -70,7 +70,7 @@ $NICE "$PYTORCH" "$ROOT/bench/torch_ref.py" $ARGS "$@" >"$TMP/torch.json" ||
 # >>> THAWD SIDE. The engine's benchmark binary must accept the same options as torch_ref.py
 # (--models, --modes, --batches, --repeats, --iters, --warmup, --threads) and print one
 # "thawd-bench/1" JSON document on stdout with "implementation": "thawd" (schema in
-# bench/README.md). Until it exists this step is skipped.
+# bench/README.md). bench/thawd_bench.c is that binary; it is built here unless THAWD_BENCH is set.
 THAWD_ARG=
 if [ -z "${THAWD_BENCH:-}" ]; then
     # Build it: a release meson build of its own (configured once), bench/thawd-bench only.
