@@ -25,8 +25,11 @@ COPY --from=build /build/server/thawd /usr/local/bin/thawd
 USER thawd
 VOLUME /data
 EXPOSE 8080
-# One worker with two BLAS threads fits a 2-core container; raise both together.
-ENV OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=1 THAWD_DATA_DIR=/data THAWD_HOST=0.0.0.0
+# The engine runs its own compute threads (--blas-threads, default cores / workers) over
+# single-threaded OpenBLAS, so OpenBLAS need not start a pool of its own.
+# Listening on all interfaces requires a token: create one first, on the same volume:
+#   docker run --rm -v thawd-data:/data thawd token create --name me --scope read,submit
+ENV OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 THAWD_DATA_DIR=/data THAWD_HOST=0.0.0.0
 HEALTHCHECK --interval=30s --timeout=3s CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/thawd"]
