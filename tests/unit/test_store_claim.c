@@ -16,13 +16,13 @@
 #include <unistd.h>
 
 #include "storage.h"
+#include "store_tmpdir.h"
 #include "tap.h"
 
 #define N_THREADS 4
 #define N_ROUNDS  40
 #define N_JOBS    (N_THREADS * N_ROUNDS)
 
-static char tmpdir[512];
 static char dbpath[1024];
 static pthread_barrier_t start_line;
 
@@ -35,34 +35,6 @@ struct claimer {
     int64_t left_at_notfound; /* queued jobs counted right after ENOTFOUND */
     int notfound_round;       /* round of the first ENOTFOUND, -1 if none */
 };
-
-static void make_tmpdir(void)
-{
-    const char *base = getenv("TMPDIR");
-
-    snprintf(tmpdir, sizeof(tmpdir), "%s/thawd-store-XXXXXX", base && base[0] ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-}
-
-static void remove_tmpdir(void)
-{
-    char path[1024];
-    struct dirent *de;
-    DIR *d = opendir(tmpdir);
-
-    while (d && (de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", tmpdir, de->d_name);
-        unlink(path);
-    }
-    if (d)
-        closedir(d);
-    rmdir(tmpdir);
-}
 
 static void *claim_loop(void *arg)
 {

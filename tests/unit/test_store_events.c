@@ -10,41 +10,13 @@
 #include <unistd.h>
 
 #include "storage.h"
+#include "store_tmpdir.h"
 #include "tap.h"
 
 #define SHA_A "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define SHA_B "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
 
-static char tmpdir[512];
 static int db_seq;
-
-static void make_tmpdir(void)
-{
-    const char *base = getenv("TMPDIR");
-
-    snprintf(tmpdir, sizeof(tmpdir), "%s/thawd-store-XXXXXX", base && base[0] ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-}
-
-static void remove_tmpdir(void)
-{
-    char path[1024];
-    struct dirent *de;
-    DIR *d = opendir(tmpdir);
-
-    while (d && (de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", tmpdir, de->d_name);
-        unlink(path);
-    }
-    if (d)
-        closedir(d);
-    rmdir(tmpdir);
-}
 
 static store *fresh_store(void)
 {

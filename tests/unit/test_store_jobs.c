@@ -12,40 +12,12 @@
 #include <unistd.h>
 
 #include "storage.h"
+#include "store_tmpdir.h"
 #include "tap.h"
 
 #define LEASE_MS 60000
 
-static char tmpdir[512];
 static int db_seq;
-
-static void make_tmpdir(void)
-{
-    const char *base = getenv("TMPDIR");
-
-    snprintf(tmpdir, sizeof(tmpdir), "%s/thawd-store-XXXXXX", base && base[0] ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-}
-
-static void remove_tmpdir(void)
-{
-    char path[1024];
-    struct dirent *de;
-    DIR *d = opendir(tmpdir);
-
-    while (d && (de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", tmpdir, de->d_name);
-        unlink(path);
-    }
-    if (d)
-        closedir(d);
-    rmdir(tmpdir);
-}
 
 /* A fresh database file per test; exits on failure (nothing else can run). */
 static store *fresh_store(void)

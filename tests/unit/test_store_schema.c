@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "storage.h"
+#include "store_tmpdir.h"
 #include "tap.h"
 
-static char tmpdir[512];
 static int n_logs;
 
 static void count_log(store_log_level level, const char *msg, void *user)
@@ -22,34 +22,6 @@ static void count_log(store_log_level level, const char *msg, void *user)
     (void)msg;
     (void)user;
     n_logs++;
-}
-
-static void make_tmpdir(void)
-{
-    const char *base = getenv("TMPDIR");
-
-    snprintf(tmpdir, sizeof(tmpdir), "%s/thawd-store-XXXXXX", base && base[0] ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-}
-
-static void remove_tmpdir(void)
-{
-    char path[1024];
-    struct dirent *de;
-    DIR *d = opendir(tmpdir);
-
-    while (d && (de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof(path), "%s/%s", tmpdir, de->d_name);
-        unlink(path);
-    }
-    if (d)
-        closedir(d);
-    rmdir(tmpdir);
 }
 
 static void db_path(char *buf, size_t cap, const char *name)
