@@ -738,7 +738,8 @@ static int run_fit(runner *r, const fit_plan *fp, uint32_t e0, uint32_t b0)
         }
         float vl, acc, row[3 + ENG_MAX_METRICS];
         size_t nm = r->spec->n_metrics;
-        eng_trainer_validate(&r->tr, r->spec->metrics, nm, &vl, &acc, r->mvals);
+        (void)eng_trainer_validate(&r->tr, r->spec->metrics, nm, NULL, NULL, &vl, &acc,
+                                   r->mvals); /* no poll: cannot be stopped */
         /* fastai train_loss: the smoothed loss at the end of the epoch */
         float tl = r->tr.smooth.count
                        ? (float)(r->tr.smooth.val / (1.0 - pow(0.98, r->tr.smooth.count)))

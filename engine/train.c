@@ -193,8 +193,8 @@ size_t eng_rank_of_target(const float *logits, size_t C, int32_t y)
     return above;
 }
 
-void eng_trainer_validate(eng_trainer *t, const eng_metric *ms, size_t n_ms, float *loss,
-                          float *accuracy, float *vals)
+int eng_trainer_validate(eng_trainer *t, const eng_metric *ms, size_t n_ms, eng_valid_poll_fn poll,
+                         void *user, float *loss, float *accuracy, float *vals)
 {
     const eng_dataset *d = t->data;
     size_t in = t->model->in_size, C = t->model->n_classes;
@@ -206,11 +206,14 @@ void eng_trainer_validate(eng_trainer *t, const eng_metric *ms, size_t n_ms, flo
         *accuracy = NAN;
         for (size_t k = 0; k < n_ms; k++)
             vals[k] = NAN;
-        return;
+        return 0;
     }
+    size_t nb = (d->n_valid + t->max_batch - 1) / t->max_batch;
     for (size_t s = 0; s < d->n_valid; s += t->max_batch) {
         size_t N = d->n_valid - s < t->max_batch ? d->n_valid - s : t->max_batch;
         size_t c = 0;
+        if (poll && poll(user, s / t->max_batch, nb))
+            return ENG_EINTERRUPTED; /* outputs untouched: no partial result */
         memcpy(t->act[0], d->x_valid + s * in, N * in * sizeof(float));
         const float *logits = eng_trainer_forward(t, t->act[0], N, false);
         float l = eng_softmax_ce(N, C, logits, d->y_valid + s, NULL, &c);
@@ -237,4 +240,5 @@ void eng_trainer_validate(eng_trainer *t, const eng_metric *ms, size_t n_ms, flo
             break;
         }
     }
+    return 0;
 }

@@ -63,10 +63,15 @@ float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N);
  * forward. */
 const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool train);
 
+/* Asked before each validation batch (batch of n_batches); true stops the validation. */
+typedef bool (*eng_valid_poll_fn)(void *user, size_t batch, size_t n_batches);
+
 /* Mean loss, accuracy and the n_ms metrics `ms` (into vals[n_ms]) over the validation split
- * (sample-weighted, as fastai's AvgLoss/AvgMetric); all NaN when the split is empty. */
-void eng_trainer_validate(eng_trainer *t, const eng_metric *ms, size_t n_ms, float *loss,
-                          float *accuracy, float *vals);
+ * (sample-weighted, as fastai's AvgLoss/AvgMetric); all NaN when the split is empty.
+ * `poll` (may be NULL; `user` is passed to it) is asked before each batch. Returns 0, or
+ * ENG_EINTERRUPTED when poll stopped it, with loss, accuracy and vals left untouched. */
+int eng_trainer_validate(eng_trainer *t, const eng_metric *ms, size_t n_ms, eng_valid_poll_fn poll,
+                         void *user, float *loss, float *accuracy, float *vals);
 
 /* torch.nn.utils.clip_grad_norm_ over the n tensors of m that are trainable: total norm of
  * type p (INFINITY allowed); when it exceeds max_norm... every gradient is multiplied by
