@@ -328,10 +328,29 @@ static bool valid_name(const char *s)
     return strcmp(s, "checkpoint") != 0;
 }
 
+/* A stage field's name for errors, "stages.<i>.<name>", formatted into the caller's f. */
+#define FIELD(name) (snprintf(f, sizeof(f), "stages.%zu.%s", i, name), f)
+
+/* The 1cycle schedule's shape (div, div_final, pct_start, moms), shared by fit_one_cycle and
+ * fine_tune. */
+static int validate_one_cycle(const eng_stage *s, size_t i, eng_error *err)
+{
+    char f[96];
+    if (!finite_pos(s->div))
+        return bad(err, FIELD("div"), "must be > 0");
+    if (!finite_pos(s->div_final))
+        return bad(err, FIELD("div_final"), "must be > 0");
+    if (!(s->pct_start > 0.0f && s->pct_start < 1.0f))
+        return bad(err, FIELD("pct_start"), "must be in (0, 1)");
+    for (int k = 0; k < 3; k++)
+        if (!(isfinite(s->moms[k]) && s->moms[k] >= 0.0f && s->moms[k] < 1.0f))
+            return bad(err, FIELD("moms"), "values must be in [0, 1)");
+    return 0;
+}
+
 static int validate_stage(const eng_stage *s, size_t i, bool *have_lr_find, eng_error *err)
 {
     char f[96];
-#define FIELD(name) (snprintf(f, sizeof(f), "stages.%zu.%s", i, name), f)
     switch (s->op) {
     case ENG_STAGE_FREEZE:
     case ENG_STAGE_UNFREEZE:
@@ -356,18 +375,7 @@ static int validate_stage(const eng_stage *s, size_t i, bool *have_lr_find, eng_
             return rc;
         if (!isfinite(s->wd)) /* negative = keep the optimizer's weight decay */
             return bad(err, FIELD("wd"), "must be a number >= 0");
-        if (!oc)
-            return 0;
-        if (!finite_pos(s->div))
-            return bad(err, FIELD("div"), "must be > 0");
-        if (!finite_pos(s->div_final))
-            return bad(err, FIELD("div_final"), "must be > 0");
-        if (!(s->pct_start > 0.0f && s->pct_start < 1.0f))
-            return bad(err, FIELD("pct_start"), "must be in (0, 1)");
-        for (int k = 0; k < 3; k++)
-            if (!(isfinite(s->moms[k]) && s->moms[k] >= 0.0f && s->moms[k] < 1.0f))
-                return bad(err, FIELD("moms"), "values must be in [0, 1)");
-        return 0;
+        return oc ? validate_one_cycle(s, i, err) : 0;
     }
     case ENG_STAGE_FINE_TUNE:
         if (s->epochs < 1 || s->epochs > 100000)
@@ -386,16 +394,7 @@ static int validate_stage(const eng_stage *s, size_t i, bool *have_lr_find, eng_
             return bad(err, FIELD("lr_mult"), "must be > 0");
         if (!isfinite(s->wd))
             return bad(err, FIELD("wd"), "must be a number >= 0");
-        if (!finite_pos(s->div))
-            return bad(err, FIELD("div"), "must be > 0");
-        if (!finite_pos(s->div_final))
-            return bad(err, FIELD("div_final"), "must be > 0");
-        if (!(s->pct_start > 0.0f && s->pct_start < 1.0f))
-            return bad(err, FIELD("pct_start"), "must be in (0, 1)");
-        for (int k = 0; k < 3; k++)
-            if (!(isfinite(s->moms[k]) && s->moms[k] >= 0.0f && s->moms[k] < 1.0f))
-                return bad(err, FIELD("moms"), "values must be in [0, 1)");
-        return 0;
+        return validate_one_cycle(s, i, err);
     case ENG_STAGE_SAVE:
         if (!valid_name(s->name))
             return bad(err, FIELD("name"),
