@@ -11,7 +11,9 @@
  * save-best trackers). lr_find is not resumed mid-sweep: an interrupt restores the pre-sweep
  * state and checkpoints the stage's start. Shuffling depends only on (seed, stage, epoch),
  * so a resumed run replays the same batches and ends with bit-identical weights (with the
- * same BLAS thread count).
+ * same BLAS thread count). The validation pass is stopped between its batches too (see
+ * valid_poll); an interrupt there checkpoints the position after the epoch's last training
+ * batch, so a resumed run redoes the whole validation and records the epoch once.
  *
  * A fit (fastai Learner.fit: a fit, fit_one_cycle, or one of fine_tune's two) resets the
  * smoothed loss and the trackers when it starts, and does its after-fit work (save-best's
@@ -669,6 +671,18 @@ static int non_finite(runner *r, const char *what, float v, uint32_t e, size_t b
                        what, (double)v, r->stage, e, b, (double)lr);
 }
 
+/* eng_trainer_validate's poll: a DEBUG log event before each validation batch gives the
+ * caller's progress callback a chance to cancel or interrupt within one batch. A log event
+ * because every caller already treats ENG_EVENT_LOG at DEBUG level as free of side effects
+ * (an event kind of its own would be an addition to engine.h's enum every caller switches
+ * over). */
+static bool valid_poll(void *user, size_t batch, size_t n_batches)
+{
+    runner *r = user;
+    log_msg(r, ENG_LOG_DEBUG, "validation batch %zu/%zu", batch + 1, n_batches);
+    return r->pending != ENG_CONTINUE;
+}
+
 static int run_fit(runner *r, const fit_plan *fp, uint32_t e0, uint32_t b0)
 {
     eng_model *m = r->model;
@@ -738,8 +752,14 @@ static int run_fit(runner *r, const fit_plan *fp, uint32_t e0, uint32_t b0)
         }
         float vl, acc, row[3 + ENG_MAX_METRICS];
         size_t nm = r->spec->n_metrics;
-        (void)eng_trainer_validate(&r->tr, r->spec->metrics, nm, NULL, NULL, &vl, &acc,
-                                   r->mvals); /* no poll: cannot be stopped */
+        if (eng_trainer_validate(&r->tr, r->spec->metrics, nm, valid_poll, r, &vl, &acc,
+                                 r->mvals)) {
+            /* stopped between validation batches: nothing of this epoch's validation is
+             * kept, and the position (se, nb) makes a resumed run validate again */
+            rc = check_pending(r);
+            ENG_ASSERT(rc != 0);
+            return rc;
+        }
         /* fastai train_loss: the smoothed loss at the end of the epoch */
         float tl = r->tr.smooth.count
                        ? (float)(r->tr.smooth.val / (1.0 - pow(0.98, r->tr.smooth.count)))
