@@ -273,25 +273,25 @@ static void conv_init(eng_layer *l, eng_rng *rng)
 }
 
 /* Winograd F(2x2, 3x3) (winograd.h) for the 3x3 stride-1 padding-1 convolutions with
- * enough channels for its 16 GEMMs of K = IC (forward) or K = OC (input gradient) to be
- * efficient, on images of at least 6x6 (a 4x4 or 2x2 map is one to four tiles, where the
- * weight transform, 16*OC*IC floats per call, costs more than it saves: resnet18's last
- * stages at 64x64 inputs); the stem (IC = 1 or 3) stays with im2col. */
+ * enough channels for its 16 GEMMs of K = IC (forward) or K = OC (input gradient), and
+ * OC x IC outputs (weight gradient), to be efficient, on images of at least 6x6 (a 4x4 or 2x2 map
+ * is one to four tiles, where the weight transform, 16*OC*IC floats per call, costs more than it
+ * saves: resnet18's last stages at 64x64 inputs); the stem (IC = 1 or 3) stays with im2col. */
 static bool use_wino(const eng_conv2d_geom *g)
 {
     return eng_wino_applies(g) && g->IC >= 8 && g->OC >= 8 && g->OH >= 6 && g->OW >= 6;
 }
 
 /* aux, for T = conv_parts(N) parts of at most Np = ceil(N/T) images, nb = conv_nb(Np):
- *   T x max(col [K, nb*P] + tmp [OC, nb*P],   per-part scratch: im2col (weight gradient,
- *           Winograd V + M)                    and everything without Winograd) or Winograd
+ *   T x max(col [K, nb*P] + tmp [OC, nb*P],   per-part scratch: im2col (everything
+ *           Winograd V + M + dU [16, OC, IC])  without Winograd) or Winograd
  *   (T-1) x dw [OC, K]                        weight-gradient partial sums of parts 1..T-1
  *   U [16, OC, IC]                            Winograd weights, when used */
 static size_t part_floats(const eng_conv2d_geom *g, size_t nb, size_t nbw)
 {
     size_t f = eng_conv2d_col_floats(g, nb) + eng_conv2d_tmp_floats(g, nb);
-    if (use_wino(g)) {
-        size_t w = eng_wino_scratch_floats(g->IC, g->OC, g->OH, g->OW, nbw);
+    if (use_wino(g)) { /* forward and input gradient need less than the weight gradient */
+        size_t w = eng_wino_wgrad_scratch_floats(g->IC, g->OC, g->OH, g->OW, nbw);
         f = w > f ? w : f;
     }
     return f;
@@ -408,9 +408,13 @@ static void backward_part(void *ctx, size_t p, size_t T)
     eng_par_range(j->N, p, T, &lo, &hi);
     eng_conv2d_scratch s = part_scratch(j, p);
     const size_t in = j->g.IC * j->g.IH * j->g.IW, out = j->g.OC * j->g.OH * j->g.OW;
-    if (j->want_dw) /* part 0 writes the gradient, the others partial sums (reduced later) */
-        eng_conv2d_backward_weight(&j->g, hi - lo, j->x + lo * in, j->dy + lo * out,
-                                   p == 0 ? j->dw : dw_partial(j, p), false, &s);
+    /* part 0 writes the weight gradient, the others partial sums (reduced later) */
+    float *dw = j->want_dw ? (p == 0 ? j->dw : dw_partial(j, p)) : NULL;
+    if (dw && j->wino)
+        eng_wino_wgrad(j->g.IC, j->g.OC, j->g.OH, j->g.OW, hi - lo, j->x + lo * in,
+                       j->dy + lo * out, dw, false, part_base(j, p), j->nbw);
+    else if (dw)
+        eng_conv2d_backward_weight(&j->g, hi - lo, j->x + lo * in, j->dy + lo * out, dw, false, &s);
     if (j->dx && j->wino) /* the transposed convolution, from the same scratch after dw */
         eng_wino_conv(j->g.OC, j->g.IC, j->g.OH, j->g.OW, hi - lo, j->dy + lo * out, j->U,
                       j->dx + lo * in, false, part_base(j, p), j->nbw);

@@ -15,6 +15,15 @@
  * (16 x (IC + OC) x T floats) small enough to stay in the L2/L3 caches.
  * The input gradient of such a convolution is the same convolution of dy with the weights
  * transposed (ic <-> oc) and rotated by 180 degrees, so eng_wino_weights can prepare U for it.
+ *
+ * The weight gradient follows from the same formula read backwards: with Z = U .* V per
+ * tile, dZ = A dY A^T (the adjoint of the output transform; dY is 0 outside the image), so
+ *   dU[e] [OC, IC] = sum over tiles of dZ[e] [OC, T] * V[e]^T [T, IC]   (16 GEMMs per chunk)
+ *   dw = G^T dU G                                                          per (oc, ic)
+ * The chunks' products are summed in the 16 x OC x IC accumulator in chunk order (beta = 1),
+ * then transformed once: 2.25x fewer multiplies than the im2col GEMM dw += dy * col^T. V is
+ * recomputed from x rather than kept from the forward pass: keeping it would cost 4x the
+ * layer's input in memory for a transform that reads x once.
  */
 #include "winograd.h"
 
@@ -47,6 +56,11 @@ size_t eng_wino_scratch_floats(size_t C_in, size_t C_out, size_t H, size_t W, si
     return 16 * (C_in + C_out) * nb * eng_wino_tiles(H, W) + pad_floats(H, W);
 }
 
+size_t eng_wino_wgrad_scratch_floats(size_t C_in, size_t C_out, size_t H, size_t W, size_t nb)
+{
+    return eng_wino_scratch_floats(C_in, C_out, H, W, nb) + 16 * C_out * C_in;
+}
+
 void eng_wino_weights(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
 {
     /* output channels of the transformed convolution: OC, or IC when transposed */
@@ -74,53 +88,125 @@ void eng_wino_weights(size_t OC, size_t IC, const float *w, bool transpose_flip,
         }
 }
 
-/* Floats of the zero-padded copy of one input plane: (2*TH + 2) x (2*TW + 2). */
+/* Floats of the zero-padded copy of one input plane, (2*TH + 2) x (2*TW + 2), plus the
+ * transforms' rows (input: 1 row of 2*TW + 2; gradient: 2*TH x 2*TW and 8 x TW). */
 static size_t pad_floats(size_t H, size_t W)
 {
-    return (2 * ((H + 1) / 2) + 2) * (2 * ((W + 1) / 2) + 2);
+    return (2 * ((H + 1) / 2) + 6) * (2 * ((W + 1) / 2) + 2);
+}
+
+/* out = p + q (add) or p - q over n floats; p, q, out distinct. */
+static void row_comb(size_t n, const float *restrict p, const float *restrict q, bool add,
+                     float *restrict out)
+{
+    if (add)
+        for (size_t k = 0; k < n; k++)
+            out[k] = p[k] + q[k];
+    else
+        for (size_t k = 0; k < n; k++)
+            out[k] = p[k] - q[k];
+}
+
+/* The column half of B^T d B for one row of TW tiles: b = (bE, bO) is a row of B^T d with its
+ * even columns in bE[0..TW] and odd columns in bO[0..TW]; tile tx covers columns 2tx .. 2tx+3
+ * = bE[tx], bO[tx], bE[tx+1], bO[tx+1]. Unit-stride loops, which the compiler vectorises. */
+static void row_tiles(size_t TW, const float *restrict bE, const float *restrict bO,
+                      float *restrict v0, float *restrict v1, float *restrict v2,
+                      float *restrict v3)
+{
+    for (size_t tx = 0; tx < TW; tx++) {
+        v0[tx] = bE[tx] - bE[tx + 1];
+        v1[tx] = bO[tx] + bE[tx + 1];
+        v2[tx] = bE[tx + 1] - bO[tx];
+        v3[tx] = bO[tx] - bO[tx + 1];
+    }
 }
 
 /* V[e][c][n*T + t] for the m images x [C, H, W] of a chunk. Each plane is first copied into
- * a zero border (pad, 1 pixel left/top, 1-2 right/bottom), so the transform has no bounds
- * tests; it runs per row of tiles over rows of the plane, which the compiler vectorises. */
+ * a zero border (pad, 1 pixel left/top, 1-2 right/bottom) with every padded row stored
+ * de-interleaved: its TW+1 even columns, then its TW+1 odd columns. The transform then has no
+ * bounds tests and no strided reads: per row of tiles, the 4 rows of B^T d are row sums or
+ * differences of the plane (row_comb), and each gives 4 of the 16 positions (row_tiles). */
 static void input_transform(size_t C, size_t H, size_t W, size_t m, const float *x, float *V,
                             size_t ldv, float *pad)
 {
-    const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, PW = 2 * TW + 2;
-    memset(pad, 0, pad_floats(H, W) * sizeof(float));
+    const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, PW = 2 * TW + 2, HW = TW + 1;
+    float *b = pad + (2 * TH + 2) * PW; /* one row of B^T d, de-interleaved like the plane */
+    memset(pad, 0, (2 * TH + 2) * PW * sizeof(float));
     for (size_t n = 0; n < m; n++)
         for (size_t c = 0; c < C; c++) {
             const float *xc = x + (n * C + c) * H * W;
-            for (size_t h = 0; h < H; h++)
-                memcpy(pad + (h + 1) * PW + 1, xc + h * W, W * sizeof(float));
+            for (size_t h = 0; h < H; h++) {
+                /* padded column j holds x column j - 1: x's even columns are odd ones */
+                float *rowE = pad + (h + 1) * PW, *rowO = rowE + HW;
+                const float *xr = xc + h * W;
+                for (size_t k = 0; k < W / 2; k++) {
+                    rowO[k] = xr[2 * k];
+                    rowE[k + 1] = xr[2 * k + 1];
+                }
+                if (W % 2)
+                    rowO[W / 2] = xr[W - 1];
+            }
             float *vc = V + c * ldv + n * T;
             for (size_t ty = 0; ty < TH; ty++) {
                 const float *r0 = pad + 2 * ty * PW, *r1 = r0 + PW, *r2 = r1 + PW, *r3 = r2 + PW;
+                /* rows of B^T d: r0 - r2, r1 + r2, r2 - r1, r1 - r3 */
+                const float *P[4] = {r0, r1, r2, r1}, *Q[4] = {r2, r2, r1, r3};
                 for (size_t r = 0; r < 4; r++) {
-                    float *v0 = vc + (r * 4 + 0) * C * ldv + ty * TW;
-                    float *v1 = vc + (r * 4 + 1) * C * ldv + ty * TW;
-                    float *v2 = vc + (r * 4 + 2) * C * ldv + ty * TW;
-                    float *v3 = vc + (r * 4 + 3) * C * ldv + ty * TW;
-                    /* row r of B^T d is P + sg * Q: r0 - r2, r1 + r2, r2 - r1, r1 - r3 */
-                    const float *P = r == 0 ? r0 : r == 1 ? r1 : r == 2 ? r2 : r1;
-                    const float *Q = r == 0 ? r2 : r == 1 ? r2 : r == 2 ? r1 : r3;
-                    const float sg = r == 1 ? 1.0f : -1.0f;
-                    for (size_t tx = 0; tx < TW; tx++) {
-                        float b[4]; /* at columns 2tx .. 2tx+3 */
-                        for (size_t k = 0; k < 4; k++)
-                            b[k] = P[2 * tx + k] + sg * Q[2 * tx + k];
-                        v0[tx] = b[0] - b[2];
-                        v1[tx] = b[1] + b[2];
-                        v2[tx] = b[2] - b[1];
-                        v3[tx] = b[1] - b[3];
-                    }
+                    row_comb(PW, P[r], Q[r], r == 1, b);
+                    float *v = vc + r * 4 * C * ldv + ty * TW;
+                    row_tiles(TW, b, b + HW, v, v + C * ldv, v + 2 * C * ldv, v + 3 * C * ldv);
                 }
             }
         }
 }
 
+/* A^T M A for one row of TW tiles: m points at position 0 of the row's first tile, positions
+ * es apart, tiles contiguous. Writes the two output rows de-interleaved: even columns of row
+ * 0 in o0E[tx], odd in o0O[tx], likewise o1E/o1O (unit-stride, vectorised). */
+static void out_tiles(size_t TW, const float *restrict m, size_t es, float *restrict o0E,
+                      float *restrict o0O, float *restrict o1E, float *restrict o1O)
+{
+    for (size_t tx = 0; tx < TW; tx++) {
+        float a0[4], a1[4]; /* A^T M */
+        for (size_t k = 0; k < 4; k++) {
+            float m0 = m[k * es + tx], m1 = m[(4 + k) * es + tx];
+            float m2 = m[(8 + k) * es + tx], m3 = m[(12 + k) * es + tx];
+            a0[k] = m0 + m1 + m2;
+            a1[k] = m1 - m2 - m3;
+        }
+        o0E[tx] = a0[0] + a0[1] + a0[2];
+        o0O[tx] = a0[1] - a0[2] - a0[3];
+        o1E[tx] = a1[0] + a1[1] + a1[2];
+        o1O[tx] = a1[1] - a1[2] - a1[3];
+    }
+}
+
+/* dst[w] (+)= the w-th column of a row stored de-interleaved as E[TW], O[TW], w < W. */
+static void row_store(size_t W, const float *restrict E, const float *restrict O,
+                      float *restrict dst, bool accumulate)
+{
+    const size_t h = W / 2;
+    if (accumulate) {
+        for (size_t k = 0; k < h; k++) {
+            dst[2 * k] += E[k];
+            dst[2 * k + 1] += O[k];
+        }
+        if (W % 2)
+            dst[W - 1] += E[h];
+    } else {
+        for (size_t k = 0; k < h; k++) {
+            dst[2 * k] = E[k];
+            dst[2 * k + 1] = O[k];
+        }
+        if (W % 2)
+            dst[W - 1] = E[h];
+    }
+}
+
 /* y (+)= A^T M A for the m images x [C, H, W] of a chunk, one row of tiles at a time into
- * the 2*TH x 2*TW plane `buf` (reads of M contiguous across tiles), then copied into y. */
+ * the 2*TH x 2*TW plane `buf` (rows de-interleaved, reads of M contiguous across tiles), then
+ * interleaved into y. */
 static void output_transform(size_t C, size_t H, size_t W, size_t m, const float *M, size_t ldm,
                              float *y, bool accumulate, float *buf)
 {
@@ -131,31 +217,11 @@ static void output_transform(size_t C, size_t H, size_t W, size_t m, const float
             const float *mc = M + c * ldm + n * T;
             const size_t es = C * ldm; /* stride between the 16 positions */
             for (size_t ty = 0; ty < TH; ty++) {
-                const float *mt = mc + ty * TW;
                 float *o0 = buf + 2 * ty * BW, *o1 = o0 + BW;
-                for (size_t tx = 0; tx < TW; tx++) {
-                    float a0[4], a1[4]; /* A^T M */
-                    for (size_t k = 0; k < 4; k++) {
-                        float m0 = mt[k * es + tx], m1 = mt[(4 + k) * es + tx];
-                        float m2 = mt[(8 + k) * es + tx], m3 = mt[(12 + k) * es + tx];
-                        a0[k] = m0 + m1 + m2;
-                        a1[k] = m1 - m2 - m3;
-                    }
-                    o0[2 * tx] = a0[0] + a0[1] + a0[2];
-                    o0[2 * tx + 1] = a0[1] - a0[2] - a0[3];
-                    o1[2 * tx] = a1[0] + a1[1] + a1[2];
-                    o1[2 * tx + 1] = a1[1] - a1[2] - a1[3];
-                }
+                out_tiles(TW, mc + ty * TW, es, o0, o0 + TW, o1, o1 + TW);
             }
-            for (size_t h = 0; h < H; h++) {
-                const float *src = buf + h * BW;
-                float *dst = yc + h * W;
-                if (accumulate)
-                    for (size_t w = 0; w < W; w++)
-                        dst[w] += src[w];
-                else
-                    memcpy(dst, src, W * sizeof(float));
-            }
+            for (size_t h = 0; h < H; h++)
+                row_store(W, buf + h * BW, buf + h * BW + TW, yc + h * W, accumulate);
         }
 }
 
@@ -176,4 +242,119 @@ void eng_wino_conv(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, cons
                       V + e * C_in * ld, ld, 0.0f, M + e * C_out * ld, ld);
         output_transform(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, pad);
     }
+}
+
+/* The column half of A dY A^T for one row of TW tiles: s = (sE[tx], sO[tx]) is a row of A dY
+ * (or its negation, neg); the 4 positions go to o0..o3[tx]: s0, s0 + s1, s0 - s1, -s1. */
+static void grad_cols(size_t TW, const float *restrict sE, const float *restrict sO, bool neg,
+                      float *restrict o0, float *restrict o1, float *restrict o2,
+                      float *restrict o3)
+{
+    if (neg)
+        for (size_t tx = 0; tx < TW; tx++) {
+            o0[tx] = -sE[tx];
+            o1[tx] = -sE[tx] - sO[tx];
+            o2[tx] = sO[tx] - sE[tx];
+            o3[tx] = sO[tx];
+        }
+    else
+        for (size_t tx = 0; tx < TW; tx++) {
+            o0[tx] = sE[tx];
+            o1[tx] = sE[tx] + sO[tx];
+            o2[tx] = sE[tx] - sO[tx];
+            o3[tx] = -sO[tx];
+        }
+}
+
+/* E[k] = src[2k], O[k] = src[2k + 1] for k < n. */
+static void deinterleave(size_t n, const float *restrict src, float *restrict E, float *restrict O)
+{
+    for (size_t k = 0; k < n; k++) {
+        E[k] = src[2 * k];
+        O[k] = src[2 * k + 1];
+    }
+}
+
+/* D[e][c][n*T + t] = (A dY A^T)[e] of the 2x2 tiles of the m images dy [C, H, W] of a chunk
+ * (the adjoint of output_transform). Odd planes are first copied into the zeroed 2*TH x 2*TW
+ * plane `buf`, whose last row/column then stays 0; even planes are read in place. Each pair
+ * of rows is de-interleaved into rows after the plane in buf, then transformed with
+ * unit-stride loops (grad_cols). buf: pad_floats(H, W). */
+static void grad_transform(size_t C, size_t H, size_t W, size_t m, const float *dy, float *D,
+                           size_t ldd, float *buf)
+{
+    const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, BW = 2 * TW;
+    const bool even = H % 2 == 0 && W % 2 == 0;
+    float *rows = buf + 2 * TH * BW; /* 8 x TW: two tile rows and their sum and difference */
+    if (!even)
+        memset(buf, 0, 2 * TH * BW * sizeof(float));
+    for (size_t n = 0; n < m; n++)
+        for (size_t c = 0; c < C; c++) {
+            const float *plane = dy + (n * C + c) * H * W;
+            if (!even) {
+                for (size_t h = 0; h < H; h++)
+                    memcpy(buf + h * BW, plane + h * W, W * sizeof(float));
+                plane = buf;
+            }
+            float *dc = D + c * ldd + n * T;
+            const size_t es = C * ldd; /* stride between the 16 positions */
+            for (size_t ty = 0; ty < TH; ty++) {
+                /* rows of A dY (d0, d1: the tile rows): d0, d0 + d1, d0 - d1, -d1 */
+                float *aE = rows, *aO = aE + TW, *cE = aO + TW, *cO = cE + TW;
+                float *pE = cO + TW, *mE = pE + 2 * TW; /* (pE, pO), (mE, mO) */
+                deinterleave(TW, plane + 2 * ty * BW, aE, aO);
+                deinterleave(TW, plane + (2 * ty + 1) * BW, cE, cO);
+                row_comb(2 * TW, aE, cE, true, pE);
+                row_comb(2 * TW, aE, cE, false, mE);
+                const float *sE[4] = {aE, pE, mE, cE};
+                for (size_t r = 0; r < 4; r++) {
+                    float *o = dc + r * 4 * es + ty * TW;
+                    grad_cols(TW, sE[r], sE[r] + TW, r == 3, o, o + es, o + 2 * es, o + 3 * es);
+                }
+            }
+        }
+}
+
+void eng_wino_wgrad(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, const float *x,
+                    const float *dy, float *dw, bool accumulate, float *scratch, size_t nb)
+{
+    const size_t T = eng_wino_tiles(H, W);
+    if (nb == 0)
+        nb = 1;
+    float *acc = scratch + eng_wino_scratch_floats(C_in, C_out, H, W, nb); /* [16][OC][IC] */
+    if (N == 0)
+        memset(acc, 0, 16 * C_out * C_in * sizeof(float));
+    for (size_t n0 = 0; n0 < N; n0 += nb) {
+        const size_t m = N - n0 < nb ? N - n0 : nb, ld = m * T;
+        float *V = scratch;                  /* [16][C_in][ld] */
+        float *D = scratch + 16 * C_in * ld; /* [16][C_out][ld] */
+        float *pad = D + 16 * C_out * ld;    /* one padded plane */
+        input_transform(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, pad);
+        grad_transform(C_out, H, W, m, dy + n0 * C_out * H * W, D, ld, pad);
+        for (size_t e = 0; e < 16; e++)
+            eng_sgemm(false, true, C_out, C_in, ld, 1.0f, D + e * C_out * ld, ld, V + e * C_in * ld,
+                      ld, n0 == 0 ? 0.0f : 1.0f, acc + e * C_out * C_in, C_in);
+    }
+    /* dw = G^T acc G, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] */
+    const size_t es = C_out * C_in;
+    for (size_t o = 0; o < C_out; o++)
+        for (size_t i = 0; i < C_in; i++) {
+            const float *a = acc + o * C_in + i;
+            float q[3][4]; /* G^T acc */
+            for (size_t c = 0; c < 4; c++) {
+                const float m0 = a[c * es], m1 = a[(4 + c) * es];
+                const float m2 = a[(8 + c) * es], m3 = a[(12 + c) * es];
+                q[0][c] = m0 + 0.5f * (m1 + m2);
+                q[1][c] = 0.5f * (m1 - m2);
+                q[2][c] = 0.5f * (m1 + m2) + m3;
+            }
+            float *g = dw + (o * C_in + i) * 9;
+            for (size_t r = 0; r < 3; r++) {
+                const float v[3] = {q[r][0] + 0.5f * (q[r][1] + q[r][2]),
+                                    0.5f * (q[r][1] - q[r][2]),
+                                    0.5f * (q[r][1] + q[r][2]) + q[r][3]};
+                for (size_t k = 0; k < 3; k++)
+                    g[r * 3 + k] = accumulate ? g[r * 3 + k] + v[k] : v[k];
+            }
+        }
 }

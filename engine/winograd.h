@@ -34,3 +34,13 @@ void eng_wino_weights(size_t OC, size_t IC, const float *w, bool transpose_flip,
  * RI = C_in), stride 1, padding 1. scratch: eng_wino_scratch_floats(C_in, C_out, H, W, nb). */
 void eng_wino_conv(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, const float *x,
                    const float *U, float *y, bool accumulate, float *scratch, size_t nb);
+
+/* Scratch floats of eng_wino_wgrad for chunks of nb images: eng_wino_scratch_floats plus the
+ * 16 x C_out x C_in accumulator. */
+size_t eng_wino_wgrad_scratch_floats(size_t C_in, size_t C_out, size_t H, size_t W, size_t nb);
+
+/* Weight gradient of that convolution: dw [C_out, C_in, 3, 3] (+)= sum over the N images of
+ * dy [N, C_out, H, W] (x) x [N, C_in, H, W], by Winograd F(2x2, 3x3); chunks of nb images are
+ * summed in order (deterministic). N = 0 gives 0. scratch: eng_wino_wgrad_scratch_floats. */
+void eng_wino_wgrad(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, const float *x,
+                    const float *dy, float *dw, bool accumulate, float *scratch, size_t nb);

@@ -1,7 +1,8 @@
 /*
  * test_winograd.c: Winograd F(2x2, 3x3) (engine/winograd.h) against the naive direct
  * convolution of im2col.h: forward, the input-gradient form (transposed, rotated weights),
- * accumulation, odd and even image sizes (partial edge tiles), one- and multi-image chunks.
+ * the weight gradient (summed over images and chunks), accumulation, odd and even image sizes
+ * (partial edge tiles), one- and multi-image chunks.
  * Prints TAP.
  */
 #include <stdlib.h>
@@ -22,7 +23,8 @@ static void check(test_rng *r, size_t N, size_t IC, size_t OC, size_t H, size_t 
     float *y_ref = test_alloc(out), *dy = test_alloc(out), *dx = test_alloc(in);
     float *dx_ref = test_alloc(in), *U = test_alloc(16 * OC * IC);
     size_t big = IC > OC ? IC : OC;
-    float *s = test_alloc(eng_wino_scratch_floats(big, big, H, W, nb));
+    float *s = test_alloc(eng_wino_wgrad_scratch_floats(big, big, H, W, nb));
+    float *dw = test_alloc(OC * IC * 9), *dw_ref = test_alloc(OC * IC * 9);
     test_fill(r, x, in, -1, 1);
     test_fill(r, w, OC * IC * 9, -0.5f, 0.5f);
     test_fill(r, dy, out, -1, 1);
@@ -42,7 +44,18 @@ static void check(test_rng *r, size_t N, size_t IC, size_t OC, size_t H, size_t 
     eng_wino_conv(OC, IC, H, W, N, dy, U, dx, false, s, nb);
     ok(test_close(dx, dx_ref, in, 1e-10, &e), "input gradient N=%zu %zu->%zu %zux%zu (nmse %.2g)",
        N, IC, OC, H, W, e);
+    /* weight gradient over all images and chunks; then accumulated onto a previous value */
+    eng_conv2d_ref_backward_weight(&g, N, x, dy, dw_ref, NULL);
+    test_fill(r, dw, OC * IC * 9, -9, 9); /* overwritten */
+    eng_wino_wgrad(IC, OC, H, W, N, x, dy, dw, false, s, nb);
+    ok(test_close(dw, dw_ref, OC * IC * 9, 1e-10, &e),
+       "weight gradient N=%zu %zu->%zu %zux%zu nb=%zu (nmse %.2g)", N, IC, OC, H, W, nb, e);
+    for (size_t i = 0; i < OC * IC * 9; i++)
+        dw_ref[i] *= 2.0f;
+    eng_wino_wgrad(IC, OC, H, W, N, x, dy, dw, true, s, nb);
+    ok(test_close(dw, dw_ref, OC * IC * 9, 1e-10, &e), "weight gradient accumulate (nmse %.2g)", e);
     free(x), free(w), free(y), free(y_ref), free(dy), free(dx), free(dx_ref), free(U), free(s);
+    free(dw), free(dw_ref);
 }
 
 int main(void)
@@ -61,5 +74,25 @@ int main(void)
     check(&r, 2, 3, 6, 7, 9, 2); /* odd sizes: partial edge tiles */
     check(&r, 1, 1, 1, 1, 1, 1); /* a single pixel */
     check(&r, 4, 16, 8, 14, 14, 3);
+    check(&r, 5, 7, 3, 5, 6, 2);  /* odd rows, even columns; 3 chunks */
+    check(&r, 3, 9, 10, 6, 3, 4); /* chunk larger than the batch */
+    check(&r, 2, 32, 32, 28, 28, 1);
+    /* no images: the weight gradient is 0 (or unchanged when accumulating) */
+    {
+        float *s = test_alloc(eng_wino_wgrad_scratch_floats(2, 3, 4, 4, 1));
+        float dw[3 * 2 * 9];
+        for (size_t i = 0; i < 54; i++)
+            dw[i] = 1.0f;
+        eng_wino_wgrad(2, 3, 4, 4, 0, NULL, NULL, dw, true, s, 1);
+        int same = 1;
+        for (size_t i = 0; i < 54; i++)
+            same &= dw[i] == 1.0f;
+        ok(same, "N=0 accumulate leaves dw");
+        eng_wino_wgrad(2, 3, 4, 4, 0, NULL, NULL, dw, false, s, 1);
+        for (size_t i = 0; i < 54; i++)
+            same &= dw[i] == 0.0f;
+        ok(same, "N=0 writes zeros");
+        free(s);
+    }
     return done_testing();
 }
