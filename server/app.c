@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "jobs_view.h"
 #include "log.h"
 #include "metrics_prom.h"
 #include "sse.h"
@@ -70,6 +71,7 @@ void srv_app_store_release(srv_app *app)
 {
     store *s = pthread_getspecific(app->store_key);
     if (s) {
+        srv_job_doc_forget(); /* its versions belong to this connection */
         (void)pthread_setspecific(app->store_key, NULL); /* cannot fail for a valid key */
         store_close(s);
     }

@@ -375,15 +375,29 @@ void srv_handle_job_list(srv_request *req, srv_reply *rep)
                    json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", more));
 }
 
+/* The status poll: the document comes from the per-thread cache of jobs_view.c, revalidated
+ * against the database's version (one indexed read when nothing changed). */
 void srv_handle_job_get(srv_request *req, srv_reply *rep)
 {
     store *s;
-    store_job job;
-    memset(&job, 0, sizeof job);
-    if (!get_store(req, rep, &s) || !load_job(req, rep, s, &job))
+    int64_t id;
+    if (!parse_id(req->params[0], &id)) {
+        srv_reply_problem(rep, req, 404, "no job with that id");
         return;
-    srv_reply_json(rep, 200, job_detail(s, &job));
-    store_job_fini(&job);
+    }
+    if (!get_store(req, rep, &s))
+        return;
+    char *body = NULL;
+    size_t len = 0;
+    int rc = srv_job_doc(s, id, &body, &len, rep->etag);
+    if (rc != 0) {
+        reply_store_error(req, rep, rc, "job");
+        return;
+    }
+    rep->status = 200;
+    rep->content_type = "application/json";
+    rep->body = body;
+    rep->body_len = len;
 }
 
 void srv_handle_job_cancel(srv_request *req, srv_reply *rep)

@@ -130,8 +130,7 @@ void srv_reply_header(srv_reply *r, const char *name, const char *value)
     r->n_headers++;
 }
 
-/* A strong validator from the body: two FNV-1a 64 hashes with different offsets. */
-static void etag_of(const char *body, size_t len, char out[80])
+void srv_http_etag(const char *body, size_t len, char out[80])
 {
     uint64_t a = 0xcbf29ce484222325ULL, b = 0x84222325cbf29ce4ULL;
     for (size_t i = 0; i < len; i++) {
@@ -174,7 +173,7 @@ static enum MHD_Result send_reply(srv_http *h, struct MHD_Connection *conn, req_
     struct MHD_Response *resp;
     if (!rep->no_etag && !rep->stream && rep->status == 200 && is_get(st->method)) {
         if (!rep->etag[0] && rep->fd < 0)
-            etag_of(rep->body ? rep->body : "", rep->body_len, rep->etag);
+            srv_http_etag(rep->body ? rep->body : "", rep->body_len, rep->etag);
         const char *inm =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
         if (rep->etag[0] && inm && etag_matches(inm, rep->etag)) {

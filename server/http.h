@@ -17,6 +17,10 @@ typedef struct srv_http srv_http;
  * in err. `app` is borrowed and must outlive the server. */
 int srv_http_start(srv_app *app, srv_http **out, char *err, size_t err_size);
 
+/* Writes the strong ETag http.c gives a body without one (quoted, 34 bytes + NUL): two
+ * FNV-1a 64 hashes with different offsets. For handlers that cache a body with its tag. */
+void srv_http_etag(const char *body, size_t len, char out[80]);
+
 /* The bound port (the real one when --port 0). */
 uint16_t srv_http_port(const srv_http *h);
 

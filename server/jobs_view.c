@@ -6,16 +6,28 @@
  * stage re-begun after a resume keeps its first start time and gets the later end. The ETA
  * is (planned steps - steps done) / measured step rate, where planned steps = step /
  * progress; it is null until the rate and the progress are known.
+ *
+ * Status polling (GET /v1/jobs/{id}) is the hot request: building the document takes four
+ * queries, the events of the job and a JSON build and dump, all to produce the same bytes
+ * until the job changes. srv_job_doc keeps the dumped document and its ETag per HTTP thread
+ * (a pthread key, like the thread's storage connection, so no lock) in a few slots indexed by
+ * job id, each tagged with the connection's data version at the time it was validated. A
+ * request costs one indexed read (store_job_version) and a copy; any commit by anyone bumps
+ * the version and the next request rebuilds. The document depends on nothing but the
+ * database (no clock), which is what makes the version a complete validator.
  */
 #include "jobs_view.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "http.h"
 #include "json_io.h"
 
-#define PAGE 1000
+#define PAGE      1000
+#define DOC_SLOTS 16 /* cached documents per HTTP thread, slot = job id % DOC_SLOTS */
 
 int srv_job_all_events(store *s, int64_t id, store_event **out, size_t *n)
 {
@@ -158,4 +170,130 @@ json_t *srv_job_view(store *s, const store_job *j, bool detail)
         return NULL;
     }
     return o;
+}
+
+/* ---- the per-thread document cache ------------------------------------------------------ */
+
+typedef struct doc_slot {
+    int64_t id; /* 0 = empty */
+    uint64_t version;
+    char *body;
+    size_t len;
+    char etag[80];
+} doc_slot;
+
+typedef struct doc_cache {
+    const store *owner; /* the connection whose versions the slots hold */
+    doc_slot slots[DOC_SLOTS];
+} doc_cache;
+
+static pthread_key_t doc_key;
+static pthread_once_t doc_once = PTHREAD_ONCE_INIT;
+static bool doc_key_ok;
+
+static void doc_cache_clear(doc_cache *c)
+{
+    for (size_t i = 0; i < DOC_SLOTS; i++) {
+        free(c->slots[i].body);
+        memset(&c->slots[i], 0, sizeof c->slots[i]);
+    }
+}
+
+static void doc_cache_free(void *p)
+{
+    if (!p)
+        return;
+    doc_cache_clear(p);
+    free(p);
+}
+
+static void doc_key_init(void)
+{
+    doc_key_ok = pthread_key_create(&doc_key, doc_cache_free) == 0;
+}
+
+/* The calling thread's cache for connection `s` (emptied if it was another's), or NULL when
+ * none can be had (then every call builds). */
+static doc_cache *doc_cache_get(const store *s)
+{
+    (void)pthread_once(&doc_once, doc_key_init); /* only fails for invalid arguments */
+    if (!doc_key_ok)
+        return NULL;
+    doc_cache *c = pthread_getspecific(doc_key);
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c || pthread_setspecific(doc_key, c) != 0) {
+            free(c);
+            return NULL;
+        }
+    }
+    if (c->owner != s) {
+        doc_cache_clear(c);
+        c->owner = s;
+    }
+    return c;
+}
+
+void srv_job_doc_forget(void)
+{
+    (void)pthread_once(&doc_once, doc_key_init);
+    doc_cache *c = doc_key_ok ? pthread_getspecific(doc_key) : NULL;
+    if (c) {
+        doc_cache_clear(c);
+        c->owner = NULL;
+    }
+}
+
+/* Builds the document of job `id` into *body (malloc'd) and *len. */
+static int doc_build(store *s, int64_t id, char **body, size_t *len)
+{
+    store_job j;
+    int rc = store_job_get(s, id, &j);
+    if (rc != 0)
+        return rc;
+    json_t *o = srv_job_view(s, &j, true);
+    store_job_fini(&j);
+    *body = o ? srv_json_dump(o, len) : NULL;
+    json_decref(o);
+    return *body ? 0 : STORE_ENOMEM;
+}
+
+int srv_job_doc(store *s, int64_t id, char **body, size_t *len, char etag[80])
+{
+    *body = NULL;
+    *len = 0;
+    etag[0] = '\0';
+    uint64_t version = 0;
+    int rc = store_job_version(s, id, &version);
+    if (rc != 0)
+        return rc;
+    doc_cache *c = doc_cache_get(s);
+    doc_slot *slot = c ? &c->slots[(uint64_t)id % DOC_SLOTS] : NULL;
+    if (!slot || slot->id != id || slot->version != version) {
+        /* Read after the version: a change in between leaves a newer document under the
+         * older version, which the next call replaces; never the other way round. */
+        char *fresh = NULL;
+        size_t n = 0;
+        if ((rc = doc_build(s, id, &fresh, &n)) != 0)
+            return rc;
+        if (!slot) {
+            *body = fresh;
+            *len = n;
+            srv_http_etag(fresh, n, etag);
+            return 0;
+        }
+        free(slot->body);
+        slot->id = id;
+        slot->version = version;
+        slot->body = fresh;
+        slot->len = n;
+        srv_http_etag(fresh, n, slot->etag);
+    }
+    *body = malloc(slot->len ? slot->len : 1);
+    if (!*body)
+        return STORE_ENOMEM;
+    memcpy(*body, slot->body, slot->len);
+    *len = slot->len;
+    memcpy(etag, slot->etag, sizeof slot->etag);
+    return 0;
 }

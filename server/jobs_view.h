@@ -7,6 +7,8 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -16,6 +18,20 @@
  * index, op, state (pending|running|done), started_at, finished_at, seconds and message.
  * `s` and `j` are borrowed. Returns a new reference, or NULL on ENOMEM. */
 json_t *srv_job_view(store *s, const store_job *j, bool detail);
+
+/* The serialised detail document of job `id` (the body of GET /v1/jobs/{id}: srv_job_view
+ * with detail, dumped like srv_reply_json) and its strong ETag (srv_http_etag of the body).
+ * Served from a per-thread cache while store_job_version says the database is unchanged
+ * since the document was built, so it is never older than one built now; a change made by
+ * any connection (progress, state, cancel, events) makes the next call rebuild it. `s` is
+ * the calling thread's connection (srv_app_store): the cache belongs to the thread and
+ * remembers which connection validated it. *body is the caller's (free()). Returns 0, or a
+ * STORE_* code (STORE_ENOTFOUND: no such job) with *body NULL. */
+int srv_job_doc(store *s, int64_t id, char **body, size_t *len, char etag[80]);
+
+/* Empties the calling thread's document cache (its connection is about to be closed: a new
+ * one at the same address must not inherit versions). */
+void srv_job_doc_forget(void);
 
 /* Reads every event of job `id` (all pages, oldest first). Caller frees with
  * store_event_list_free. Returns 0 or a STORE_* code. */

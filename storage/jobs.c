@@ -295,6 +295,41 @@ int store_job_get(store *s, int64_t id, store_job *out)
     return found ? STORE_OK : STORE_ENOTFOUND;
 }
 
+int store_job_version(store *s, int64_t id, uint64_t *version)
+{
+    static const char sql[] = "SELECT state FROM jobs WHERE id = ?1";
+    sqlite3_stmt *st;
+    unsigned int dv = 0;
+    int rc;
+
+    if (version)
+        *version = 0;
+    if (!s || !version || id <= 0)
+        return STORE_EINVAL;
+    if ((rc = store_stmt(s, STMT_JOB_EXISTS, sql, &st)) != 0)
+        return rc;
+    store_bind_i64(st, 1, id, &rc);
+    if (rc != SQLITE_OK) {
+        store_stmt_reset(st);
+        return store_sqlite_fail(s, rc, "bind");
+    }
+    /* While the statement sits on its row the read transaction is open, so the pager's data
+     * version is the one that transaction saw (it is refreshed when a transaction starts). */
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        rc = sqlite3_file_control(s->db, "main", SQLITE_FCNTL_DATA_VERSION, &dv);
+        rc = rc == SQLITE_OK ? STORE_OK : store_sqlite_fail(s, rc, "read data version");
+    } else if (rc == SQLITE_DONE) {
+        rc = STORE_ENOTFOUND;
+    } else {
+        rc = store_sqlite_fail(s, rc, "read job state");
+    }
+    store_stmt_reset(st);
+    if (rc == STORE_OK)
+        *version = (uint64_t)dv;
+    return rc;
+}
+
 int store_job_list(store *s, const store_job_state *state, int64_t before_id, size_t limit,
                    store_job **out, size_t *n, bool *has_more)
 {

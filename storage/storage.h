@@ -134,6 +134,13 @@ int store_job_enqueue(store *s, const char *name, const char *spec_json, int64_t
  * STORE_ELOST). An `out` struct is zeroed on any error. */
 int store_job_get(store *s, int64_t id, store_job *out);
 
+/* Sets *version to the database's change counter as seen by a read of job `id`: it differs
+ * from the value of an earlier call on the same connection whenever any connection, in this
+ * process or another, committed a change in between (SQLITE_FCNTL_DATA_VERSION). Lets a
+ * reader cache what it built from the database and revalidate it with one cheap query.
+ * STORE_ENOTFOUND if there is no such job. */
+int store_job_version(store *s, int64_t id, uint64_t *version);
+
 /* Lists jobs newest first. `state` filter: NULL for all. Cursor: only ids < before_id
  * (0 = from the newest). Returns at most `limit` (1..1000) jobs in *out (caller frees with
  * store_job_list_free) and whether more remain. */
