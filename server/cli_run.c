@@ -1,7 +1,9 @@
 /*
  * cli_run.c: `thawd run`: parse a job spec file with the daemon's own parser and run it with
  * the engine on this thread, printing fastai's per-epoch table, lr_find suggestions and the
- * files written. SIGINT asks the engine to cancel at the next batch.
+ * files written. SIGINT asks the engine to cancel at the next batch. With --timeline FILE it
+ * also writes every engine event as one JSON object per line with its wall time (seconds since
+ * the command started), so a benchmark can time each stage, training apart from validation.
  */
 #include "cli_run.h"
 
@@ -12,7 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "json_io.h"
 
@@ -28,7 +33,7 @@ static void on_sigint(int sig)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: thawd run SPEC.json [--out DIR] [--threads N]\n");
+    fprintf(stderr, "usage: thawd run SPEC.json [--out DIR] [--threads N] [--timeline FILE]\n");
 }
 
 /* Reads a whole file (at most SPEC_FILE_MAX bytes); caller frees. NULL with errno set. */
@@ -77,7 +82,100 @@ typedef struct table {
     size_t n_cols;
     char names[3 + ENG_MAX_METRICS + 1][48]; /* padded */
     long long stage, fit;                    /* the fit whose header was printed */
+    FILE *timeline;                          /* --timeline, or NULL */
+    double t0;                               /* CLOCK_MONOTONIC when the command started */
 } table;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static json_t *json_num(double x)
+{
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+/* One line of the timeline: {"t": seconds since start, "event": name} plus `extra`'s members
+ * (stolen). A write error is reported once at the end by the caller (ferror). */
+static void timeline_line(const table *t, const char *event, json_t *extra)
+{
+    if (!t->timeline) {
+        json_decref(extra);
+        return;
+    }
+    json_t *o = json_pack("{s:f,s:s}", "t", now_s() - t->t0, "event", event);
+    if (o && extra)
+        json_object_update(o, extra);
+    json_decref(extra);
+    if (o) {
+        json_dumpf(o, t->timeline, JSON_COMPACT);
+        fputc('\n', t->timeline);
+    }
+    json_decref(o);
+}
+
+static const char *const event_names[] = {
+    [ENG_EVENT_STAGE_BEGIN] = "stage_begin",
+    [ENG_EVENT_BATCH] = "batch",
+    [ENG_EVENT_EPOCH] = "epoch",
+    [ENG_EVENT_LR_FIND] = "lr_find",
+    [ENG_EVENT_ARTIFACT] = "artifact",
+    [ENG_EVENT_STAGE_END] = "stage_end",
+    [ENG_EVENT_LOG] = "log",
+};
+
+/* The timeline line of an engine event: position, and what the event carries. */
+static void timeline_event(const table *t, const eng_event *ev)
+{
+    /* DEBUG messages can come once per validation batch: left out */
+    if (!t->timeline || (ev->kind == ENG_EVENT_LOG && ev->level < ENG_LOG_INFO))
+        return;
+    const char *op = eng_stage_op_name(ev->op);
+    json_t *x =
+        json_pack("{s:I,s:s,s:I,s:I}", "stage", (json_int_t)ev->stage_index, "op", op ? op : "?",
+                  "epoch", (json_int_t)ev->epoch, "batch", (json_int_t)ev->batch);
+    if (!x)
+        return;
+    switch (ev->kind) {
+    case ENG_EVENT_BATCH:
+        json_object_set_new(x, "loss", json_num((double)ev->loss));
+        json_object_set_new(x, "lr", json_num((double)ev->lr));
+        break;
+    case ENG_EVENT_EPOCH:
+        json_object_set_new(x, "fit", json_integer(ev->fit_index));
+        json_object_set_new(x, "train_loss", json_num((double)ev->train_loss));
+        json_object_set_new(x, "valid_loss", json_num((double)ev->valid_loss));
+        json_object_set_new(x, "accuracy", json_num((double)ev->accuracy));
+        json_object_set_new(x, "seconds", json_num(ev->seconds));
+        break;
+    case ENG_EVENT_STAGE_END:
+        json_object_set_new(x, "seconds", json_num(ev->seconds));
+        break;
+    case ENG_EVENT_LR_FIND:
+        if (ev->lr_find) {
+            json_object_set_new(x, "points", json_integer((json_int_t)ev->lr_find->n));
+            json_object_set_new(
+                x, "valley", ev->lr_find->ok ? json_num((double)ev->lr_find->valley) : json_null());
+        }
+        break;
+    case ENG_EVENT_ARTIFACT:
+        if (ev->artifact) {
+            json_object_set_new(x, "kind", json_string(ev->artifact->kind));
+            json_object_set_new(x, "name", json_string(ev->artifact->name));
+            json_object_set_new(x, "bytes", json_integer((json_int_t)ev->artifact->size));
+        }
+        break;
+    case ENG_EVENT_LOG:
+        json_object_set_new(x, "message", json_string(ev->message ? ev->message : ""));
+        break;
+    case ENG_EVENT_STAGE_BEGIN:
+        break;
+    }
+    timeline_line(t, event_names[ev->kind], x);
+}
 
 static void table_header(table *t)
 {
@@ -134,6 +232,7 @@ static bool is_fit(eng_stage_op op)
 static eng_action on_progress(const eng_event *ev, void *user)
 {
     table *t = user;
+    timeline_event(t, ev);
     const char *op = eng_stage_op_name(ev->op);
     if ((ev->kind == ENG_EVENT_BATCH || ev->kind == ENG_EVENT_EPOCH) && is_fit(ev->op) &&
         (t->stage != (long long)ev->stage_index || t->fit != (long long)ev->fit_index)) {
@@ -180,13 +279,18 @@ static eng_action on_progress(const eng_event *ev, void *user)
 
 int srv_cli_run(int argc, char **argv)
 {
-    const char *spec_path = NULL, *out = NULL;
+    const double t0 = now_s();
+    const char *spec_path = NULL, *out = NULL, *timeline_path = NULL;
     int threads = 0;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
             out = argv[++i];
         } else if (strncmp(argv[i], "--out=", 6) == 0) {
             out = argv[i] + 6;
+        } else if (strcmp(argv[i], "--timeline") == 0 && i + 1 < argc) {
+            timeline_path = argv[++i];
+        } else if (strncmp(argv[i], "--timeline=", 11) == 0) {
+            timeline_path = argv[i] + 11;
         } else if (strcmp(argv[i], "--threads") == 0 || strncmp(argv[i], "--threads=", 10) == 0) {
             const char *v = argv[i][9] == '=' ? argv[i] + 10 : (i + 1 < argc ? argv[++i] : "");
             char *end;
@@ -220,6 +324,7 @@ int srv_cli_run(int argc, char **argv)
     }
     srv_spec *spec = calloc(1, sizeof *spec);
     srv_spec_errors *errs = calloc(1, sizeof *errs);
+    FILE *timeline = NULL;
     int status = 2;
     if (!spec || !errs) {
         fprintf(stderr, "thawd run: out of memory\n");
@@ -249,6 +354,10 @@ int srv_cli_run(int argc, char **argv)
         fprintf(stderr, "thawd run: cannot create %s: %s\n", out_dir, strerror(errno));
         goto done;
     }
+    if (timeline_path && !(timeline = fopen(timeline_path, "w"))) {
+        fprintf(stderr, "thawd run: cannot create %s: %s\n", timeline_path, strerror(errno));
+        goto done;
+    }
     if (threads == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         threads = cores > 0 ? (int)cores : 1;
@@ -265,11 +374,16 @@ int srv_cli_run(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     eng_run_opts opts = {.out_dir = out_dir, .resume_path = NULL};
-    table tab = {.spec = &spec->eng, .stage = -1, .fit = -1};
+    table tab = {.spec = &spec->eng, .stage = -1, .fit = -1, .timeline = timeline, .t0 = t0};
     eng_callbacks cb = {.progress = on_progress, .user = &tab};
     eng_error err;
     memset(&err, 0, sizeof err);
+    /* "run": the engine starts (data loading and model building come before stage 1) */
+    timeline_line(&tab, "run",
+                  json_pack("{s:s,s:I,s:i}", "spec", spec_path, "stages",
+                            (json_int_t)spec->eng.n_stages, "threads", blas));
     int rc = eng_job_run(&spec->eng, &opts, &cb, &err);
+    timeline_line(&tab, "end", json_pack("{s:s}", "result", eng_strerror(rc)));
     if (rc == 0) {
         printf("done\n");
         status = 0;
@@ -282,6 +396,10 @@ int srv_cli_run(int argc, char **argv)
         status = 1;
     }
 done:
+    if (timeline && (ferror(timeline) | fclose(timeline))) {
+        fprintf(stderr, "thawd run: writing %s failed\n", timeline_path);
+        status = status ? status : 1;
+    }
     srv_spec_fini(spec);
     free(spec);
     free(errs);
