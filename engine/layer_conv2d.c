@@ -301,7 +301,7 @@ static size_t conv_aux_size(const eng_layer *l, size_t N)
 {
     eng_conv2d_geom g = conv_geom(l);
     size_t T = conv_parts(N), Np = part_max(N, T);
-    size_t nb = conv_nb(&g, Np), nbw = eng_wino_chunk(g.OH, g.OW, Np);
+    size_t nb = conv_nb(&g, Np), nbw = eng_wino_chunk(g.IC, g.OC, g.OH, g.OW, Np);
     return T * part_floats(&g, nb, nbw) + (T - 1) * g.OC * eng_conv2d_kdim(&g) +
            (use_wino(&g) ? 16 * g.OC * g.IC : 0);
 }
@@ -342,7 +342,7 @@ static conv_job conv_job_make(const eng_layer *l, size_t N)
     conv_job j = {.l = l, .g = conv_geom(l), .N = N};
     j.T = conv_parts(N);
     j.nb = conv_nb(&j.g, part_max(N, j.T));
-    j.nbw = eng_wino_chunk(j.g.OH, j.g.OW, part_max(N, j.T));
+    j.nbw = eng_wino_chunk(j.g.IC, j.g.OC, j.g.OH, j.g.OW, part_max(N, j.T));
     j.wino = use_wino(&j.g);
     if (j.wino)
         j.U = l->aux + j.T * part_floats(&j.g, j.nb, j.nbw) +

@@ -12,7 +12,7 @@
  * channels, the element-wise products become 16 independent GEMMs, one per position e of
  * the 4x4 transformed tile:  M[e] [OC, T] = U[e] [OC, IC] * V[e] [IC, T]  over a chunk of
  * T tiles, which OpenBLAS runs at its usual speed. Chunks of whole images keep V and M
- * (16 x (IC + OC) x T floats) small enough to stay in the L2/L3 caches.
+ * (16 x (IC + OC) x T floats) small enough to stay in the L2 cache (eng_wino_chunk).
  * The input gradient of such a convolution is the same convolution of dy with the weights
  * transposed (ic <-> oc) and rotated by 180 degrees, so eng_wino_weights can prepare U for it.
  *
@@ -41,9 +41,10 @@ size_t eng_wino_tiles(size_t H, size_t W)
     return ((H + 1) / 2) * ((W + 1) / 2);
 }
 
-size_t eng_wino_chunk(size_t H, size_t W, size_t N)
+size_t eng_wino_chunk(size_t C_in, size_t C_out, size_t H, size_t W, size_t N)
 {
-    size_t T = eng_wino_tiles(H, W), nb = (ENG_WINO_CHUNK_TILES + T - 1) / T;
+    size_t per = 16 * (C_in + C_out) * eng_wino_tiles(H, W); /* V and M of one image */
+    size_t nb = per ? ENG_WINO_CHUNK_FLOATS / per : N;
     if (nb > N)
         nb = N;
     return nb ? nb : 1;
