@@ -89,50 +89,52 @@ void eng_wino_weights(size_t OC, size_t IC, const float *w, bool transpose_flip,
         }
 }
 
-/* Floats of the zero-padded copy of one input plane, (2*TH + 2) x (2*TW + 2), plus the
- * transforms' rows (input: 1 row of 2*TW + 2; gradient: 2*TH x 2*TW and 8 x TW). */
+/* Floats of the zero-padded copy of one input plane, (2*TH + 2) x (2*TW + 2); it also holds
+ * the gradient transform's 2*TH x 2*TW plane and 4 x TW rows. */
 static size_t pad_floats(size_t H, size_t W)
 {
-    return (2 * ((H + 1) / 2) + 6) * (2 * ((W + 1) / 2) + 2);
+    return (2 * ((H + 1) / 2) + 4) * (2 * ((W + 1) / 2) + 2);
 }
 
-/* out = p + q (add) or p - q over n floats; p, q, out distinct. */
-static void row_comb(size_t n, const float *restrict p, const float *restrict q, bool add,
-                     float *restrict out)
-{
-    if (add)
-        for (size_t k = 0; k < n; k++)
-            out[k] = p[k] + q[k];
-    else
-        for (size_t k = 0; k < n; k++)
-            out[k] = p[k] - q[k];
-}
-
-/* The column half of B^T d B for one row of TW tiles: b = (bE, bO) is a row of B^T d with its
- * even columns in bE[0..TW] and odd columns in bO[0..TW]; tile tx covers columns 2tx .. 2tx+3
- * = bE[tx], bO[tx], bE[tx+1], bO[tx+1]. Unit-stride loops, which the compiler vectorises. */
-static void row_tiles(size_t TW, const float *restrict bE, const float *restrict bO,
+/* One row of TW tiles of B^T d B: the row b = p + q (add) or p - q of B^T d, p and q rows of
+ * the de-interleaved padded plane (even columns pE[0..TW], odd pO[0..TW]; tile tx covers
+ * columns 2tx .. 2tx+3 = E[tx], O[tx], E[tx+1], O[tx+1]), gives positions v0..v3[tx].
+ * Unit-stride loops, which the compiler vectorises; b is not stored (reloading a row just
+ * written, shifted by one float, stalls on store forwarding). */
+static void row_tiles(size_t TW, const float *restrict pE, const float *restrict pO,
+                      const float *restrict qE, const float *restrict qO, bool add,
                       float *restrict v0, float *restrict v1, float *restrict v2,
                       float *restrict v3)
 {
-    for (size_t tx = 0; tx < TW; tx++) {
-        v0[tx] = bE[tx] - bE[tx + 1];
-        v1[tx] = bO[tx] + bE[tx + 1];
-        v2[tx] = bE[tx + 1] - bO[tx];
-        v3[tx] = bO[tx] - bO[tx + 1];
-    }
+    if (add)
+        for (size_t tx = 0; tx < TW; tx++) {
+            const float e0 = pE[tx] + qE[tx], o0 = pO[tx] + qO[tx];
+            const float e1 = pE[tx + 1] + qE[tx + 1], o1 = pO[tx + 1] + qO[tx + 1];
+            v0[tx] = e0 - e1;
+            v1[tx] = o0 + e1;
+            v2[tx] = e1 - o0;
+            v3[tx] = o0 - o1;
+        }
+    else
+        for (size_t tx = 0; tx < TW; tx++) {
+            const float e0 = pE[tx] - qE[tx], o0 = pO[tx] - qO[tx];
+            const float e1 = pE[tx + 1] - qE[tx + 1], o1 = pO[tx + 1] - qO[tx + 1];
+            v0[tx] = e0 - e1;
+            v1[tx] = o0 + e1;
+            v2[tx] = e1 - o0;
+            v3[tx] = o0 - o1;
+        }
 }
 
 /* V[e][c][n*T + t] for the m images x [C, H, W] of a chunk. Each plane is first copied into
  * a zero border (pad, 1 pixel left/top, 1-2 right/bottom) with every padded row stored
  * de-interleaved: its TW+1 even columns, then its TW+1 odd columns. The transform then has no
  * bounds tests and no strided reads: per row of tiles, the 4 rows of B^T d are row sums or
- * differences of the plane (row_comb), and each gives 4 of the 16 positions (row_tiles). */
+ * differences of the plane, and each gives 4 of the 16 positions (row_tiles). */
 static void input_transform(size_t C, size_t H, size_t W, size_t m, const float *x, float *V,
                             size_t ldv, float *pad)
 {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, PW = 2 * TW + 2, HW = TW + 1;
-    float *b = pad + (2 * TH + 2) * PW; /* one row of B^T d, de-interleaved like the plane */
     memset(pad, 0, (2 * TH + 2) * PW * sizeof(float));
     for (size_t n = 0; n < m; n++)
         for (size_t c = 0; c < C; c++) {
@@ -154,9 +156,9 @@ static void input_transform(size_t C, size_t H, size_t W, size_t m, const float 
                 /* rows of B^T d: r0 - r2, r1 + r2, r2 - r1, r1 - r3 */
                 const float *P[4] = {r0, r1, r2, r1}, *Q[4] = {r2, r2, r1, r3};
                 for (size_t r = 0; r < 4; r++) {
-                    row_comb(PW, P[r], Q[r], r == 1, b);
                     float *v = vc + r * 4 * C * ldv + ty * TW;
-                    row_tiles(TW, b, b + HW, v, v + C * ldv, v + 2 * C * ldv, v + 3 * C * ldv);
+                    row_tiles(TW, P[r], P[r] + HW, Q[r], Q[r] + HW, r == 1, v, v + C * ldv,
+                              v + 2 * C * ldv, v + 3 * C * ldv);
                 }
             }
         }
@@ -245,26 +247,21 @@ void eng_wino_conv(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, cons
     }
 }
 
-/* The column half of A dY A^T for one row of TW tiles: s = (sE[tx], sO[tx]) is a row of A dY
- * (or its negation, neg); the 4 positions go to o0..o3[tx]: s0, s0 + s1, s0 - s1, -s1. */
-static void grad_cols(size_t TW, const float *restrict sE, const float *restrict sO, bool neg,
-                      float *restrict o0, float *restrict o1, float *restrict o2,
-                      float *restrict o3)
+/* The column half of A dY A^T for one row of TW tiles, for the row s = ka * a + kc * c of
+ * A dY (a, c: the tile rows of dY, de-interleaved; ka, kc constants in {-1, 0, 1} after
+ * inlining): positions o0..o3[tx] = s0, s0 + s1, s0 - s1, -s1. */
+static inline void grad_cols(size_t TW, const float *restrict aE, const float *restrict aO,
+                             const float *restrict cE, const float *restrict cO, float ka, float kc,
+                             float *restrict o0, float *restrict o1, float *restrict o2,
+                             float *restrict o3)
 {
-    if (neg)
-        for (size_t tx = 0; tx < TW; tx++) {
-            o0[tx] = -sE[tx];
-            o1[tx] = -sE[tx] - sO[tx];
-            o2[tx] = sO[tx] - sE[tx];
-            o3[tx] = sO[tx];
-        }
-    else
-        for (size_t tx = 0; tx < TW; tx++) {
-            o0[tx] = sE[tx];
-            o1[tx] = sE[tx] + sO[tx];
-            o2[tx] = sE[tx] - sO[tx];
-            o3[tx] = -sO[tx];
-        }
+    for (size_t tx = 0; tx < TW; tx++) {
+        const float s0 = ka * aE[tx] + kc * cE[tx], s1 = ka * aO[tx] + kc * cO[tx];
+        o0[tx] = s0;
+        o1[tx] = s0 + s1;
+        o2[tx] = s0 - s1;
+        o3[tx] = -s1;
+    }
 }
 
 /* E[k] = src[2k], O[k] = src[2k + 1] for k < n. */
@@ -286,7 +283,7 @@ static void grad_transform(size_t C, size_t H, size_t W, size_t m, const float *
 {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, BW = 2 * TW;
     const bool even = H % 2 == 0 && W % 2 == 0;
-    float *rows = buf + 2 * TH * BW; /* 8 x TW: two tile rows and their sum and difference */
+    float *rows = buf + 2 * TH * BW; /* 4 x TW: two tile rows, de-interleaved */
     if (!even)
         memset(buf, 0, 2 * TH * BW * sizeof(float));
     for (size_t n = 0; n < m; n++)
@@ -300,18 +297,18 @@ static void grad_transform(size_t C, size_t H, size_t W, size_t m, const float *
             float *dc = D + c * ldd + n * T;
             const size_t es = C * ldd; /* stride between the 16 positions */
             for (size_t ty = 0; ty < TH; ty++) {
-                /* rows of A dY (d0, d1: the tile rows): d0, d0 + d1, d0 - d1, -d1 */
                 float *aE = rows, *aO = aE + TW, *cE = aO + TW, *cO = cE + TW;
-                float *pE = cO + TW, *mE = pE + 2 * TW; /* (pE, pO), (mE, mO) */
                 deinterleave(TW, plane + 2 * ty * BW, aE, aO);
                 deinterleave(TW, plane + (2 * ty + 1) * BW, cE, cO);
-                row_comb(2 * TW, aE, cE, true, pE);
-                row_comb(2 * TW, aE, cE, false, mE);
-                const float *sE[4] = {aE, pE, mE, cE};
-                for (size_t r = 0; r < 4; r++) {
-                    float *o = dc + r * 4 * es + ty * TW;
-                    grad_cols(TW, sE[r], sE[r] + TW, r == 3, o, o + es, o + 2 * es, o + 3 * es);
-                }
+                /* rows of A dY: a, a + c, a - c, -c */
+                float *o = dc + ty * TW;
+                grad_cols(TW, aE, aO, cE, cO, 1.0f, 0.0f, o, o + es, o + 2 * es, o + 3 * es);
+                o += 4 * es;
+                grad_cols(TW, aE, aO, cE, cO, 1.0f, 1.0f, o, o + es, o + 2 * es, o + 3 * es);
+                o += 4 * es;
+                grad_cols(TW, aE, aO, cE, cO, 1.0f, -1.0f, o, o + es, o + 2 * es, o + 3 * es);
+                o += 4 * es;
+                grad_cols(TW, aE, aO, cE, cO, 0.0f, -1.0f, o, o + es, o + 2 * es, o + 3 * es);
             }
         }
 }
