@@ -20,6 +20,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "conv_tap.h"
 #include "gemm.h"
 #include "kernels.h"
 #include "layers.h"
@@ -297,13 +298,26 @@ static size_t part_floats(const eng_conv2d_geom *g, size_t nb, size_t nbw)
     return f;
 }
 
+/* Per-tap GEMMs over the whole batch (conv_tap.h) for outputs of at most 4x4 (resnet18's
+ * layer3/layer4 3x3 convolutions at 64x64 inputs), where im2col multiplies mostly padding
+ * (on 2x2 maps 20 of 36 products) and its per-image GEMMs are too thin; only with enough
+ * images for the GEMM blocks to be wide. Monotone in N, so that aux sized for the largest
+ * batch covers every smaller one. Forward and input gradient only. */
+static bool use_tap(const eng_conv2d_geom *g, size_t N)
+{
+    return !use_wino(g) && g->KH * g->KW > 1 && g->OH * g->OW <= 16 && N * g->OH * g->OW >= 64;
+}
+
 static size_t conv_aux_size(const eng_layer *l, size_t N)
 {
     eng_conv2d_geom g = conv_geom(l);
     size_t T = conv_parts(N), Np = part_max(N, T);
     size_t nb = conv_nb(&g, Np), nbw = eng_wino_chunk(g.IC, g.OC, g.OH, g.OW, Np);
-    return T * part_floats(&g, nb, nbw) + (T - 1) * g.OC * eng_conv2d_kdim(&g) +
-           (use_wino(&g) ? 16 * g.OC * g.IC : 0);
+    size_t f = T * part_floats(&g, nb, nbw) + (T - 1) * g.OC * eng_conv2d_kdim(&g) +
+               (use_wino(&g) ? 16 * g.OC * g.IC : 0);
+    /* the tap scratch overlaps everything above: it is used only when no part runs */
+    size_t tap = use_tap(&g, N) ? eng_convtap_scratch_floats(&g, N) : 0;
+    return f > tap ? f : tap;
 }
 
 typedef struct conv_job {
@@ -394,9 +408,14 @@ static void conv_forward(eng_layer *l, const eng_fwd_args *a)
     conv_job j = conv_job_make(l, a->N);
     j.x = a->x;
     j.y = a->y;
-    if (j.wino)
-        eng_wino_weights(j.g.OC, j.g.IC, l->param[0], false, j.U);
-    eng_par_run(j.T, forward_part, &j);
+    if (use_tap(&j.g, a->N))
+        eng_convtap_forward(&j.g, a->N, a->x, l->param[0], l->cfg.conv.bias ? l->param[1] : NULL,
+                            a->y, l->aux);
+    else {
+        if (j.wino)
+            eng_wino_weights(j.g.OC, j.g.IC, l->param[0], false, j.U);
+        eng_par_run(j.T, forward_part, &j);
+    }
     /* Winograd does fewer multiplications; the counters keep the direct convolution's */
     conv_count(&j, j.g.OC, eng_conv2d_kdim(&j.g), false);
 }
@@ -428,7 +447,8 @@ static void conv_backward(eng_layer *l, const eng_bwd_args *a)
     conv_job j = conv_job_make(l, a->N);
     j.x = a->x;
     j.dy = a->dy;
-    j.dx = a->dx;
+    const bool tap_dx = a->dx && use_tap(&j.g, a->N);
+    j.dx = tap_dx ? NULL : a->dx; /* with tap_dx the parts compute the weight gradient only */
     j.want_dw = l->trainable[0];
     j.dw = l->grad[0];
     if (j.wino && j.dx)
@@ -447,6 +467,8 @@ static void conv_backward(eng_layer *l, const eng_bwd_args *a)
     }
     if (l->cfg.conv.bias && l->trainable[1])
         eng_conv2d_backward_bias(&j.g, a->N, a->dy, l->grad[1], false);
+    if (tap_dx) /* after the reduction: the tap scratch overlaps the partial sums */
+        eng_convtap_backward_input(&j.g, a->N, l->param[0], a->dy, a->dx, false, l->aux);
     if (a->dx)
         conv_count(&j, eng_conv2d_kdim(&j.g), j.g.OC, false);
 }

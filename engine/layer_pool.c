@@ -95,10 +95,60 @@ static float plane_max(const float *x, size_t IW, size_t h0, size_t h1, size_t w
     return m;
 }
 
+/* Output columns [*lo, *hi) whose window lies inside the image width (no clamping). */
+static void interior_cols(const eng_pool2d_geom *g, size_t *lo, size_t *hi)
+{
+    size_t l = (g->PW + g->SW - 1) / g->SW; /* ow*SW >= PW */
+    size_t h = g->IW + g->PW >= g->KW ? (g->IW + g->PW - g->KW) / g->SW + 1 : 0;
+    if (h > g->OW)
+        h = g->OW;
+    if (l > h)
+        l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* Output row oh of one plane, for the columns [c0, c1) whose windows are not clipped in
+ * width: the window is scanned in plane_max's order (rows, then columns) with every column
+ * of the row range updated together, so the loop over ow has no branches and vectorises;
+ * the update rule is plane_max's (strictly greater, or the first NaN). */
+static void max_row_interior(const eng_pool2d_geom *g, const float *xp, size_t h0, size_t h1,
+                             size_t c0, size_t c1, float *yr, int32_t *ir)
+{
+    const size_t S = g->SW, P = g->PW, IW = g->IW;
+    for (size_t ow = c0; ow < c1; ow++) {
+        yr[ow] = -INFINITY;
+        ir[ow] = (int32_t)(h0 * IW + ow * S - P);
+    }
+    for (size_t ih = h0; ih < h1; ih++)
+        for (size_t kw = 0; kw < g->KW; kw++) {
+            /* column ow reads x[ih][ow*S + kw - P] = src[(ow - c0)*S]; c0*S >= P */
+            const size_t first = ih * IW + c0 * S + kw - P;
+            const float *src = xp + first;
+            for (size_t ow = c0; ow < c1; ow++) {
+                float v = src[(ow - c0) * S], m = yr[ow];
+                int take = (v > m) | ((v != v) & (m == m));
+                yr[ow] = take ? v : m;
+                ir[ow] = take ? (int32_t)(first + (ow - c0) * S) : ir[ow];
+            }
+        }
+}
+
+/* Output ow of row oh through plane_max (a window clipped in width). */
+static void max_one(const eng_pool2d_geom *g, const float *xp, size_t h0, size_t h1, size_t ow,
+                    float *yr, int32_t *ir)
+{
+    size_t w0, w1, fw;
+    window(ow, g->KW, g->SW, g->PW, g->IW, &w0, &w1, &fw);
+    yr[ow] = plane_max(xp, g->IW, h0, h1, w0, w1, &ir[ow]);
+}
+
 void eng_maxpool2d_forward(const eng_pool2d_geom *g, size_t N, const float *x, float *y,
                            int32_t *idx)
 {
     const size_t IP = g->IH * g->IW, OP = g->OH * g->OW;
+    size_t c0, c1;
+    interior_cols(g, &c0, &c1);
     for (size_t pl = 0; pl < N * g->C; pl++) {
         const float *xp = x + pl * IP; /* [IH, IW] */
         float *yp = y + pl * OP;       /* [OH, OW] */
@@ -106,11 +156,13 @@ void eng_maxpool2d_forward(const eng_pool2d_geom *g, size_t N, const float *x, f
         for (size_t oh = 0; oh < g->OH; oh++) {
             size_t h0, h1, fh;
             window(oh, g->KH, g->SH, g->PH, g->IH, &h0, &h1, &fh);
-            for (size_t ow = 0; ow < g->OW; ow++) {
-                size_t w0, w1, fw;
-                window(ow, g->KW, g->SW, g->PW, g->IW, &w0, &w1, &fw);
-                yp[oh * g->OW + ow] = plane_max(xp, g->IW, h0, h1, w0, w1, &ip[oh * g->OW + ow]);
-            }
+            float *yr = yp + oh * g->OW;
+            int32_t *ir = ip + oh * g->OW;
+            for (size_t ow = 0; ow < c0; ow++)
+                max_one(g, xp, h0, h1, ow, yr, ir);
+            max_row_interior(g, xp, h0, h1, c0, c1, yr, ir);
+            for (size_t ow = c1; ow < g->OW; ow++)
+                max_one(g, xp, h0, h1, ow, yr, ir);
         }
     }
 }

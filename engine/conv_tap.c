@@ -1,0 +1,332 @@
+/*
+ * conv_tap.c: convolution as one GEMM per kernel tap over the whole batch (conv_tap.h).
+ *
+ * DESIGN. A convolution is a sum over its KH*KW taps: for tap (kh, kw) every output
+ * position o = (oh, ow) reads the input at (oh*SH + kh - PH, ow*SW + kw - PW), so
+ *   y[:, o] += W_t [OC, IC] * x[:, i(o, t)]     for the o whose i(o, t) is inside the image.
+ * With the batch as the fastest-varying index (x kept as xt [IC][positions][N]), the valid
+ * outputs of one tap and one output row form a contiguous block of columns, and so do the
+ * inputs they read: each tap is a handful of GEMMs with M = OC, K = IC and N-times-wider
+ * blocks than one image gives. Strides > 1 are handled by splitting the input into its
+ * SH*SW phases (rows u*SH + a, columns v*SW + b): a tap reads a single phase, shifted by a
+ * whole number of phase positions, so a stride-S convolution is again shifted blocks.
+ *
+ * Against im2col + GEMM this skips the products with the zero padding, which on small maps
+ * are most of them (a 3x3 padding-1 kernel on a 2x2 map: 16 of 36 taps-times-positions
+ * are inside the image, on 4x4: 100 of 144), needs no unfolded copy, and when the work is
+ * split by output channels each thread reads only its rows of the weights and runs GEMMs
+ * as wide as the whole batch (im2col split by images gives each thread the full weight
+ * matrix and a thin column matrix, where OpenBLAS spends its time packing). The price is
+ * a transpose of the input and output and a relayout of the weights per call, cheap on the
+ * small maps this is used for.
+ *
+ * Scratch: xt [IC*IH*IW*N] (phases one after the other, each [IC][Hu*Wv][N]) |
+ * yt [OC][OH*OW][N] | wt [KH*KW][OC][IC]. The input gradient uses the same areas for dxt,
+ * dyt and wt: dx_phase[:, i(o, t)] += W_t^T * dy[:, o].
+ */
+#include "conv_tap.h"
+
+#include <string.h>
+
+#include "gemm.h"
+#include "par.h"
+
+/* Positions of phase a of an axis of length In with stride S: rows a, a+S, ... < In. */
+static size_t phase_len(size_t In, size_t S, size_t a)
+{
+    return In > a ? (In - a + S - 1) / S : 0;
+}
+
+/* Floats of xt before phase (a, b) (phases in row-major (a, b) order). */
+static size_t phase_offset(const eng_conv2d_geom *g, size_t N, size_t a, size_t b)
+{
+    size_t pos = 0;
+    for (size_t i = 0; i < g->SH; i++)
+        for (size_t j = 0; j < g->SW; j++) {
+            if (i == a && j == b)
+                return pos * g->IC * N;
+            pos += phase_len(g->IH, g->SH, i) * phase_len(g->IW, g->SW, j);
+        }
+    return pos * g->IC * N;
+}
+
+/* Tap offset d = k - P as phase + whole phase steps: d = q*S + a with 0 <= a < S. */
+static void split_offset(size_t k, size_t P, size_t S, size_t *a, ptrdiff_t *q)
+{
+    ptrdiff_t d = (ptrdiff_t)k - (ptrdiff_t)P, s = (ptrdiff_t)S;
+    ptrdiff_t r = ((d % s) + s) % s;
+    *a = (size_t)r;
+    *q = (d - r) / s;
+}
+
+/* Outputs o in [0, Out) whose phase position o + q lies in [0, Len): [*lo, *hi). */
+static void valid_outputs(ptrdiff_t q, size_t Len, size_t Out, size_t *lo, size_t *hi)
+{
+    ptrdiff_t l = q < 0 ? -q : 0, h = (ptrdiff_t)Len - q;
+    if (h > (ptrdiff_t)Out)
+        h = (ptrdiff_t)Out;
+    if (h < l)
+        h = l;
+    *lo = (size_t)l;
+    *hi = (size_t)h;
+}
+
+/* Where tap (kh, kw) reads and writes: its phase of xt (offset, row stride), the valid
+ * output rectangle and the shift into the phase; its GEMM blocks come from tap_block. */
+typedef struct tap_span {
+    size_t phase_off, ld_in, Wv;
+    size_t oh_lo, oh_hi, ow_lo, ow_hi;
+    ptrdiff_t qh, qw;
+    bool merged; /* whole rows on both sides with the same row length: one block */
+} tap_span;
+
+static tap_span tap_span_of(const eng_conv2d_geom *g, size_t N, size_t kh, size_t kw)
+{
+    tap_span s;
+    size_t a, b;
+    split_offset(kh, g->PH, g->SH, &a, &s.qh);
+    split_offset(kw, g->PW, g->SW, &b, &s.qw);
+    const size_t Hu = phase_len(g->IH, g->SH, a);
+    s.Wv = phase_len(g->IW, g->SW, b);
+    valid_outputs(s.qh, Hu, g->OH, &s.oh_lo, &s.oh_hi);
+    valid_outputs(s.qw, s.Wv, g->OW, &s.ow_lo, &s.ow_hi);
+    s.phase_off = phase_offset(g, N, a, b);
+    s.ld_in = Hu * s.Wv * N;
+    s.merged = s.ow_lo == 0 && s.ow_hi == g->OW && s.Wv == g->OW && s.qw == 0;
+    return s;
+}
+
+/* GEMM blocks of a span (0 when no output reads the tap). */
+static size_t tap_nblocks(const tap_span *s)
+{
+    if (s->oh_lo == s->oh_hi || s->ow_lo == s->ow_hi)
+        return 0;
+    return s->merged ? 1 : s->oh_hi - s->oh_lo;
+}
+
+/* Block i: ncols columns at *out_col of yt [., OH*OW*N] and *in_col of the phase. */
+static size_t tap_block(const eng_conv2d_geom *g, size_t N, const tap_span *s, size_t i,
+                        size_t *out_col, size_t *in_col)
+{
+    if (s->merged) {
+        *out_col = s->oh_lo * g->OW * N;
+        *in_col = (size_t)((ptrdiff_t)s->oh_lo + s->qh) * s->Wv * N;
+        return (s->oh_hi - s->oh_lo) * g->OW * N;
+    }
+    const size_t oh = s->oh_lo + i;
+    *out_col = (oh * g->OW + s->ow_lo) * N;
+    *in_col = ((size_t)((ptrdiff_t)oh + s->qh) * s->Wv + (size_t)((ptrdiff_t)s->ow_lo + s->qw)) * N;
+    return (s->ow_hi - s->ow_lo) * N;
+}
+
+size_t eng_convtap_scratch_floats(const eng_conv2d_geom *g, size_t N)
+{
+    return g->IC * g->IH * g->IW * N + g->OC * g->OH * g->OW * N + g->KH * g->KW * g->OC * g->IC;
+}
+
+size_t eng_convtap_macs(const eng_conv2d_geom *g, size_t N)
+{
+    size_t pairs = 0;
+    for (size_t kh = 0; kh < g->KH; kh++)
+        for (size_t kw = 0; kw < g->KW; kw++) {
+            tap_span s = tap_span_of(g, 1, kh, kw);
+            pairs += (s.oh_hi - s.oh_lo) * (s.ow_hi - s.ow_lo);
+        }
+    return pairs * N * g->OC * g->IC;
+}
+
+typedef struct tap_job {
+    const eng_conv2d_geom *g;
+    size_t N;
+    const float *src; /* x (forward) or dy (input gradient), NCHW */
+    const float *w, *b;
+    float *dst; /* y or dx, NCHW */
+    bool accumulate;
+    float *xt, *yt, *wt;
+} tap_job;
+
+static size_t taps(const eng_conv2d_geom *g)
+{
+    return g->KH * g->KW;
+}
+
+/* wt [t][oc][ic] = w [oc][ic][t] for oc in [lo, hi): one row of w (in L1) per oc, read
+ * once per tap, so that the writes are contiguous. */
+static void weights_rows(const tap_job *j, size_t lo, size_t hi)
+{
+    const size_t IC = j->g->IC, OC = j->g->OC, KK = taps(j->g);
+    for (size_t oc = lo; oc < hi; oc++) {
+        const float *src = j->w + oc * IC * KK;
+        for (size_t t = 0; t < KK; t++) {
+            float *dst = j->wt + (t * OC + oc) * IC;
+            for (size_t ic = 0; ic < IC; ic++)
+                dst[ic] = src[ic * KK + t];
+        }
+    }
+}
+
+/* Channels [lo, hi) of x [N, IC, IH, IW] into xt (every phase). */
+static void input_to_xt(const tap_job *j, size_t lo, size_t hi)
+{
+    const eng_conv2d_geom *g = j->g;
+    const size_t N = j->N, IP = g->IH * g->IW;
+    for (size_t a = 0; a < g->SH; a++)
+        for (size_t b = 0; b < g->SW; b++) {
+            const size_t Hu = phase_len(g->IH, g->SH, a), Wv = phase_len(g->IW, g->SW, b);
+            float *ph = j->xt + phase_offset(g, N, a, b);
+            for (size_t ic = lo; ic < hi; ic++) {
+                float *row = ph + ic * Hu * Wv * N;
+                for (size_t u = 0; u < Hu; u++)
+                    for (size_t v = 0; v < Wv; v++) {
+                        const float *s = j->src + ic * IP + (u * g->SH + a) * g->IW + v * g->SW + b;
+                        float *d = row + (u * Wv + v) * N;
+                        for (size_t n = 0; n < N; n++)
+                            d[n] = s[n * g->IC * IP];
+                    }
+            }
+        }
+}
+
+/* Channels [lo, hi) of xt back into dx [N, IC, IH, IW] (added when accumulating). */
+static void xt_to_input(const tap_job *j, size_t lo, size_t hi)
+{
+    const eng_conv2d_geom *g = j->g;
+    const size_t N = j->N, IP = g->IH * g->IW;
+    for (size_t a = 0; a < g->SH; a++)
+        for (size_t b = 0; b < g->SW; b++) {
+            const size_t Hu = phase_len(g->IH, g->SH, a), Wv = phase_len(g->IW, g->SW, b);
+            const float *ph = j->xt + phase_offset(g, N, a, b);
+            for (size_t ic = lo; ic < hi; ic++) {
+                const float *row = ph + ic * Hu * Wv * N;
+                for (size_t u = 0; u < Hu; u++)
+                    for (size_t v = 0; v < Wv; v++) {
+                        float *d = j->dst + ic * IP + (u * g->SH + a) * g->IW + v * g->SW + b;
+                        const float *s = row + (u * Wv + v) * N;
+                        if (j->accumulate)
+                            for (size_t n = 0; n < N; n++)
+                                d[n * g->IC * IP] += s[n];
+                        else
+                            for (size_t n = 0; n < N; n++)
+                                d[n * g->IC * IP] = s[n];
+                    }
+            }
+        }
+}
+
+/* ---- forward ----------------------------------------------------------------------------- */
+
+static void fwd_transpose_part(void *ctx, size_t p, size_t T)
+{
+    const tap_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->g->IC, p, T, &lo, &hi);
+    input_to_xt(j, lo, hi);
+}
+
+/* Output channels [lo, hi): their weights, every tap's GEMMs, then y with the bias. */
+static void fwd_gemm_part(void *ctx, size_t p, size_t T)
+{
+    const tap_job *j = ctx;
+    const eng_conv2d_geom *g = j->g;
+    const size_t N = j->N, OC = g->OC, IC = g->IC, P = g->OH * g->OW, PN = P * N;
+    size_t lo, hi;
+    eng_par_range(OC, p, T, &lo, &hi);
+    if (lo == hi)
+        return;
+    weights_rows(j, lo, hi);
+    float *yt = j->yt + lo * PN;
+    memset(yt, 0, (hi - lo) * PN * sizeof(float));
+    for (size_t t = 0; t < taps(g); t++) {
+        const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
+        const float *wt = j->wt + (t * OC + lo) * IC; /* rows lo.. of W_t [OC, IC] */
+        for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
+            size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
+            eng_sgemm(false, false, hi - lo, nc, IC, 1.0f, wt, IC, j->xt + sp.phase_off + ic_col,
+                      sp.ld_in, 1.0f, yt + oc_col, PN);
+        }
+    }
+    for (size_t oc = lo; oc < hi; oc++) {
+        const float *s = j->yt + oc * PN;
+        const float bias = j->b ? j->b[oc] : 0.0f;
+        for (size_t n = 0; n < N; n++) {
+            float *d = j->dst + (n * OC + oc) * P;
+            for (size_t q = 0; q < P; q++)
+                d[q] = s[q * N + n] + bias;
+        }
+    }
+}
+
+void eng_convtap_forward(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
+                         const float *b, float *y, float *scratch)
+{
+    if (N == 0)
+        return;
+    tap_job j = {.g = g, .N = N, .src = x, .w = w, .b = b, .dst = y, .xt = scratch};
+    j.yt = j.xt + g->IC * g->IH * g->IW * N;
+    j.wt = j.yt + g->OC * g->OH * g->OW * N;
+    const size_t T = eng_par_threads();
+    eng_par_run(T < g->IC ? T : g->IC, fwd_transpose_part, &j);
+    eng_par_run(T < g->OC ? T : g->OC, fwd_gemm_part, &j);
+}
+
+/* ---- input gradient ---------------------------------------------------------------------- */
+
+/* Output channels [lo, hi): dy into dyt [OC][OH*OW][N] and their rows of wt. */
+static void bwd_transpose_part(void *ctx, size_t p, size_t T)
+{
+    const tap_job *j = ctx;
+    const size_t OC = j->g->OC, N = j->N, P = j->g->OH * j->g->OW;
+    size_t lo, hi;
+    eng_par_range(OC, p, T, &lo, &hi);
+    weights_rows(j, lo, hi);
+    for (size_t oc = lo; oc < hi; oc++) {
+        float *d = j->yt + oc * P * N;
+        for (size_t n = 0; n < N; n++) {
+            const float *s = j->src + (n * OC + oc) * P;
+            for (size_t q = 0; q < P; q++)
+                d[q * N + n] = s[q];
+        }
+    }
+}
+
+/* Input channels [lo, hi): dxt rows = sum over taps of W_t^T dy blocks, then into dx. */
+static void bwd_gemm_part(void *ctx, size_t p, size_t T)
+{
+    const tap_job *j = ctx;
+    const eng_conv2d_geom *g = j->g;
+    const size_t N = j->N, OC = g->OC, IC = g->IC, PN = g->OH * g->OW * N;
+    size_t lo, hi;
+    eng_par_range(IC, p, T, &lo, &hi);
+    if (lo == hi)
+        return;
+    for (size_t a = 0; a < g->SH; a++) /* rows lo.. of every phase: inputs no tap reads stay 0 */
+        for (size_t b = 0; b < g->SW; b++) {
+            size_t len = phase_len(g->IH, g->SH, a) * phase_len(g->IW, g->SW, b) * N;
+            memset(j->xt + phase_offset(g, N, a, b) + lo * len, 0, (hi - lo) * len * sizeof(float));
+        }
+    for (size_t t = 0; t < taps(g); t++) {
+        const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
+        const float *wt = j->wt + t * OC * IC + lo; /* columns lo.. of W_t [OC, IC] */
+        float *dxt = j->xt + sp.phase_off + lo * sp.ld_in;
+        for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
+            size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
+            eng_sgemm(true, false, hi - lo, nc, OC, 1.0f, wt, IC, j->yt + oc_col, PN, 1.0f,
+                      dxt + ic_col, sp.ld_in);
+        }
+    }
+    xt_to_input(j, lo, hi);
+}
+
+void eng_convtap_backward_input(const eng_conv2d_geom *g, size_t N, const float *w, const float *dy,
+                                float *dx, bool accumulate, float *scratch)
+{
+    if (N == 0)
+        return;
+    tap_job j = {
+        .g = g, .N = N, .src = dy, .w = w, .dst = dx, .accumulate = accumulate, .xt = scratch};
+    j.yt = j.xt + g->IC * g->IH * g->IW * N;
+    j.wt = j.yt + g->OC * g->OH * g->OW * N;
+    const size_t T = eng_par_threads();
+    eng_par_run(T < g->OC ? T : g->OC, bwd_transpose_part, &j);
+    eng_par_run(T < g->IC ? T : g->IC, bwd_gemm_part, &j);
+}

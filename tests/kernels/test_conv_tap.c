@@ -1,0 +1,151 @@
+/*
+ * test_conv_tap.c: the per-tap convolution (engine/conv_tap.h) against the naive direct
+ * convolution of im2col.h, forward (with and without bias) and input gradient (overwrite
+ * and accumulate), for resnet18's small-map geometries, strides 1-3, odd sizes, kernels
+ * larger than the map, and 1, 2 and 3 compute threads (the split by channels, including
+ * more threads than channels). Also max pooling's vectorised interior path on ties, NaN
+ * and -inf, against the reference's first-maximum rule.
+ * Prints TAP.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_tap.h"
+#include "im2col.h"
+#include "kernels.h"
+#include "par.h"
+#include "refs.h"
+#include "tap.h"
+
+static void check(test_rng *r, size_t N, size_t IC, size_t OC, size_t IH, size_t IW, size_t K,
+                  size_t S, size_t P)
+{
+    eng_conv2d_geom g;
+    if (eng_conv2d_geom_init(&g, IC, IH, IW, OC, K, K, S, S, P, P)) {
+        ok(false, "geometry %zux%zu k%zu s%zu p%zu accepted", IH, IW, K, S, P);
+        return;
+    }
+    const size_t in = N * IC * IH * IW, out = N * OC * g.OH * g.OW, nw = OC * IC * K * K;
+    float *x = test_alloc(in), *w = test_alloc(nw), *b = test_alloc(OC), *y = test_alloc(out);
+    float *y_ref = test_alloc(out), *dy = test_alloc(out), *dx = test_alloc(in);
+    float *dx_ref = test_alloc(in), *pre = test_alloc(in);
+    float *s = test_alloc(eng_convtap_scratch_floats(&g, N));
+    test_fill(r, x, in, -1, 1);
+    test_fill(r, w, nw, -0.5f, 0.5f);
+    test_fill(r, b, OC, -1, 1);
+    test_fill(r, dy, out, -1, 1);
+    test_fill(r, pre, in, -1, 1);
+    char name[96];
+    snprintf(name, sizeof name, "N=%zu %zu->%zu %zux%zu k%zu s%zu p%zu T=%zu", N, IC, OC, IH, IW, K,
+             S, P, eng_par_threads());
+
+    test_fill(r, y, out, -9, 9); /* overwritten */
+    eng_conv2d_ref_forward(&g, N, x, w, NULL, y_ref);
+    eng_convtap_forward(&g, N, x, w, NULL, y, s);
+    CLOSE(y, y_ref, out, 1e-10, "forward %s", name);
+    eng_conv2d_ref_forward(&g, N, x, w, b, y_ref);
+    eng_convtap_forward(&g, N, x, w, b, y, s);
+    CLOSE(y, y_ref, out, 1e-10, "forward with bias %s", name);
+
+    eng_conv2d_ref_backward_input(&g, N, dy, w, dx_ref);
+    test_fill(r, dx, in, -9, 9); /* overwritten */
+    eng_convtap_backward_input(&g, N, w, dy, dx, false, s);
+    CLOSE(dx, dx_ref, in, 1e-10, "input gradient %s", name);
+    memcpy(dx, pre, in * sizeof(float));
+    eng_convtap_backward_input(&g, N, w, dy, dx, true, s);
+    for (size_t i = 0; i < in; i++)
+        dx[i] -= pre[i];
+    CLOSE(dx, dx_ref, in, 1e-9, "input gradient accumulates %s", name);
+    free(x), free(w), free(b), free(y), free(y_ref), free(dy), free(dx), free(dx_ref), free(pre);
+    free(s);
+}
+
+static void check_all(test_rng *r)
+{
+    check(r, 4, 16, 24, 2, 2, 3, 1, 1); /* resnet18 layer4 3x3 on 2x2 */
+    check(r, 3, 12, 8, 4, 4, 3, 1, 1);  /* layer3 3x3 on 4x4 */
+    check(r, 5, 8, 16, 4, 4, 3, 2, 1);  /* layer4.0.conv1: stride 2, 4x4 -> 2x2 */
+    check(r, 3, 8, 12, 8, 8, 3, 2, 1);  /* layer3.0.conv1: 8x8 -> 4x4 */
+    check(r, 4, 8, 16, 4, 4, 1, 2, 0);  /* downsample 1x1 stride 2 (odd phases unread) */
+    check(r, 2, 3, 5, 9, 7, 7, 2, 3);   /* a stem-like 7x7/2 on an odd map */
+    check(r, 3, 5, 7, 5, 3, 3, 1, 1);   /* odd sizes, H != W */
+    check(r, 2, 3, 4, 7, 5, 3, 3, 2);   /* stride 3, padding 2 */
+    check(r, 2, 4, 3, 3, 3, 5, 1, 2);   /* kernel larger than the map */
+    check(r, 1, 1, 1, 1, 1, 1, 1, 0);   /* one pixel, one channel */
+    check(r, 3, 2, 2, 6, 6, 2, 2, 0);   /* even kernel */
+    check(r, 2, 6, 5, 1, 1, 3, 1, 1);   /* 1x1 map, 3x3 kernel: only the centre tap */
+}
+
+/* Index of the max of window (oh, ow) of plane x, PyTorch's rule: scan rows then columns,
+ * replace on strictly greater or on the first NaN. */
+static size_t nan_max_arg(const eng_pool2d_geom *g, const float *x, size_t oh, size_t ow)
+{
+    long best = -1;
+    for (long kh = 0; kh < (long)g->KH; kh++)
+        for (long kw = 0; kw < (long)g->KW; kw++) {
+            long ih = (long)(oh * g->SH) - (long)g->PH + kh;
+            long iw = (long)(ow * g->SW) - (long)g->PW + kw;
+            if (ih < 0 || iw < 0 || ih >= (long)g->IH || iw >= (long)g->IW)
+                continue;
+            long i = ih * (long)g->IW + iw;
+            if (best < 0 || x[i] > x[best] || (isnan(x[i]) && !isnan(x[best])))
+                best = i;
+        }
+    return (size_t)best;
+}
+
+/* Ties, -inf and NaN inside the windows of max pooling (3x3/2 pad 1 as resnet's, and 2x2/1):
+ * every index is the one PyTorch's scan picks (first maximum; the first NaN wins). */
+static void check_maxpool_special(test_rng *r, size_t K, size_t S, size_t P)
+{
+    eng_pool2d_geom g;
+    eng_pool2d_geom_init(&g, 3, 9, 12, K, K, S, S, P, P);
+    const size_t N = 2, IP = g.IH * g.IW, OP = g.OH * g.OW;
+    const size_t in = N * g.C * IP, out = N * g.C * OP;
+    float *x = test_alloc(in), *y = test_alloc(out);
+    int32_t *idx = calloc(out, sizeof(int32_t));
+    if (!idx)
+        abort();
+    for (size_t i = 0; i < in; i++) /* few distinct values: many ties */
+        x[i] = (float)(test_rng_range(r, 0, 3));
+    for (size_t i = 0; i < 40; i++)
+        x[test_rng_range(r, 0, in - 1)] = -INFINITY;
+    for (size_t i = 0; i < 12; i++)
+        x[test_rng_range(r, 0, in - 1)] = NAN;
+    for (size_t i = 0; i < IP; i++) /* plane 1: -inf only */
+        x[IP + i] = -INFINITY;
+    eng_maxpool2d_forward(&g, N, x, y, idx);
+    bool same = true;
+    for (size_t pl = 0; pl < N * g.C; pl++)
+        for (size_t o = 0; o < OP; o++) {
+            size_t want = nan_max_arg(&g, x + pl * IP, o / g.OW, o % g.OW);
+            float v = x[pl * IP + want], got = y[pl * OP + o];
+            same &= (size_t)idx[pl * OP + o] == want && ((isnan(v) && isnan(got)) || v == got);
+        }
+    ok(same, "maxpool k%zu s%zu p%zu ties/-inf/NaN: the first maximum (or NaN), as PyTorch", K, S,
+       P);
+    free(x), free(y), free(idx);
+}
+
+int main(void)
+{
+    test_rng r = {0x7a9c1d3bull};
+    eng_conv2d_geom g;
+    eng_conv2d_geom_init(&g, 4, 2, 2, 8, 3, 3, 1, 1, 1, 1);
+    is_int(eng_convtap_macs(&g, 1), 16 * 4 * 8, "2x2 map, 3x3 pad 1: 16 of 36 products");
+    eng_conv2d_geom_init(&g, 1, 4, 4, 1, 3, 3, 1, 1, 1, 1);
+    is_int(eng_convtap_macs(&g, 2), 2 * 100, "4x4 map: 100 of 144");
+    for (size_t T = 1; T <= 3; T++) {
+        eng_par_set_threads(T);
+        check_all(&r);
+    }
+    eng_par_set_threads(8); /* more threads than some layers' channels */
+    check(&r, 3, 2, 5, 4, 4, 3, 1, 1);
+    check(&r, 3, 5, 2, 4, 4, 3, 2, 1);
+    eng_par_set_threads(1);
+    check_maxpool_special(&r, 3, 2, 1);
+    check_maxpool_special(&r, 2, 1, 0);
+    check_maxpool_special(&r, 3, 3, 1);
+    return done_testing();
+}
