@@ -21,8 +21,9 @@
  * small maps this is used for.
  *
  * Scratch: xt [IC*IH*IW*N] (phases one after the other, each [IC][Hu*Wv][N]) |
- * yt [OC][OH*OW][N] | wt [KH*KW][OC][IC]. The input gradient uses the same areas for dxt,
- * dyt and wt: dx_phase[:, i(o, t)] += W_t^T * dy[:, o].
+ * yt [OC][OH*OW][N] | wt [KH*KW][OC][IC] | dxt (as xt). The backward pass keeps dy in yt
+ * and computes dx_phase[:, i(o, t)] += W_t^T * dy[:, o] into dxt, then, once wt is no longer
+ * read, dW_t += dy[:, o] * x_phase[:, i(o, t)]^T into the wt area.
  */
 #include "conv_tap.h"
 
@@ -121,7 +122,8 @@ static size_t tap_block(const eng_conv2d_geom *g, size_t N, const tap_span *s, s
 
 size_t eng_convtap_scratch_floats(const eng_conv2d_geom *g, size_t N)
 {
-    return g->IC * g->IH * g->IW * N + g->OC * g->OH * g->OW * N + g->KH * g->KW * g->OC * g->IC;
+    return 2 * g->IC * g->IH * g->IW * N + g->OC * g->OH * g->OW * N +
+           g->KH * g->KW * g->OC * g->IC;
 }
 
 size_t eng_convtap_macs(const eng_conv2d_geom *g, size_t N)
@@ -142,7 +144,10 @@ typedef struct tap_job {
     const float *w, *b;
     float *dst; /* y or dx, NCHW */
     bool accumulate;
-    float *xt, *yt, *wt;
+    const float *x; /* backward: the forward input, for the weight gradient (NULL: none) */
+    float *dw;      /* backward: [OC, IC, KH, KW] (NULL: none) */
+    bool accumulate_dw;
+    float *xt, *yt, *wt, *dxt;
 } tap_job;
 
 static size_t taps(const eng_conv2d_geom *g)
@@ -166,7 +171,7 @@ static void weights_rows(const tap_job *j, size_t lo, size_t hi)
 }
 
 /* Channels [lo, hi) of x [N, IC, IH, IW] into xt (every phase). */
-static void input_to_xt(const tap_job *j, size_t lo, size_t hi)
+static void input_to_xt(const tap_job *j, const float *x, size_t lo, size_t hi)
 {
     const eng_conv2d_geom *g = j->g;
     const size_t N = j->N, IP = g->IH * g->IW;
@@ -178,7 +183,7 @@ static void input_to_xt(const tap_job *j, size_t lo, size_t hi)
                 float *row = ph + ic * Hu * Wv * N;
                 for (size_t u = 0; u < Hu; u++)
                     for (size_t v = 0; v < Wv; v++) {
-                        const float *s = j->src + ic * IP + (u * g->SH + a) * g->IW + v * g->SW + b;
+                        const float *s = x + ic * IP + (u * g->SH + a) * g->IW + v * g->SW + b;
                         float *d = row + (u * Wv + v) * N;
                         for (size_t n = 0; n < N; n++)
                             d[n] = s[n * g->IC * IP];
@@ -187,7 +192,7 @@ static void input_to_xt(const tap_job *j, size_t lo, size_t hi)
         }
 }
 
-/* Channels [lo, hi) of xt back into dx [N, IC, IH, IW] (added when accumulating). */
+/* Channels [lo, hi) of dxt back into dx [N, IC, IH, IW] (added when accumulating). */
 static void xt_to_input(const tap_job *j, size_t lo, size_t hi)
 {
     const eng_conv2d_geom *g = j->g;
@@ -195,7 +200,7 @@ static void xt_to_input(const tap_job *j, size_t lo, size_t hi)
     for (size_t a = 0; a < g->SH; a++)
         for (size_t b = 0; b < g->SW; b++) {
             const size_t Hu = phase_len(g->IH, g->SH, a), Wv = phase_len(g->IW, g->SW, b);
-            const float *ph = j->xt + phase_offset(g, N, a, b);
+            const float *ph = j->dxt + phase_offset(g, N, a, b);
             for (size_t ic = lo; ic < hi; ic++) {
                 const float *row = ph + ic * Hu * Wv * N;
                 for (size_t u = 0; u < Hu; u++)
@@ -220,7 +225,7 @@ static void fwd_transpose_part(void *ctx, size_t p, size_t T)
     const tap_job *j = ctx;
     size_t lo, hi;
     eng_par_range(j->g->IC, p, T, &lo, &hi);
-    input_to_xt(j, lo, hi);
+    input_to_xt(j, j->src, lo, hi);
 }
 
 /* Output channels [lo, hi): their weights, every tap's GEMMs, then y with the bias. */
@@ -269,16 +274,18 @@ void eng_convtap_forward(const eng_conv2d_geom *g, size_t N, const float *x, con
     eng_par_run(T < g->OC ? T : g->OC, fwd_gemm_part, &j);
 }
 
-/* ---- input gradient ---------------------------------------------------------------------- */
+/* ---- backward: input and weight gradients ----------------------------------------------- */
 
-/* Output channels [lo, hi): dy into dyt [OC][OH*OW][N] and their rows of wt. */
+/* dy into dyt [OC][OH*OW][N] and, for the input gradient, wt, for output channels [olo, ohi);
+ * x into xt for the weight gradient, input channels [ilo, ihi). */
 static void bwd_transpose_part(void *ctx, size_t p, size_t T)
 {
     const tap_job *j = ctx;
     const size_t OC = j->g->OC, N = j->N, P = j->g->OH * j->g->OW;
     size_t lo, hi;
     eng_par_range(OC, p, T, &lo, &hi);
-    weights_rows(j, lo, hi);
+    if (j->dst)
+        weights_rows(j, lo, hi);
     for (size_t oc = lo; oc < hi; oc++) {
         float *d = j->yt + oc * P * N;
         for (size_t n = 0; n < N; n++) {
@@ -287,10 +294,14 @@ static void bwd_transpose_part(void *ctx, size_t p, size_t T)
                 d[q * N + n] = s[q];
         }
     }
+    if (j->dw) {
+        eng_par_range(j->g->IC, p, T, &lo, &hi);
+        input_to_xt(j, j->x, lo, hi);
+    }
 }
 
 /* Input channels [lo, hi): dxt rows = sum over taps of W_t^T dy blocks, then into dx. */
-static void bwd_gemm_part(void *ctx, size_t p, size_t T)
+static void bwd_input_part(void *ctx, size_t p, size_t T)
 {
     const tap_job *j = ctx;
     const eng_conv2d_geom *g = j->g;
@@ -302,12 +313,13 @@ static void bwd_gemm_part(void *ctx, size_t p, size_t T)
     for (size_t a = 0; a < g->SH; a++) /* rows lo.. of every phase: inputs no tap reads stay 0 */
         for (size_t b = 0; b < g->SW; b++) {
             size_t len = phase_len(g->IH, g->SH, a) * phase_len(g->IW, g->SW, b) * N;
-            memset(j->xt + phase_offset(g, N, a, b) + lo * len, 0, (hi - lo) * len * sizeof(float));
+            memset(j->dxt + phase_offset(g, N, a, b) + lo * len, 0,
+                   (hi - lo) * len * sizeof(float));
         }
     for (size_t t = 0; t < taps(g); t++) {
         const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
         const float *wt = j->wt + t * OC * IC + lo; /* columns lo.. of W_t [OC, IC] */
-        float *dxt = j->xt + sp.phase_off + lo * sp.ld_in;
+        float *dxt = j->dxt + sp.phase_off + lo * sp.ld_in;
         for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
             size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
             eng_sgemm(true, false, hi - lo, nc, OC, 1.0f, wt, IC, j->yt + oc_col, PN, 1.0f,
@@ -317,16 +329,75 @@ static void bwd_gemm_part(void *ctx, size_t p, size_t T)
     xt_to_input(j, lo, hi);
 }
 
+/* Output channels [lo, hi): dW_t rows = sum over blocks of dy block * x block^T (into the wt
+ * area, free once the input gradient is done), then into dw [OC, IC, KH, KW]. */
+static void bwd_weight_part(void *ctx, size_t p, size_t T)
+{
+    const tap_job *j = ctx;
+    const eng_conv2d_geom *g = j->g;
+    const size_t N = j->N, OC = g->OC, IC = g->IC, KK = taps(g), PN = g->OH * g->OW * N;
+    size_t lo, hi;
+    eng_par_range(OC, p, T, &lo, &hi);
+    if (lo == hi)
+        return;
+    for (size_t t = 0; t < KK; t++) {
+        const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
+        float *dwt = j->wt + (t * OC + lo) * IC; /* rows lo.. of dW_t [OC, IC] */
+        memset(dwt, 0, (hi - lo) * IC * sizeof(float));
+        for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
+            size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
+            eng_sgemm(false, true, hi - lo, IC, nc, 1.0f, j->yt + lo * PN + oc_col, PN,
+                      j->xt + sp.phase_off + ic_col, sp.ld_in, 1.0f, dwt, IC);
+        }
+    }
+    for (size_t oc = lo; oc < hi; oc++) {
+        float *dst = j->dw + oc * IC * KK;
+        for (size_t t = 0; t < KK; t++) {
+            const float *src = j->wt + (t * OC + oc) * IC;
+            if (j->accumulate_dw)
+                for (size_t ic = 0; ic < IC; ic++)
+                    dst[ic * KK + t] += src[ic];
+            else
+                for (size_t ic = 0; ic < IC; ic++)
+                    dst[ic * KK + t] = src[ic];
+        }
+    }
+}
+
+void eng_convtap_backward(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
+                          const float *dy, float *dw, bool accumulate_dw, float *dx,
+                          bool accumulate_dx, float *scratch)
+{
+    if (!dw && !dx)
+        return;
+    if (N == 0) {
+        if (dw && !accumulate_dw)
+            memset(dw, 0, g->OC * g->IC * taps(g) * sizeof(float));
+        return;
+    }
+    tap_job j = {.g = g,
+                 .N = N,
+                 .src = dy,
+                 .w = w,
+                 .dst = dx,
+                 .accumulate = accumulate_dx,
+                 .x = x,
+                 .dw = dw,
+                 .accumulate_dw = accumulate_dw,
+                 .xt = scratch};
+    j.yt = j.xt + g->IC * g->IH * g->IW * N;
+    j.wt = j.yt + g->OC * g->OH * g->OW * N;
+    j.dxt = j.wt + taps(g) * g->OC * g->IC;
+    const size_t T = eng_par_threads(), C = g->OC > g->IC ? g->OC : g->IC;
+    eng_par_run(T < C ? T : C, bwd_transpose_part, &j);
+    if (dx)
+        eng_par_run(T < g->IC ? T : g->IC, bwd_input_part, &j);
+    if (dw)
+        eng_par_run(T < g->OC ? T : g->OC, bwd_weight_part, &j);
+}
+
 void eng_convtap_backward_input(const eng_conv2d_geom *g, size_t N, const float *w, const float *dy,
                                 float *dx, bool accumulate, float *scratch)
 {
-    if (N == 0)
-        return;
-    tap_job j = {
-        .g = g, .N = N, .src = dy, .w = w, .dst = dx, .accumulate = accumulate, .xt = scratch};
-    j.yt = j.xt + g->IC * g->IH * g->IW * N;
-    j.wt = j.yt + g->OC * g->OH * g->OW * N;
-    const size_t T = eng_par_threads();
-    eng_par_run(T < g->OC ? T : g->OC, bwd_transpose_part, &j);
-    eng_par_run(T < g->IC ? T : g->IC, bwd_gemm_part, &j);
+    eng_convtap_backward(g, N, NULL, w, dy, NULL, false, dx, accumulate, scratch);
 }

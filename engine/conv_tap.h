@@ -13,8 +13,8 @@
 
 #include "im2col.h"
 
-/* Scratch floats of eng_convtap_forward / eng_convtap_backward_input for a batch of N:
- * the input, the output and the weights in the kernel's own layouts. */
+/* Scratch floats of every function here for a batch of N: the input (twice), the output
+ * and the weights in the kernel's own layouts. */
 size_t eng_convtap_scratch_floats(const eng_conv2d_geom *g, size_t N);
 
 /* Multiply-adds the kernel performs for a batch of N: only the (output, input) pairs that
@@ -27,7 +27,16 @@ size_t eng_convtap_macs(const eng_conv2d_geom *g, size_t N);
 void eng_convtap_forward(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
                          const float *b, float *y, float *scratch);
 
-/* dx [N, IC, IH, IW] (+)= the input gradient for dy [N, OC, OH, OW] (accumulate: add to dx,
+/* The backward pass for the forward input x [N, IC, IH, IW] and dy [N, OC, OH, OW]:
+ * dw [OC, IC, KH, KW] (+)= the weight gradient (accumulate_dw: add, else overwrite; dw NULL:
+ * none, x may then be NULL) and dx (+)= the input gradient (likewise; dx NULL: none).
+ * With N = 0, dw is zeroed (or left when accumulating). scratch as for the forward. */
+void eng_convtap_backward(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
+                          const float *dy, float *dw, bool accumulate_dw, float *dx,
+                          bool accumulate_dx, float *scratch);
+
+/* eng_convtap_backward without the weight gradient:
+ * dx [N, IC, IH, IW] (+)= the input gradient for dy [N, OC, OH, OW] (accumulate: add to dx,
  * else overwrite). scratch as for the forward. */
 void eng_convtap_backward_input(const eng_conv2d_geom *g, size_t N, const float *w, const float *dy,
                                 float *dx, bool accumulate, float *scratch);

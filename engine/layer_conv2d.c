@@ -302,7 +302,7 @@ static size_t part_floats(const eng_conv2d_geom *g, size_t nb, size_t nbw)
  * layer3/layer4 3x3 convolutions at 64x64 inputs), where im2col multiplies mostly padding
  * (on 2x2 maps 20 of 36 products) and its per-image GEMMs are too thin; only with enough
  * images for the GEMM blocks to be wide. Monotone in N, so that aux sized for the largest
- * batch covers every smaller one. Forward and input gradient only. */
+ * batch covers every smaller one. Forward, input and weight gradients. */
 static bool use_tap(const eng_conv2d_geom *g, size_t N)
 {
     return !use_wino(g) && g->KH * g->KW > 1 && g->OH * g->OW <= 16 && N * g->OH * g->OW >= 64;
@@ -315,7 +315,7 @@ static size_t conv_aux_size(const eng_layer *l, size_t N)
     size_t nb = conv_nb(&g, Np), nbw = eng_wino_chunk(g.IC, g.OC, g.OH, g.OW, Np);
     size_t f = T * part_floats(&g, nb, nbw) + (T - 1) * g.OC * eng_conv2d_kdim(&g) +
                (use_wino(&g) ? 16 * g.OC * g.IC : 0);
-    /* the tap scratch overlaps everything above: it is used only when no part runs */
+    /* the tap scratch overlaps everything above: with tap, no part runs */
     size_t tap = use_tap(&g, N) ? eng_convtap_scratch_floats(&g, N) : 0;
     return f > tap ? f : tap;
 }
@@ -447,9 +447,9 @@ static void conv_backward(eng_layer *l, const eng_bwd_args *a)
     conv_job j = conv_job_make(l, a->N);
     j.x = a->x;
     j.dy = a->dy;
-    const bool tap_dx = a->dx && use_tap(&j.g, a->N);
-    j.dx = tap_dx ? NULL : a->dx; /* with tap_dx the parts compute the weight gradient only */
-    j.want_dw = l->trainable[0];
+    const bool tap = use_tap(&j.g, a->N); /* both gradients from conv_tap.h, no parts */
+    j.dx = tap ? NULL : a->dx;
+    j.want_dw = !tap && l->trainable[0];
     j.dw = l->grad[0];
     if (j.wino && j.dx)
         eng_wino_weights(j.g.OC, j.g.IC, l->param[0], true, j.U);
@@ -467,8 +467,12 @@ static void conv_backward(eng_layer *l, const eng_bwd_args *a)
     }
     if (l->cfg.conv.bias && l->trainable[1])
         eng_conv2d_backward_bias(&j.g, a->N, a->dy, l->grad[1], false);
-    if (tap_dx) /* after the reduction: the tap scratch overlaps the partial sums */
-        eng_convtap_backward_input(&j.g, a->N, l->param[0], a->dy, a->dx, false, l->aux);
+    if (tap && (l->trainable[0] || a->dx)) {
+        eng_convtap_backward(&j.g, a->N, a->x, l->param[0], a->dy,
+                             l->trainable[0] ? l->grad[0] : NULL, false, a->dx, false, l->aux);
+        if (l->trainable[0])
+            conv_count(&j, j.g.OC, eng_conv2d_kdim(&j.g), true);
+    }
     if (a->dx)
         conv_count(&j, eng_conv2d_kdim(&j.g), j.g.OC, false);
 }

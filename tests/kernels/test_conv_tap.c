@@ -1,11 +1,10 @@
 /*
  * test_conv_tap.c: the per-tap convolution (engine/conv_tap.h) against the naive direct
- * convolution of im2col.h, forward (with and without bias) and input gradient (overwrite
- * and accumulate), for resnet18's small-map geometries, strides 1-3, odd sizes, kernels
- * larger than the map, and 1, 2 and 3 compute threads (the split by channels, including
- * more threads than channels). Also max pooling's vectorised interior path on ties, NaN
- * and -inf, against the reference's first-maximum rule.
- * Prints TAP.
+ * convolution of im2col.h, forward (with and without bias), input and weight gradients
+ * (each alone and together, overwrite and accumulate), for resnet18's small-map geometries, strides
+ * 1-3, odd sizes, kernels larger than the map, and 1, 2 and 3 compute threads (the split by
+ * channels, including more threads than channels). Also max pooling's vectorised interior path on
+ * ties, NaN and -inf, against the reference's first-maximum rule. Prints TAP.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -57,8 +56,30 @@ static void check(test_rng *r, size_t N, size_t IC, size_t OC, size_t IH, size_t
     for (size_t i = 0; i < in; i++)
         dx[i] -= pre[i];
     CLOSE(dx, dx_ref, in, 1e-9, "input gradient accumulates %s", name);
+
+    /* weight gradient alone, then both gradients in one call, then accumulating both */
+    float *dw = test_alloc(nw), *dw_ref = test_alloc(nw), *dwpre = test_alloc(nw);
+    eng_conv2d_ref_backward_weight(&g, N, x, dy, dw_ref, NULL);
+    test_fill(r, dw, nw, -9, 9); /* overwritten */
+    eng_convtap_backward(&g, N, x, w, dy, dw, false, NULL, false, s);
+    CLOSE(dw, dw_ref, nw, 1e-10, "weight gradient %s", name);
+    test_fill(r, dw, nw, -9, 9);
+    test_fill(r, dx, in, -9, 9);
+    eng_convtap_backward(&g, N, x, w, dy, dw, false, dx, false, s);
+    CLOSE(dw, dw_ref, nw, 1e-10, "both: weight gradient %s", name);
+    CLOSE(dx, dx_ref, in, 1e-10, "both: input gradient %s", name);
+    test_fill(r, dwpre, nw, -1, 1);
+    memcpy(dw, dwpre, nw * sizeof(float));
+    memcpy(dx, pre, in * sizeof(float));
+    eng_convtap_backward(&g, N, x, w, dy, dw, true, dx, true, s);
+    for (size_t i = 0; i < nw; i++)
+        dw[i] -= dwpre[i];
+    for (size_t i = 0; i < in; i++)
+        dx[i] -= pre[i];
+    CLOSE(dw, dw_ref, nw, 1e-9, "both accumulate: weight gradient %s", name);
+    CLOSE(dx, dx_ref, in, 1e-9, "both accumulate: input gradient %s", name);
     free(x), free(w), free(b), free(y), free(y_ref), free(dy), free(dx), free(dx_ref), free(pre);
-    free(s);
+    free(s), free(dw), free(dw_ref), free(dwpre);
 }
 
 static void check_all(test_rng *r)
@@ -143,6 +164,23 @@ int main(void)
     eng_par_set_threads(8); /* more threads than some layers' channels */
     check(&r, 3, 2, 5, 4, 4, 3, 1, 1);
     check(&r, 3, 5, 2, 4, 4, 3, 2, 1);
+    /* no images: dw zeroed, or left when accumulating */
+    {
+        eng_conv2d_geom_init(&g, 2, 3, 3, 3, 3, 3, 1, 1, 1, 1);
+        float dw[54], *s = test_alloc(eng_convtap_scratch_floats(&g, 1));
+        for (size_t i = 0; i < 54; i++)
+            dw[i] = 1.0f;
+        eng_convtap_backward(&g, 0, NULL, NULL, NULL, dw, true, NULL, false, s);
+        bool same = true;
+        for (size_t i = 0; i < 54; i++)
+            same &= dw[i] == 1.0f;
+        ok(same, "N=0 accumulate leaves dw");
+        eng_convtap_backward(&g, 0, NULL, NULL, NULL, dw, false, NULL, false, s);
+        for (size_t i = 0; i < 54; i++)
+            same &= dw[i] == 0.0f;
+        ok(same, "N=0 zeroes dw");
+        free(s);
+    }
     eng_par_set_threads(1);
     check_maxpool_special(&r, 3, 2, 1);
     check_maxpool_special(&r, 2, 1, 0);
