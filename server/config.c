@@ -6,11 +6,13 @@
  * and the --help text are all generated from the rows, so an option cannot be documented
  * but unparsed or the reverse (redis config.c keeps one table for the same reason).
  */
+#define _GNU_SOURCE /* cpu_set_t, sched_setaffinity */
 #include "config.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@ typedef enum opt_kind {
     OPT_STR,   /* char[SRV_CONFIG_STR_MAX] or char[256] field, `hi` = capacity */
     OPT_LEVEL, /* srv_log_level field */
     OPT_AUTH,  /* srv_auth_mode field */
+    OPT_CPUS,  /* char[128] field, a CPU list (config.h) or empty, `hi` = capacity */
 } opt_kind;
 
 typedef struct opt_def {
@@ -63,6 +66,12 @@ static const opt_def options[] = {
      "POST /v1/datasets/import reads only below this directory; unset = imports disabled"},
     {"max-upload", "BYTES", OPT_SIZE, 1, 1LL << 40, FIELD(max_upload), "1073741824",
      "largest accepted dataset upload (POST /v1/datasets)"},
+    {"http-cpus", "LIST", OPT_CPUS, 0, sizeof(((srv_config *)0)->http_cpus), FIELD(http_cpus),
+     "none", "pin the HTTP server threads to these CPUs (e.g. 1 or 0,2-3)"},
+    {"worker-cpus", "LIST", OPT_CPUS, 0, sizeof(((srv_config *)0)->worker_cpus), FIELD(worker_cpus),
+     "none",
+     "pin the training worker threads to these CPUs (not OpenBLAS's own threads: use with"
+     " --blas-threads 1)"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])
 
@@ -108,6 +117,60 @@ static int parse_ll(const char *s, long long lo, long long hi, long long *out)
     return 0;
 }
 
+/* Parses a CPU list into *set. Returns 0, or -1 when it is not a list. */
+static int cpus_parse(const char *list, cpu_set_t *set)
+{
+    CPU_ZERO(set);
+    const char *p = list;
+    if (!p || !*p)
+        return -1;
+    for (;;) {
+        char *end;
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        errno = 0;
+        unsigned long lo = strtoul(p, &end, 10), hi = lo;
+        if (errno || lo >= CPU_SETSIZE)
+            return -1;
+        p = end;
+        if (*p == '-') {
+            p++;
+            if (!isdigit((unsigned char)*p))
+                return -1;
+            hi = strtoul(p, &end, 10);
+            if (errno || hi >= CPU_SETSIZE || hi < lo)
+                return -1;
+            p = end;
+        }
+        for (unsigned long c = lo; c <= hi; c++)
+            CPU_SET(c, set);
+        if (*p == '\0')
+            return 0;
+        if (*p != ',')
+            return -1;
+        p++;
+    }
+}
+
+int srv_cpus_usable(const char *list)
+{
+    cpu_set_t want, have, both;
+    if (cpus_parse(list, &want) != 0 || sched_getaffinity(0, sizeof have, &have) != 0)
+        return -1;
+    CPU_AND(&both, &want, &have);
+    return CPU_COUNT(&both) > 0 ? 0 : -1;
+}
+
+int srv_cpus_pin_self(const char *list)
+{
+    cpu_set_t set;
+    if (cpus_parse(list, &set) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return sched_setaffinity(0, sizeof set, &set); /* 0 = the calling thread */
+}
+
 /* Sets option `o` from text `val`; `origin` ("--port" or "THAWD_PORT") goes in messages. */
 static int apply(srv_config *c, const opt_def *o, const char *val, const char *origin, char *err,
                  size_t err_size)
@@ -138,6 +201,18 @@ static int apply(srv_config *c, const opt_def *o, const char *val, const char *o
             return -1;
         }
         memcpy(base + o->offset, val, len + 1);
+        return 0;
+    }
+    case OPT_CPUS: {
+        cpu_set_t set;
+        if (*val && (cpus_parse(val, &set) != 0 || strlen(val) >= (size_t)o->hi)) {
+            snprintf(err, err_size,
+                     "%s: '%s' is not a CPU list like 1 or 0,2-3 (CPUs 0..%d, at most %lld "
+                     "characters)",
+                     origin, val, CPU_SETSIZE - 1, o->hi - 1);
+            return -1;
+        }
+        memcpy(base + o->offset, val, strlen(val) + 1);
         return 0;
     }
     case OPT_LEVEL:
@@ -312,12 +387,12 @@ void srv_config_describe(const srv_config *c, char *buf, size_t size)
     snprintf(buf, size,
              "host=%s port=%d data_dir=%s workers=%d blas_threads=%d http_threads=%d "
              "conn_timeout=%d max_body=%zu max_connections=%d request_timeout=%d log_level=%s "
-             "log_file=%s auth=%s",
+             "log_file=%s auth=%s http_cpus=%s worker_cpus=%s",
              c->host, c->port, c->data_dir, c->workers, c->blas_threads, c->http_threads,
              c->conn_timeout, c->max_body, c->max_connections, c->request_timeout,
-             srv_log_level_name(c->log_level),
-             c->log_file[0] ? c->log_file : "stderr",
+             srv_log_level_name(c->log_level), c->log_file[0] ? c->log_file : "stderr",
              c->auth == SRV_AUTH_REQUIRED        ? "required"
              : c->auth == SRV_AUTH_INSECURE_NONE ? "insecure-none"
-                                                 : "auto");
+                                                 : "auto",
+             c->http_cpus[0] ? c->http_cpus : "none", c->worker_cpus[0] ? c->worker_cpus : "none");
 }

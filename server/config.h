@@ -7,6 +7,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -39,6 +40,9 @@ typedef struct srv_config {
     int max_connections;                  /* --max-connections: above it requests get 503 */
     int request_timeout;                  /* --request-timeout: seconds to receive a request
                                              body (60; 0 = no limit), else 408 */
+    /* CPU placement (empty = none): lists like "1" or "0,2-3", checked when parsed */
+    char http_cpus[128];   /* --http-cpus: pin the HTTP (and SSE) threads */
+    char worker_cpus[128]; /* --worker-cpus: pin the training worker threads */
 } srv_config;
 
 /* Fills `c` with the documented defaults (blas_threads 0 = decided by srv_config_finish). */
@@ -51,6 +55,13 @@ void srv_config_defaults(srv_config *c);
  * error. Thread-safe (no global state). */
 int srv_config_parse(srv_config *c, int argc, char *const *argv, char *const *envp, char *err,
                      size_t err_size);
+
+/* CPU lists ("1", "0,2-3"; CPUs 0..1023) as --http-cpus and --worker-cpus take them.
+ * srv_cpus_usable: 0 when `list` parses and names at least one CPU this process may run
+ * on, else -1. srv_cpus_pin_self: restricts the calling thread to the CPUs of `list`;
+ * returns 0, or -1 with errno set (EINVAL for a bad list or no usable CPU). */
+int srv_cpus_usable(const char *list);
+int srv_cpus_pin_self(const char *list);
 
 /* Resolves automatic values once the core count is known: blas_threads = max(1, cores /
  * workers) when 0. */

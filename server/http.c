@@ -253,6 +253,19 @@ static enum MHD_Result send_reply(srv_http *h, struct MHD_Connection *conn, req_
 
 /* ---- access handler ----------------------------------------------------------------------- */
 
+/* --http-cpus: MHD starts its pool threads itself, so each pins itself on its first request
+ * (srv_http_start checked that the list is usable). */
+static void pin_thread(const srv_http *h)
+{
+    static _Thread_local bool pinned;
+    const char *cpus = h->app->cfg->http_cpus;
+    if (pinned || !cpus[0])
+        return;
+    pinned = true;
+    if (srv_cpus_pin_self(cpus) != 0)
+        srv_log(SRV_LOG_WARN, "cannot pin an HTTP thread cpus=%s err=%s", cpus, strerror(errno));
+}
+
 static const char *query_lookup(const srv_request *req, const char *key)
 {
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
@@ -276,6 +289,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
     if (!st) {
         srv_log_set_thread_name("http");
+        pin_thread(h);
         st = calloc(1, sizeof *st);
         if (!st)
             return MHD_NO; /* drop the connection: nothing else we can do without memory */
@@ -499,6 +513,11 @@ int srv_http_start(srv_app *app, srv_http **out, char *err, size_t err_size)
 {
     const srv_config *cfg = app->cfg;
     *out = NULL;
+    if (cfg->http_cpus[0] && srv_cpus_usable(cfg->http_cpus) != 0) {
+        snprintf(err, err_size, "--http-cpus %s: names no CPU this process may run on",
+                 cfg->http_cpus);
+        return -1;
+    }
     int family = AF_INET;
     int fd = open_listener(cfg->host, cfg->port, &family, err, err_size);
     if (fd < 0)

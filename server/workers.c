@@ -489,6 +489,9 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof name, "worker-%d", w->index);
     srv_log_set_thread_name(name);
+    const char *cpus = p->app->cfg->worker_cpus;
+    if (cpus[0] && srv_cpus_pin_self(cpus) != 0)
+        srv_log(SRV_LOG_WARN, "cannot pin the worker cpus=%s err=%s", cpus, strerror(errno));
 
     store *s = NULL;
     bool warned = false;
@@ -568,6 +571,11 @@ int srv_workers_create(srv_app *app, int n, srv_workers **out)
 
 int srv_workers_start(srv_workers *p)
 {
+    const char *cpus = p->app->cfg->worker_cpus;
+    if (cpus[0] && srv_cpus_usable(cpus) != 0) {
+        srv_log(SRV_LOG_ERROR, "--worker-cpus %s: names no CPU this process may run on", cpus);
+        return -1;
+    }
     for (int i = 0; i < p->n; i++) {
         if (pthread_create(&p->ws[i].thread, NULL, worker_main, &p->ws[i]) != 0) {
             srv_log(SRV_LOG_ERROR, "cannot start worker-%d", i + 1);
