@@ -34,14 +34,48 @@ static float lanes_total(float *a)
     return a[0];
 }
 
+/* The LANES partial sums are kept as LANES / 4 vectors of 4 floats (the GNU C vector
+ * extension, which gcc and clang accept): partial sum k is element k % 4 of vector k / 4, so
+ * the arithmetic and its order are those of a plain loop over k, but the code is straight
+ * vector adds (gcc vectorised that loop with shuffles, about 3x slower on these planes). */
+typedef float vf4 __attribute__((vector_size(16)));
+typedef int32_t vi4 __attribute__((vector_size(16)));
+#define VL (LANES / 4)
+
+static inline vf4 vload(const float *p)
+{
+    vf4 v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline vf4 vsplat(float a)
+{
+    return (vf4){a, a, a, a};
+}
+
+/* per element: v > 0 ? d : 0 (false for NaN, as the scalar test) */
+static inline vf4 vpos_select(vf4 v, vf4 d)
+{
+    return (vf4)((vi4)d & (v > vsplat(0.0f)));
+}
+
+/* The partial sums as LANES floats, for the tail and lanes_total. */
+static inline void vspill(const vf4 *acc, float *a)
+{
+    memcpy(a, acc, LANES * sizeof(float));
+}
+
 /* sum(x[0..S)) */
 static float plane_sum(const float *restrict x, size_t S)
 {
-    float a[LANES] = {0};
+    vf4 acc[VL] = {0};
     size_t s = 0;
     for (; s + LANES <= S; s += LANES)
-        for (size_t k = 0; k < LANES; k++)
-            a[k] += x[s + k];
+        for (size_t i = 0; i < VL; i++)
+            acc[i] += vload(x + s + 4 * i);
+    float a[LANES];
+    vspill(acc, a);
     for (size_t k = 0; s < S; s++, k++)
         a[k] += x[s];
     return lanes_total(a);
@@ -50,13 +84,16 @@ static float plane_sum(const float *restrict x, size_t S)
 /* sum((x - mu)^2) */
 static float plane_sqdev(const float *restrict x, float mu, size_t S)
 {
-    float a[LANES] = {0};
+    vf4 acc[VL] = {0};
+    const vf4 vmu = vsplat(mu);
     size_t s = 0;
     for (; s + LANES <= S; s += LANES)
-        for (size_t k = 0; k < LANES; k++) {
-            float t = x[s + k] - mu;
-            a[k] += t * t;
+        for (size_t i = 0; i < VL; i++) {
+            vf4 t = vload(x + s + 4 * i) - vmu;
+            acc[i] += t * t;
         }
+    float a[LANES];
+    vspill(acc, a);
     for (size_t k = 0; s < S; s++, k++) {
         float t = x[s] - mu;
         a[k] += t * t;
@@ -68,13 +105,18 @@ static float plane_sqdev(const float *restrict x, float mu, size_t S)
 static void plane_gsums(const float *restrict x, const float *restrict g, float mu, size_t S,
                         float *sg, float *sgx)
 {
-    float a[LANES] = {0}, b[LANES] = {0};
+    vf4 va[VL] = {0}, vb[VL] = {0};
+    const vf4 vmu = vsplat(mu);
     size_t s = 0;
     for (; s + LANES <= S; s += LANES)
-        for (size_t k = 0; k < LANES; k++) {
-            a[k] += g[s + k];
-            b[k] += g[s + k] * (x[s + k] - mu);
+        for (size_t i = 0; i < VL; i++) {
+            vf4 gv = vload(g + s + 4 * i);
+            va[i] += gv;
+            vb[i] += gv * (vload(x + s + 4 * i) - vmu);
         }
+    float a[LANES], b[LANES];
+    vspill(va, a);
+    vspill(vb, b);
     for (size_t k = 0; s < S; s++, k++) {
         a[k] += g[s];
         b[k] += g[s] * (x[s] - mu);
@@ -83,35 +125,44 @@ static void plane_gsums(const float *restrict x, const float *restrict g, float 
     *sgx = lanes_total(b);
 }
 
+/* Batch mean and invstd of channel c (two passes, per-plane float sums added in double), and
+ * the running statistics' update. */
+static void channel_stats(const eng_bn_dims *d, size_t c, const float *x, float *mean,
+                          float *invstd, float *running_mean, float *running_var, float momentum,
+                          float eps)
+{
+    const size_t N = d->N, S = d->S, M = N * S;
+    double sum = 0.0;
+    for (size_t n = 0; n < N; n++) {
+        sum += (double)plane_sum(PLANE(x, d, n, c), S);
+    }
+    const float mu = (float)(sum / (double)M);
+    double ss = 0.0;
+    for (size_t n = 0; n < N; n++) {
+        ss += (double)plane_sqdev(PLANE(x, d, n, c), mu, S);
+    }
+    const double var = ss / (double)M;
+    mean[c] = mu;
+    invstd[c] = (float)(1.0 / sqrt(var + (double)eps));
+    if (running_mean)
+        running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mu;
+    if (running_var)
+        running_var[c] =
+            (1.0f - momentum) * running_var[c] + momentum * (float)(ss / (double)(M - 1));
+}
+
 /* Channels [c0, c1) of eng_batchnorm_train_forward (channels are independent). */
 static void train_forward_range(const eng_bn_dims *d, size_t c0, size_t c1, const float *x,
                                 const float *gamma, const float *beta, float *y, float *mean,
                                 float *invstd, float *running_mean, float *running_var,
                                 float momentum, float eps)
 {
-    const size_t N = d->N, S = d->S, M = N * S;
+    const size_t N = d->N, S = d->S;
     for (size_t c = c0; c < c1; c++) {
-        double sum = 0.0;
-        for (size_t n = 0; n < N; n++) {
-            sum += (double)plane_sum(PLANE(x, d, n, c), S);
-        }
-        const float mu = (float)(sum / (double)M);
-        double ss = 0.0;
-        for (size_t n = 0; n < N; n++) {
-            ss += (double)plane_sqdev(PLANE(x, d, n, c), mu, S);
-        }
-        const double var = ss / (double)M;
-        const float is = (float)(1.0 / sqrt(var + (double)eps));
-        mean[c] = mu;
-        invstd[c] = is;
-        if (running_mean)
-            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mu;
-        if (running_var)
-            running_var[c] =
-                (1.0f - momentum) * running_var[c] + momentum * (float)(ss / (double)(M - 1));
+        channel_stats(d, c, x, mean, invstd, running_mean, running_var, momentum, eps);
         /* y = x * a + b with a = invstd * gamma, b = beta - mean * a */
-        const float a = is * (gamma ? gamma[c] : 1.0f);
-        const float b = (beta ? beta[c] : 0.0f) - mu * a;
+        const float a = invstd[c] * (gamma ? gamma[c] : 1.0f);
+        const float b = (beta ? beta[c] : 0.0f) - mean[c] * a;
         for (size_t n = 0; n < N; n++) {
             const float *xp = PLANE(x, d, n, c);
             float *yp = PLANE(y, d, n, c);
@@ -441,3 +492,280 @@ const eng_layer_ops eng_layer_batchnorm2d = {
     .forward = bn_forward,
     .backward = bn_backward,
 };
+
+/* ---- BatchNorm + ReLU in one step -------------------------------------------------------- */
+
+/* DESIGN. Unfused, the pair's forward makes a BN output pass (read x, write z) and a ReLU pass
+ * (read z, write y); its backward a ReLU pass (read y and dy, write g) before BN's reduction
+ * (read x and g) and input-gradient pass (read x and g, write dx). Fused, the forward writes
+ * y = max(0, x * a + b) straight from x, and the backward recomputes the mask z > 0 from x
+ * with the forward's own a, b and expression (bit-identical, so the mask is exactly y > 0)
+ * inside BN's two passes: z and g are never stored and y is not read, 8 tensor streams fewer
+ * per pair and step on tensors much larger than the caches. When a residual input was added
+ * before the ReLU the mask comes from the stored output y instead. The arithmetic is the
+ * unfused kernels' (same statistics, per-element expressions and summation order), so the
+ * results equal theirs bit for bit. */
+
+/* The per-channel affine map z = x * a + b of the last forward (batch or running statistics).
+ * Forward and backward both take it from here so that the recomputed mask is exact. */
+static void channel_affine(const eng_layer *l, size_t c, bool train, float *a, float *b)
+{
+    const float *gamma = l->param[BN_WEIGHT], *beta = l->param[BN_BIAS];
+    const size_t C = l->cfg.norm.C;
+    float mu, is;
+    if (train) {
+        mu = l->aux[c];
+        is = l->aux[C + c];
+    } else {
+        mu = l->param[BN_RUNNING_MEAN][c];
+        is = (float)(1.0 / sqrt((double)l->param[BN_RUNNING_VAR][c] + (double)l->cfg.norm.eps));
+    }
+    *a = is * (gamma ? gamma[c] : 1.0f);
+    *b = (beta ? beta[c] : 0.0f) - mu * *a;
+}
+
+/* y = max(0, x * a + b) */
+static void plane_affine_relu(const float *restrict x, float *restrict y, float a, float b,
+                              size_t S)
+{
+    for (size_t s = 0; s < S; s++) {
+        const float v = x[s] * a + b;
+        y[s] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+/* y = max(0, (x * a + b) + r) */
+static void plane_affine_add_relu(const float *restrict x, const float *restrict r,
+                                  float *restrict y, float a, float b, size_t S)
+{
+    for (size_t s = 0; s < S; s++) {
+        const float v = (x[s] * a + b) + r[s];
+        y[s] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+/* g = (x * a + b > 0 ? dy : 0): sum(g) into *sg and sum(g * (x - mu)) into *sgx, in the lanes
+ * of plane_gsums. */
+static void plane_gsums_relu_x(const float *restrict x, const float *restrict dy, float a, float b,
+                               float mu, size_t S, float *sg, float *sgx)
+{
+    vf4 vs[VL] = {0}, vx[VL] = {0};
+    const vf4 va = vsplat(a), vb = vsplat(b), vmu = vsplat(mu);
+    size_t s = 0;
+    for (; s + LANES <= S; s += LANES)
+        for (size_t i = 0; i < VL; i++) {
+            const vf4 xv = vload(x + s + 4 * i);
+            const vf4 g = vpos_select(xv * va + vb, vload(dy + s + 4 * i));
+            vs[i] += g;
+            vx[i] += g * (xv - vmu);
+        }
+    float ps[LANES], px[LANES];
+    vspill(vs, ps);
+    vspill(vx, px);
+    for (size_t k = 0; s < S; s++, k++) {
+        const float v = x[s] * a + b;
+        const float d = dy[s];
+        const float g = v > 0.0f ? d : 0.0f;
+        ps[k] += g;
+        px[k] += g * (x[s] - mu);
+    }
+    *sg = lanes_total(ps);
+    *sgx = lanes_total(px);
+}
+
+/* The same with g = (y > 0 ? dy : 0), also stored into gout when it is not NULL. */
+static void plane_gsums_relu_y(const float *restrict x, const float *restrict y,
+                               const float *restrict dy, float *restrict gout, float mu, size_t S,
+                               float *sg, float *sgx)
+{
+    vf4 vs[VL] = {0}, vx[VL] = {0};
+    const vf4 vmu = vsplat(mu);
+    size_t s = 0;
+    for (; s + LANES <= S; s += LANES)
+        for (size_t i = 0; i < VL; i++) {
+            const vf4 g = vpos_select(vload(y + s + 4 * i), vload(dy + s + 4 * i));
+            if (gout)
+                memcpy(gout + s + 4 * i, &g, sizeof(g));
+            vs[i] += g;
+            vx[i] += g * (vload(x + s + 4 * i) - vmu);
+        }
+    float ps[LANES], px[LANES];
+    vspill(vs, ps);
+    vspill(vx, px);
+    for (size_t k = 0; s < S; s++, k++) {
+        const float d = dy[s];
+        const float g = y[s] > 0.0f ? d : 0.0f;
+        if (gout)
+            gout[s] = g;
+        ps[k] += g;
+        px[k] += g * (x[s] - mu);
+    }
+    *sg = lanes_total(ps);
+    *sgx = lanes_total(px);
+}
+
+/* dx = k * g - k0 - (x - mu) * k1 with g = (x * a + b > 0 ? dy : 0); eval (constant
+ * statistics): dx = k * g. */
+static void plane_dx_relu_x(const float *restrict x, const float *restrict dy, float *restrict dx,
+                            float a, float b, float mu, float k, float k0, float k1, size_t S)
+{
+    for (size_t s = 0; s < S; s++) {
+        const float v = x[s] * a + b;
+        const float d = dy[s];
+        const float g = v > 0.0f ? d : 0.0f;
+        dx[s] = k * g - k0 - (x[s] - mu) * k1;
+    }
+}
+
+static void plane_dx_relu_x_eval(const float *restrict x, const float *restrict dy,
+                                 float *restrict dx, float a, float b, float k, size_t S)
+{
+    for (size_t s = 0; s < S; s++) {
+        const float v = x[s] * a + b;
+        const float d = dy[s];
+        dx[s] = k * (v > 0.0f ? d : 0.0f);
+    }
+}
+
+/* The same with g = (y > 0 ? dy : 0) */
+static void plane_dx_relu_y(const float *restrict x, const float *restrict y,
+                            const float *restrict dy, float *restrict dx, float mu, float k,
+                            float k0, float k1, size_t S)
+{
+    for (size_t s = 0; s < S; s++) {
+        const float d = dy[s];
+        const float g = y[s] > 0.0f ? d : 0.0f;
+        dx[s] = k * g - k0 - (x[s] - mu) * k1;
+    }
+}
+
+static void plane_dx_relu_y_eval(const float *restrict y, const float *restrict dy,
+                                 float *restrict dx, float k, size_t S)
+{
+    for (size_t s = 0; s < S; s++) {
+        const float d = dy[s];
+        dx[s] = k * (y[s] > 0.0f ? d : 0.0f);
+    }
+}
+
+/* One fused call, split over the compute threads by channel ranges as bn_job. */
+typedef struct bnrelu_job {
+    const eng_layer *l;
+    eng_bn_dims d;
+    const float *x, *res, *y, *dy;
+    float *out, *dx, *dgamma, *dbeta, *gout;
+    bool train;
+} bnrelu_job;
+
+static void bnrelu_forward_part(void *ctx, size_t p, size_t T)
+{
+    const bnrelu_job *j = ctx;
+    const eng_layer *l = j->l;
+    const eng_bn_dims *d = &j->d;
+    size_t c0, c1;
+    eng_par_range(d->C, p, T, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        if (j->train)
+            channel_stats(d, c, j->x, l->aux, l->aux + d->C, l->param[BN_RUNNING_MEAN],
+                          l->param[BN_RUNNING_VAR], l->cfg.norm.momentum, l->cfg.norm.eps);
+        float a, b;
+        channel_affine(l, c, j->train, &a, &b);
+        for (size_t n = 0; n < d->N; n++) {
+            if (j->res)
+                plane_affine_add_relu(PLANE(j->x, d, n, c), PLANE(j->res, d, n, c),
+                                      PLANE(j->out, d, n, c), a, b, d->S);
+            else
+                plane_affine_relu(PLANE(j->x, d, n, c), PLANE(j->out, d, n, c), a, b, d->S);
+        }
+    }
+}
+
+bool eng_bn_relu_pair(const eng_layer *bn, const eng_layer *next)
+{
+    return (bn->ops == &eng_layer_batchnorm2d || bn->ops == &eng_layer_batchnorm1d) &&
+           next->ops == &eng_layer_relu && !bn->unfused;
+}
+
+void eng_bn_relu_forward(eng_layer *bn, const eng_fwd_args *a, const float *res)
+{
+    bnrelu_job j = {.l = bn, .d = bn_dims(bn, a->N), .x = a->x, .res = res, .out = a->y};
+    j.train = a->train && j.d.N * j.d.S >= 2; /* as bn_forward */
+    eng_par_run(bn_parts(&j.d), bnrelu_forward_part, &j);
+    if (j.train)
+        bn->param[BN_NUM_BATCHES][0] += 1.0f;
+    bn->aux[2 * j.d.C] = j.train ? 1.0f : 0.0f;
+}
+
+static void bnrelu_backward_part(void *ctx, size_t p, size_t T)
+{
+    const bnrelu_job *j = ctx;
+    const eng_layer *l = j->l;
+    const eng_bn_dims *d = &j->d;
+    const size_t M = d->N * d->S;
+    size_t c0, c1;
+    eng_par_range(d->C, p, T, &c0, &c1);
+    for (size_t c = c0; c < c1; c++) {
+        float a, b;
+        channel_affine(l, c, j->train, &a, &b);
+        const float *gamma = l->param[BN_WEIGHT];
+        const float mu = j->train ? l->aux[c] : l->param[BN_RUNNING_MEAN][c];
+        const float is = j->train ? l->aux[d->C + c]
+                                  : (float)(1.0 / sqrt((double)l->param[BN_RUNNING_VAR][c] +
+                                                       (double)l->cfg.norm.eps));
+        const float k = is * (gamma ? gamma[c] : 1.0f); /* as the unfused backward */
+        const bool sums = j->dgamma || j->dbeta || (j->train && j->dx);
+        double sdy = 0.0, sdyx = 0.0;
+        if (sums || j->gout) {
+            for (size_t n = 0; n < d->N; n++) {
+                float pa, pb;
+                if (j->y)
+                    plane_gsums_relu_y(
+                        PLANE(j->x, d, n, c), PLANE(j->y, d, n, c), PLANE(j->dy, d, n, c),
+                        j->gout ? PLANE(j->gout, d, n, c) : NULL, mu, d->S, &pa, &pb);
+                else
+                    plane_gsums_relu_x(PLANE(j->x, d, n, c), PLANE(j->dy, d, n, c), a, b, mu, d->S,
+                                       &pa, &pb);
+                sdy += (double)pa;
+                sdyx += (double)pb;
+            }
+        }
+        const double sdyxhat = sdyx * (double)is;
+        if (j->dgamma)
+            j->dgamma[c] = (float)sdyxhat;
+        if (j->dbeta)
+            j->dbeta[c] = (float)sdy;
+        if (!j->dx)
+            continue;
+        /* as train_backward_range / eval_backward_range */
+        const float k0 = (float)((double)k * sdy / (double)M);
+        const float k1 = (float)((double)k * (double)is * sdyxhat / (double)M);
+        for (size_t n = 0; n < d->N; n++) {
+            const float *xp = PLANE(j->x, d, n, c), *gp = PLANE(j->dy, d, n, c);
+            float *dxp = PLANE(j->dx, d, n, c);
+            if (j->y && j->train)
+                plane_dx_relu_y(xp, PLANE(j->y, d, n, c), gp, dxp, mu, k, k0, k1, d->S);
+            else if (j->y)
+                plane_dx_relu_y_eval(PLANE(j->y, d, n, c), gp, dxp, k, d->S);
+            else if (j->train)
+                plane_dx_relu_x(xp, gp, dxp, a, b, mu, k, k0, k1, d->S);
+            else
+                plane_dx_relu_x_eval(xp, gp, dxp, a, b, k, d->S);
+        }
+    }
+}
+
+void eng_bn_relu_backward(eng_layer *bn, const eng_bwd_args *a, float *g)
+{
+    bnrelu_job j = {.l = bn,
+                    .d = bn_dims(bn, a->N),
+                    .x = a->x,
+                    .y = a->y,
+                    .dy = a->dy,
+                    .dx = a->dx,
+                    .gout = a->y ? g : NULL};
+    ENG_ASSERT(a->y || !g);
+    j.dgamma = bn->trainable[BN_WEIGHT] ? bn->grad[BN_WEIGHT] : NULL;
+    j.dbeta = bn->trainable[BN_BIAS] ? bn->grad[BN_BIAS] : NULL;
+    j.train = bn->aux[2 * j.d.C] != 0.0f;
+    eng_par_run(bn_parts(&j.d), bnrelu_backward_part, &j);
+}

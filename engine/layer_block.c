@@ -246,15 +246,19 @@ static void block_forward(eng_layer *l, const eng_fwd_args *a)
     const size_t N = a->N, o = block_out(l, N);
     block_bufs b = bufs(l, N);
     eng_layer c;
+    eng_fwd_args fa = {.N = N, .train = a->train};
     child(l, CH_CONV1, &b, &c);
     run_fwd(&c, N, a->x, b.c1, a->train);
     child(l, CH_BN1, &b, &c);
-    run_fwd(&c, N, b.c1, b.a1, a->train);
-    relu_inplace(b.a1, o);
+    if (l->unfused) {
+        run_fwd(&c, N, b.c1, b.a1, a->train);
+        relu_inplace(b.a1, o);
+    } else {
+        fa.x = b.c1, fa.y = b.a1;
+        eng_bn_relu_forward(&c, &fa, NULL);
+    }
     child(l, CH_CONV2, &b, &c);
     run_fwd(&c, N, b.a1, b.c2, a->train);
-    child(l, CH_BN2, &b, &c);
-    run_fwd(&c, N, b.c2, a->y, a->train);
     const float *sc = a->x;
     if (has_ds(l)) {
         child(l, CH_DSCONV, &b, &c);
@@ -263,9 +267,16 @@ static void block_forward(eng_layer *l, const eng_fwd_args *a)
         run_fwd(&c, N, b.cd, b.g, a->train);
         sc = b.g;
     }
-    for (size_t i = 0; i < o; i++) {
-        float v = a->y[i] + sc[i];
-        a->y[i] = v > 0.0f ? v : 0.0f;
+    child(l, CH_BN2, &b, &c);
+    if (l->unfused) {
+        run_fwd(&c, N, b.c2, a->y, a->train);
+        for (size_t i = 0; i < o; i++) {
+            float v = a->y[i] + sc[i];
+            a->y[i] = v > 0.0f ? v : 0.0f;
+        }
+    } else {
+        fa.x = b.c2, fa.y = a->y;
+        eng_bn_relu_forward(&c, &fa, sc); /* relu(bn2(c2) + shortcut) */
     }
 }
 
@@ -287,26 +298,44 @@ static void block_backward(eng_layer *l, const eng_bwd_args *a)
     const bool ds = has_ds(l);
     const bool need_ds = ds && (a->dx || any_trainable(l, 12, 18));
 
-    /* through the final ReLU: g = dy where the output is positive */
-    for (size_t i = 0; i < o; i++)
-        b.g[i] = a->y[i] > 0.0f ? a->dy[i] : 0.0f;
+    /* Through the final ReLU: g = dy where the output is positive, stored when the shortcut
+     * needs it. Fused, bn2's backward masks dy itself and stores g on the way. */
+    const bool keep_g = need_ds || (!ds && a->dx);
+    const bool fuse = !l->unfused;
+    if (!(need_main && fuse) && (keep_g || need_main))
+        for (size_t i = 0; i < o; i++) {
+            const float d = a->dy[i]; /* unconditional load: a select, not a branch */
+            b.g[i] = a->y[i] > 0.0f ? d : 0.0f;
+        }
 
     if (need_main) {
         const bool conv2_w = l->trainable[6];
         child(l, CH_BN2, &b, &c);
-        run_bwd(&c, N, b.c2, b.g, conv2_w || need_lower ? b.t1 : NULL);
+        float *t1 = conv2_w || need_lower ? b.t1 : NULL;
+        if (fuse) {
+            eng_bwd_args ba = {.N = N, .x = b.c2, .y = a->y, .dy = a->dy, .dx = t1};
+            eng_bn_relu_backward(&c, &ba, keep_g ? b.g : NULL);
+        } else {
+            run_bwd(&c, N, b.c2, b.g, t1);
+        }
         if (conv2_w || need_lower) {
             child(l, CH_CONV2, &b, &c);
             run_bwd(&c, N, b.a1, b.t1, need_lower ? b.t2 : NULL);
         }
     }
     if (need_lower) {
-        for (size_t i = 0; i < o; i++) /* through relu(bn1) */
-            if (!(b.a1[i] > 0.0f))
-                b.t2[i] = 0.0f;
         const bool conv1_w = l->trainable[0];
         child(l, CH_BN1, &b, &c);
-        run_bwd(&c, N, b.c1, b.t2, conv1_w || a->dx ? b.t1 : NULL);
+        float *t1 = conv1_w || a->dx ? b.t1 : NULL;
+        if (fuse) { /* through relu(bn1): t2 masked inside bn1's backward */
+            eng_bwd_args ba = {.N = N, .x = b.c1, .y = NULL, .dy = b.t2, .dx = t1};
+            eng_bn_relu_backward(&c, &ba, NULL);
+        } else {
+            for (size_t i = 0; i < o; i++)
+                if (!(b.a1[i] > 0.0f))
+                    b.t2[i] = 0.0f;
+            run_bwd(&c, N, b.c1, b.t2, t1);
+        }
         if (conv1_w || a->dx) {
             child(l, CH_CONV1, &b, &c);
             run_bwd(&c, N, a->x, b.t1, a->dx); /* sets dx */

@@ -117,12 +117,35 @@ struct eng_layer {
     float *aux;       /* borrowed arena scratch of aux_size(N) floats, or NULL */
     eng_rng *rng;     /* borrowed: the trainer's stream (dropout); may be NULL in eval */
     eng_stats *stats; /* borrowed: the model's counters */
+    bool unfused;     /* run this layer's fusable steps as separate kinds (the reference path;
+                         tests set it to compare): a BatchNorm followed by a ReLU, a block's
+                         internal BatchNorm + ReLU pairs */
 };
 
 /* The kinds of the core (layer_dense.c, layer_act.c). */
 extern const eng_layer_ops eng_layer_linear;
 extern const eng_layer_ops eng_layer_relu;
 extern const eng_layer_ops eng_layer_dropout;
+
+/* BatchNorm followed by ReLU in one step (layer_batchnorm.c). The model's layer loop and the
+ * residual block run a batchnorm1d/2d layer whose output only feeds a ReLU through these
+ * instead of the two kinds' ops; the layers (names, parameters, groups) stay as they are.
+ * Results equal the unfused ops' (same statistics and arithmetic), but the BN output and the
+ * masked gradient are not stored.
+ *
+ * eng_bn_relu_pair: whether layer `next` is a ReLU reading `bn`'s output and bn is a
+ * batchnorm without the `unfused` flag.
+ * eng_bn_relu_forward: a->y = max(0, bn(a->x) + res), res [N x out_size] or NULL for none;
+ * statistics, running-statistics updates and aux as bn's forward. a->y must not alias a->x
+ * or res.
+ * eng_bn_relu_backward: a->x is bn's input and a->dy the gradient at the output of
+ * eng_bn_relu_forward. Sets bn's trainable gradients and writes a->dx (when not NULL) as bn's
+ * backward would for dy masked by the ReLU. a->y is that forward's output, or NULL when it had
+ * no residual input: the mask is then recomputed from x. g [N x out_size], when not NULL
+ * (needs a->y), receives the masked gradient. Buffers must not alias. */
+bool eng_bn_relu_pair(const eng_layer *bn, const eng_layer *next);
+void eng_bn_relu_forward(eng_layer *bn, const eng_fwd_args *a, const float *res);
+void eng_bn_relu_backward(eng_layer *bn, const eng_bwd_args *a, float *g);
 
 /* Counts one GEMM of op(A)[M x K] * op(B)[K x N] in `s` (may be NULL). */
 static inline void eng_stats_gemm(eng_stats *s, size_t M, size_t N, size_t K)

@@ -100,6 +100,14 @@ void eng_trainer_fini(eng_trainer *t)
     memset(t, 0, sizeof(*t));
 }
 
+/* Whether layers i, i+1 are a BatchNorm + ReLU pair run as one step (eng_bn_relu_forward).
+ * The forward and backward loops both ask this, so they always agree; the pair's middle
+ * activation act[i+1] is then never written nor read. */
+static bool fused_at(const eng_model *m, size_t i)
+{
+    return i + 1 < m->n_layers && eng_bn_relu_pair(&m->layers[i], &m->layers[i + 1]);
+}
+
 const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool train)
 {
     eng_model *m = t->model;
@@ -111,10 +119,19 @@ const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool 
      * cache. act[k] is written for k >= keep and for the logits. */
     const size_t L = m->n_layers, keep = train ? eng_model_lowest_trainable(m) : L;
     const float *in = x;
+    size_t pp = 0; /* the ping-pong buffer written next */
     for (size_t i = 0; i < L; i++) {
-        float *y = i + 1 >= keep ? t->act[i + 1] : t->grad_buf[i % 2];
+        const bool fuse = fused_at(m, i);
+        const size_t last = fuse ? i + 1 : i; /* the layer whose output this writes */
+        float *y = last + 1 >= keep ? t->act[last + 1] : t->grad_buf[pp];
+        if (y == t->grad_buf[pp])
+            pp = 1 - pp;
         eng_fwd_args a = {.N = N, .x = in, .y = y, .train = train};
-        m->layers[i].ops->forward(&m->layers[i], &a);
+        if (fuse)
+            eng_bn_relu_forward(&m->layers[i], &a, NULL);
+        else
+            m->layers[i].ops->forward(&m->layers[i], &a);
+        i = last;
         in = y;
     }
     return in;
@@ -136,10 +153,19 @@ float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N)
     size_t lo = eng_model_lowest_trainable(m);
     int cur = 0;
     for (size_t i = L; i-- > lo;) {
-        eng_layer *l = &m->layers[i];
-        float *dx = i > lo ? t->grad_buf[1 - cur] : NULL;
-        eng_bwd_args a = {.N = N, .x = t->act[i], .y = t->act[i + 1], .dy = dy, .dx = dx};
-        l->ops->backward(l, &a);
+        /* a ReLU (no parameters, so never the lowest trainable layer) after a fused BN */
+        const bool fuse = i > lo && fused_at(m, i - 1);
+        const size_t first = fuse ? i - 1 : i; /* the layer whose input gradient this writes */
+        eng_layer *l = &m->layers[first];
+        float *dx = first > lo ? t->grad_buf[1 - cur] : NULL;
+        eng_bwd_args a = {.N = N, .x = t->act[first], .y = t->act[i + 1], .dy = dy, .dx = dx};
+        if (fuse) {
+            a.y = NULL; /* the ReLU mask is recomputed from x: y is not read */
+            eng_bn_relu_backward(l, &a, NULL);
+        } else {
+            l->ops->backward(l, &a);
+        }
+        i = first;
         dy = dx;
         cur = 1 - cur;
     }
