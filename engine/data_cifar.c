@@ -98,7 +98,8 @@ static int read_names(const char *path, eng_rawdata *r, eng_error *err)
     return 0;
 }
 
-int eng_read_cifar(const char *dir, bool hundred, eng_rawdata *out, eng_error *err)
+int eng_read_cifar(const char *dir, bool hundred, const eng_stopper *st, eng_rawdata *out,
+                   eng_error *err)
 {
     memset(out, 0, sizeof(*out));
     char **names = NULL;
@@ -120,7 +121,8 @@ int eng_read_cifar(const char *dir, bool hundred, eng_rawdata *out, eng_error *e
             int i = strncmp(names[k], "test", 4) == 0;
             if (!eng_path_join(path, sizeof path, dir, names[k]))
                 continue;
-            if ((rc = read_bin(path, hundred, out, i, &pos[i], pass == 1, err)))
+            if ((rc = eng_stop_check(st, err)) ||
+                (rc = read_bin(path, hundred, out, i, &pos[i], pass == 1, err)))
                 goto out;
         }
         if (pass == 0) {

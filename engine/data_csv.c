@@ -88,7 +88,7 @@ static int label_index(labels *t, const char *name, bool add, int32_t *out)
 }
 
 static int read_file(const char *path, bool is_test, size_t *n_feat, size_t *label_col, labels *tab,
-                     csv_acc *acc, eng_error *err)
+                     csv_acc *acc, const eng_stopper *st, eng_error *err)
 {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -105,6 +105,8 @@ static int read_file(const char *path, bool is_test, size_t *n_feat, size_t *lab
     size_t ncols = 0;
     while ((len = getline(&line, &lcap, f)) >= 0) {
         lineno++;
+        if (lineno % 4096 == 0 && (rc = eng_stop_check(st, err)))
+            goto out;
         if (memchr(line, '\0', (size_t)len)) {
             rc = eng_err_set(err, ENG_EFORMAT, "data", "%s line %zu: a NUL byte (not a text CSV)",
                              path, lineno);
@@ -255,7 +257,7 @@ static int cmp_label(const void *a, const void *b)
     return strcmp(x->name, y->name);
 }
 
-int eng_read_csv(const char *dir, eng_rawdata *out, eng_error *err)
+int eng_read_csv(const char *dir, const eng_stopper *st, eng_rawdata *out, eng_error *err)
 {
     memset(out, 0, sizeof(*out));
     char **names = NULL;
@@ -285,9 +287,9 @@ int eng_read_csv(const char *dir, eng_rawdata *out, eng_error *err)
         goto out;
     }
     size_t n_feat = 0, label_col = 0;
-    if ((rc = read_file(train, false, &n_feat, &label_col, &tab, &acc[0], err)))
+    if ((rc = read_file(train, false, &n_feat, &label_col, &tab, &acc[0], st, err)))
         goto out;
-    if (test[0] && (rc = read_file(test, true, &n_feat, &label_col, &tab, &acc[1], err)))
+    if (test[0] && (rc = read_file(test, true, &n_feat, &label_col, &tab, &acc[1], st, err)))
         goto out;
     if (tab.n < 2) {
         rc = eng_err_set(err, ENG_EFORMAT, "data", "%s: fewer than 2 distinct labels", train);

@@ -107,7 +107,7 @@ out:
     return rc;
 }
 
-int eng_read_idx_dir(const char *dir, eng_rawdata *out, eng_error *err)
+int eng_read_idx_dir(const char *dir, const eng_stopper *st, eng_rawdata *out, eng_error *err)
 {
     memset(out, 0, sizeof(*out));
     char **names = NULL;
@@ -126,9 +126,9 @@ int eng_read_idx_dir(const char *dir, eng_rawdata *out, eng_error *err)
                          dir, p[2][0] ? "images" : "labels", p[2][0] ? "labels" : "images");
         goto out;
     }
-    if ((rc = read_pair(out, 0, p[0], p[1], err)))
+    if ((rc = eng_stop_check(st, err)) || (rc = read_pair(out, 0, p[0], p[1], err)))
         goto out;
-    if (p[2][0] && (rc = read_pair(out, 1, p[2], p[3], err)))
+    if (p[2][0] && ((rc = eng_stop_check(st, err)) || (rc = read_pair(out, 1, p[2], p[3], err))))
         goto out;
     int max_label = -1;
     for (int i = 0; i < 2; i++)

@@ -494,8 +494,8 @@ static int cache_write(const char *path, const eng_rawdata *r, eng_error *err)
 
 /* ---- entry point -------------------------------------------------------------------------- */
 
-int eng_read_images(const char *dir, uint32_t H, uint32_t W, uint32_t C, eng_rawdata *out,
-                    eng_error *err)
+int eng_read_images(const char *dir, uint32_t H, uint32_t W, uint32_t C, const eng_stopper *st,
+                    eng_rawdata *out, eng_error *err)
 {
     memset(out, 0, sizeof(*out));
     listing L;
@@ -518,7 +518,7 @@ int eng_read_images(const char *dir, uint32_t H, uint32_t W, uint32_t C, eng_raw
         uint32_t any_color = 0;
         for (int s = 0; s < 2 && !rc; s++)
             for (size_t i = 0; i < L.n[s] && !rc; i++) {
-                if ((rc = decode(L.files[s][i], true, &im, err)))
+                if ((rc = eng_stop_check(st, err)) || (rc = decode(L.files[s][i], true, &im, err)))
                     break;
                 if (s == 0 && i == 0 && (!H || !W)) {
                     H = H ? H : (im.h > MAX_SIZE ? MAX_SIZE : im.h);
@@ -552,7 +552,7 @@ int eng_read_images(const char *dir, uint32_t H, uint32_t W, uint32_t C, eng_raw
         if ((rc = eng_rawdata_alloc_split(out, s, L.n[s], err)))
             goto out;
         for (size_t i = 0; i < L.n[s]; i++) {
-            if ((rc = decode(L.files[s][i], false, &im, err)))
+            if ((rc = eng_stop_check(st, err)) || (rc = decode(L.files[s][i], false, &im, err)))
                 goto out;
             resize_into(&im, H, W, C, out->split[s].u8 + i * out->in_size);
             free(im.px);

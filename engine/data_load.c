@@ -167,18 +167,26 @@ int eng_list_dir(const char *dir, char kind, char ***names, size_t *n, eng_error
     return 0;
 }
 
-int eng_rawdata_read(const eng_data_spec *s, eng_rawdata *out, eng_error *err)
+int eng_stop_check(const eng_stopper *st, eng_error *err)
+{
+    if (st && st->fn && st->fn(st->user))
+        return eng_err_set(err, ENG_ECANCELED, "data", "reading the dataset was stopped");
+    return 0;
+}
+
+int eng_rawdata_read(const eng_data_spec *s, const eng_stopper *st, eng_rawdata *out,
+                     eng_error *err)
 {
     switch (s->kind) {
     case ENG_DATA_IDX_DIR:
-        return eng_read_idx_dir(s->dir, out, err);
+        return eng_read_idx_dir(s->dir, st, out, err);
     case ENG_DATA_CIFAR10:
     case ENG_DATA_CIFAR100:
-        return eng_read_cifar(s->dir, s->kind == ENG_DATA_CIFAR100, out, err);
+        return eng_read_cifar(s->dir, s->kind == ENG_DATA_CIFAR100, st, out, err);
     case ENG_DATA_CSV:
-        return eng_read_csv(s->dir, out, err);
+        return eng_read_csv(s->dir, st, out, err);
     case ENG_DATA_IMAGES:
-        return eng_read_images(s->dir, s->image_h, s->image_w, s->image_c, out, err);
+        return eng_read_images(s->dir, s->image_h, s->image_w, s->image_c, st, out, err);
     default:
         memset(out, 0, sizeof(*out));
         return eng_err_set(err, ENG_EINVAL, "data.source", "not a registered dataset kind");
@@ -247,9 +255,16 @@ static void split_stats(const eng_rawdata *r, uint32_t *n_out, float *mean, floa
 
 int eng_dataset_inspect(const eng_data_spec *s, eng_dataset_info **out, eng_error *err)
 {
+    return eng_dataset_inspect_stoppable(s, NULL, NULL, out, err);
+}
+
+int eng_dataset_inspect_stoppable(const eng_data_spec *s, eng_stop_fn stop, void *user,
+                                  eng_dataset_info **out, eng_error *err)
+{
     *out = NULL;
     eng_rawdata r;
-    int rc = eng_rawdata_read(s, &r, err);
+    eng_stopper st = {stop, user};
+    int rc = eng_rawdata_read(s, &st, &r, err);
     if (rc)
         return rc;
     eng_dataset_info *info = calloc(1, sizeof(*info));
@@ -292,7 +307,7 @@ int eng_dataset_load_registered(const eng_data_spec *s, eng_dataset *d, eng_erro
     int32_t *map = NULL;
     uint8_t *in_valid = NULL;
     size_t *per_class = NULL;
-    int rc = eng_rawdata_read(s, &r, err);
+    int rc = eng_rawdata_read(s, NULL, &r, err);
     if (rc)
         return rc;
     size_t K = r.n_classes, in = r.in_size;

@@ -33,18 +33,31 @@ int eng_rawdata_default_names(eng_rawdata *r, size_t n, eng_error *err);
 /* Allocates split i for n samples of r->in_size (bytes or floats per r->is_float). */
 int eng_rawdata_alloc_split(eng_rawdata *r, int i, size_t n, eng_error *err);
 
-/* Readers: fill *out from the files in `dir`. 0, or ENG_EIO / ENG_EFORMAT / ENG_ENOMEM with
- * err->text naming the file and the problem; *out is finied on failure. */
-int eng_read_idx_dir(const char *dir, eng_rawdata *out, eng_error *err);
-int eng_read_cifar(const char *dir, bool hundred, eng_rawdata *out, eng_error *err);
-int eng_read_csv(const char *dir, eng_rawdata *out, eng_error *err);
+/* How a reader is asked to stop early (eng_dataset_inspect_stoppable). NULL, or fn NULL:
+ * never. */
+typedef struct eng_stopper {
+    eng_stop_fn fn;
+    void *user;
+} eng_stopper;
+/* Asks st: 0 to go on, or ENG_ECANCELED with err saying the read was stopped. */
+int eng_stop_check(const eng_stopper *st, eng_error *err);
+
+/* Readers: fill *out from the files in `dir`, asking `st` (may be NULL) between files (and
+ * images, and blocks of CSV lines). 0, or ENG_EIO / ENG_EFORMAT / ENG_ENOMEM with err->text
+ * naming the file and the problem, or ENG_ECANCELED when st stopped it; *out is finied on
+ * failure. */
+int eng_read_idx_dir(const char *dir, const eng_stopper *st, eng_rawdata *out, eng_error *err);
+int eng_read_cifar(const char *dir, bool hundred, const eng_stopper *st, eng_rawdata *out,
+                   eng_error *err);
+int eng_read_csv(const char *dir, const eng_stopper *st, eng_rawdata *out, eng_error *err);
 /* Image folders, decoded to H x W x C (0 = decide from the first image / any colour) via the
- * cache file <dir>/.cache-<H>x<W>x<C>.bin, which is written on first use. */
-int eng_read_images(const char *dir, uint32_t H, uint32_t W, uint32_t C, eng_rawdata *out,
-                    eng_error *err);
+ * cache file <dir>/.cache-<H>x<W>x<C>.bin, which is written on first use (not when stopped). */
+int eng_read_images(const char *dir, uint32_t H, uint32_t W, uint32_t C, const eng_stopper *st,
+                    eng_rawdata *out, eng_error *err);
 
 /* Dispatches on s->kind to the readers above. */
-int eng_rawdata_read(const eng_data_spec *s, eng_rawdata *out, eng_error *err);
+int eng_rawdata_read(const eng_data_spec *s, const eng_stopper *st, eng_rawdata *out,
+                     eng_error *err);
 
 /* Sorted names of the entries of `dir` (no "." / ".." / hidden), kind filter: 'd' dirs,
  * 'f' regular files. Caller frees with eng_names_free. 0, ENG_EIO or ENG_ENOMEM. */

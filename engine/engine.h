@@ -133,6 +133,15 @@ typedef struct eng_dataset_info {
  * file cannot be read; ENG_ENOMEM. On success *out is the caller's, free with
  * eng_dataset_info_destroy(). Thread-safe for distinct directories. */
 int eng_dataset_inspect(const eng_data_spec *s, eng_dataset_info **out, eng_error *err);
+/* Asked between the units of work of a long read; returning true stops it. */
+typedef bool (*eng_stop_fn)(void *user);
+/* eng_dataset_inspect that can be stopped: stop(user) is asked (stop may be NULL: never)
+ * between the files it reads, between the images of an image folder it decodes and every
+ * 4096 lines of a CSV file; once it answers true this returns ENG_ECANCELED, having written
+ * no decode cache (a later call reads the dataset again from its files). Thread-safe for
+ * distinct directories; stop is called on the calling thread. */
+int eng_dataset_inspect_stoppable(const eng_data_spec *s, eng_stop_fn stop, void *user,
+                                  eng_dataset_info **out, eng_error *err);
 void eng_dataset_info_destroy(eng_dataset_info *info);
 /* Static name of a registered-dataset kind ("idx", "cifar10", "cifar100", "csv", "images"),
  * NULL for other kinds; and the reverse (0 or ENG_EINVAL). */

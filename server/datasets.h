@@ -58,8 +58,10 @@ void srv_upload_destroy(srv_upload *u);
  * previous process left "processing" (shut down or crashed mid-way): such a dataset is
  * processed again from its files. Call from main once storage is ready. 0, or -1 (logged). */
 int srv_datasets_start(srv_app *app);
-/* Asks the thread to stop and joins it. A dataset being decoded is finished first; those
- * not yet started stay "processing" for the next start. No-op if not started. */
+/* Asks the thread to stop and joins it. Processing checks the request between tar entries
+ * (and every 64 KiB), files and decoded images, so a dataset being unpacked or decoded is
+ * left "processing" too, like those not yet started, and is processed again at the next
+ * start. No-op if not started. */
 void srv_datasets_stop(srv_app *app);
 
 /* Registers Debian's dataset-fashion-mnist (files in `fmnist_dir`, NULL = the package's

@@ -16,7 +16,10 @@
  * dataset leaves no files or caches). Restart recovery is the same loop: a row still
  * "processing" is processed again, after removing whatever a previous attempt unpacked
  * beside .upload; a directory import has no .upload and is simply read again (the cache is
- * written by rename, so it is whole or absent). A processing dataset cannot be deleted and
+ * written by rename, so it is whole or absent). Shutdown does not wait for a dataset: the
+ * thread checks its stop flag between tar entries (and every 64 KiB), and the engine asks it
+ * between files and decoded images (eng_dataset_inspect_stoppable), so a stopped dataset is
+ * left "processing" for that same recovery. A processing dataset cannot be deleted and
  * jobs may not name it. Anything that fails before the row exists removes its staging
  * directory, so nothing partial is registered. Import paths are resolved with
  * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) from a descriptor of the import root (a
@@ -228,7 +231,17 @@ static int entry_name_check(const char *name, bool *skip)
 }
 
 /* Unpacks a (possibly gzip'd) ustar/pax/GNU tar into dirfd. Returns 0, or -1 with msg set. */
-static int untar(const char *path, int dirfd, uint64_t max_total, char *msg, size_t msz)
+/* Not an HTTP status: processing stopped because the server is shutting down; the dataset
+ * stays "processing" and is processed again at the next start. */
+#define ST_STOPPED 1u
+
+static bool dsproc_stopping(srv_dsproc *p);
+
+/* Unpacks the tar (gzip'd or not) at `path` below dirfd. Asks `stop` (NULL: never) before
+ * each entry and each 64 KiB. 0, -1 with msg, or -2 when stopped (what was unpacked stays:
+ * the next attempt clears it). */
+static int untar(const char *path, int dirfd, uint64_t max_total, srv_dsproc *stop, char *msg,
+                 size_t msz)
 {
     gzFile g = gzopen(path, "rb");
     if (!g) {
@@ -245,6 +258,10 @@ static int untar(const char *path, int dirfd, uint64_t max_total, char *msg, siz
         goto out;
     }
     for (;;) {
+        if (stop && dsproc_stopping(stop)) {
+            rc = -2;
+            break;
+        }
         int r = gzread(g, hdr, 512);
         if (r == 0) {
             rc = 0; /* end without the two zero blocks: accepted (many writers stop here) */
@@ -357,6 +374,12 @@ static int untar(const char *path, int dirfd, uint64_t max_total, char *msg, siz
         }
         uint64_t left = padded;
         while (left) {
+            if (stop && dsproc_stopping(stop)) {
+                if (fd >= 0)
+                    close(fd);
+                rc = -2;
+                goto out;
+            }
             unsigned chunk = left > 65536 ? 65536 : (unsigned)left;
             int got = gzread(g, buf, chunk);
             if (got != (int)chunk) {
@@ -438,11 +461,18 @@ static json_t *dataset_to_json(const store_dataset *d)
     return o;
 }
 
+static bool dsproc_stop_fn(void *user)
+{
+    return dsproc_stopping(user);
+}
+
 /* Has the engine read and validate the dataset in `dir` (writing an image folder's decode
- * cache there). Returns 0 with *info_text (caller frees with free()), or an HTTP status
- * (422 for the data, 500 otherwise) with `msg`, which names files relative to `dir`. */
+ * cache there), asking `stop` (NULL: never) between files and images. Returns 0 with
+ * *info_text (caller frees with free()), ST_STOPPED, or an HTTP status (422 for the data,
+ * 500 otherwise) with `msg`, which names files relative to `dir`. */
 static unsigned inspect_dir(const char *dir, eng_data_kind kind, const char *format,
-                            const char *const *class_names, char **info_text, char *msg, size_t msz)
+                            const char *const *class_names, srv_dsproc *stop, char **info_text,
+                            char *msg, size_t msz)
 {
     *info_text = NULL;
     eng_data_spec spec;
@@ -451,7 +481,9 @@ static unsigned inspect_dir(const char *dir, eng_data_kind kind, const char *for
     snprintf(spec.dir, sizeof spec.dir, "%s", dir);
     eng_dataset_info *info = NULL;
     eng_error err = {{0}, {0}};
-    int rc = eng_dataset_inspect(&spec, &info, &err);
+    int rc = eng_dataset_inspect_stoppable(&spec, stop ? dsproc_stop_fn : NULL, stop, &info, &err);
+    if (rc == ENG_ECANCELED && stop)
+        return ST_STOPPED;
     if (rc) {
         /* messages name files by their full path: show them relative to the dataset */
         const char *t = err.text;
@@ -539,7 +571,7 @@ static unsigned register_stage(srv_app *app, const char *stage, const char *name
                                store_dataset *out, char *msg, size_t msz)
 {
     char *info_text = NULL;
-    unsigned st = inspect_dir(stage, kind, format, class_names, &info_text, msg, msz);
+    unsigned st = inspect_dir(stage, kind, format, class_names, NULL, &info_text, msg, msz);
     if (st == 0)
         st = add_stage(app, stage, name, format, size, sha256, info_text, out, msg, msz);
     free(info_text);
@@ -586,10 +618,11 @@ static unsigned check_single_file(const char *file, const char *format, eng_data
     return 422;
 }
 
-/* Moves an uploaded or imported single file into the staging dir: a tar is unpacked, a
- * plain file gets the name the format's reader expects. Returns 0 or an HTTP status. */
+/* Moves an uploaded or imported single file into the staging dir: a tar is unpacked
+ * (asking `stop`, NULL: never), a plain file gets the name the format's reader expects.
+ * Returns 0, ST_STOPPED or an HTTP status. */
 static unsigned place_file(srv_app *app, const char *file, const char *stage, const char *format,
-                           eng_data_kind kind, char *msg, size_t msz)
+                           eng_data_kind kind, srv_dsproc *stop, char *msg, size_t msz)
 {
     if (is_tar(file)) {
         int dfd = open(stage, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -598,9 +631,9 @@ static unsigned place_file(srv_app *app, const char *file, const char *stage, co
             return 500;
         }
         uint64_t cap = (uint64_t)app->cfg->max_upload * 8;
-        int rc = untar(file, dfd, cap, msg, msz);
+        int rc = untar(file, dfd, cap, stop, msg, msz);
         close(dfd);
-        return rc ? 422 : 0;
+        return rc == -2 ? ST_STOPPED : rc ? 422 : 0;
     }
     const char *dest = single_file_name(kind);
     if (!dest) {
@@ -677,8 +710,9 @@ static void clear_except_upload(const char *dir)
     free(names);
 }
 
-/* Processes one "processing" dataset to "ready" or "failed". */
-static void process_one(srv_app *app, store *s, int64_t id)
+/* Processes one "processing" dataset to "ready" or "failed", or leaves it "processing" when
+ * p is asked to stop meanwhile. */
+static void process_one(srv_app *app, srv_dsproc *p, store *s, int64_t id)
 {
     store_dataset d;
     char msg[400] = "", upload[SRV_CONFIG_STR_MAX + 128];
@@ -702,14 +736,21 @@ static void process_one(srv_app *app, store *s, int64_t id)
     snprintf(upload, sizeof upload, "%s/%s", d.dir, UPLOAD_FILE);
     if (st == 0 && access(upload, F_OK) == 0) {
         clear_except_upload(d.dir);
-        st = place_file(app, upload, d.dir, d.format, kind, msg, sizeof msg);
+        st = place_file(app, upload, d.dir, d.format, kind, p, msg, sizeof msg);
         if (st == 0 && unlink(upload) != 0 && errno != ENOENT) {
             st = 500;
             snprintf(msg, sizeof msg, "cannot remove the unpacked upload: %s", strerror(errno));
         }
     }
     if (st == 0)
-        st = inspect_dir(d.dir, kind, d.format, NULL, &info_text, msg, sizeof msg);
+        st = inspect_dir(d.dir, kind, d.format, NULL, p, &info_text, msg, sizeof msg);
+    if (st == ST_STOPPED) {
+        /* shutting down: the row stays "processing" and the next start does it again (it
+         * clears what was unpacked beside .upload, or reads the unpacked files again) */
+        srv_log(SRV_LOG_INFO, "dataset processing stopped id=%lld name=%s: shutting down",
+                (long long)id, d.name);
+        goto out;
+    }
     if (st != 0)
         remove_tree(d.dir); /* a failed dataset keeps no files, caches or partial unpacking */
     rc = st == 0 ? store_dataset_finish(s, id, info_text, NULL)
@@ -758,7 +799,7 @@ static void *dsproc_main(void *arg)
             continue;
         }
         for (size_t i = 0; i < n && !dsproc_stopping(p); i++)
-            process_one(app, s, ids[i]);
+            process_one(app, p, s, ids[i]);
         free(ids);
     }
     return NULL; /* the thread's store connection is closed by the key's destructor */
@@ -1466,7 +1507,7 @@ int srv_dataset_inspect_path(const char *path, const char *format, srv_dataset_r
         return -1;
     }
     char *info_text = NULL;
-    if (inspect_dir(path, kind, format, NULL, &info_text, msg, msz) != 0)
+    if (inspect_dir(path, kind, format, NULL, NULL, &info_text, msg, msz) != 0)
         return -1;
     out->kind = kind;
     snprintf(out->dir, sizeof out->dir, "%s", path);
