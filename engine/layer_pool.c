@@ -143,16 +143,80 @@ static void max_one(const eng_pool2d_geom *g, const float *xp, size_t h0, size_t
     yr[ow] = plane_max(xp, g->IW, h0, h1, w0, w1, &ir[ow]);
 }
 
+/* Largest IH*OW of a plane the row-max pass below keeps on the stack. */
+#define FLAT_MAX 4096
+
+/* A plane whose rows are exactly OW*SW wide (resnet's 3x3/2 pooling of even maps): output
+ * column ow of row ih starts at flat index (ih*OW + ow)*SW - PW, so the maxima over each
+ * input row's window columns are one long strided pass over the plane, j = ih*OW + ow
+ * (entries of clipped columns read a neighbouring row and are never used); then every output
+ * takes the maximum of those row maxima over its window rows. Both passes scan in plane_max's
+ * order (rows, then columns within a row) with its update rule, so the results and indices
+ * are plane_max's; the clipped border columns go through plane_max itself. */
+static void max_plane_flat(const eng_pool2d_geom *g, size_t c0, size_t c1, const float *xp,
+                           float *yp, int32_t *ip)
+{
+    float hm[FLAT_MAX];
+    int32_t hi[FLAT_MAX];
+    const size_t S = g->SW, P = g->PW, OW = g->OW;
+    const size_t j0 = c0, j1 = (g->IH - 1) * OW + c1; /* every j a used output reads */
+    for (size_t j = j0; j < j1; j++) {
+        hm[j] = -INFINITY;
+        hi[j] = (int32_t)(j * S - P);
+    }
+    for (size_t kw = 0; kw < g->KW; kw++) {
+        const float *src = xp + j0 * S + kw - P; /* src[(j - j0)*S] = xp[j*S + kw - P] */
+        const int32_t first = (int32_t)(j0 * S + kw - P);
+        for (size_t j = j0; j < j1; j++) {
+            float v = src[(j - j0) * S], m = hm[j];
+            int32_t vi = first + (int32_t)((j - j0) * S), mi = hi[j];
+            int take = (v > m) | ((v != v) & (m == m));
+            hm[j] = take ? v : m;
+            hi[j] = take ? vi : mi;
+        }
+    }
+    for (size_t oh = 0; oh < g->OH; oh++) {
+        size_t h0, h1, fh;
+        window(oh, g->KH, g->SH, g->PH, g->IH, &h0, &h1, &fh);
+        float *yr = yp + oh * OW;
+        int32_t *ir = ip + oh * OW;
+        for (size_t ow = c0; ow < c1; ow++) {
+            yr[ow] = -INFINITY;
+            ir[ow] = hi[h0 * OW + ow];
+        }
+        for (size_t ih = h0; ih < h1; ih++) {
+            const float *hr = hm + ih * OW;
+            const int32_t *hir = hi + ih * OW;
+            for (size_t ow = c0; ow < c1; ow++) {
+                float v = hr[ow], m = yr[ow];
+                int32_t vi = hir[ow], mi = ir[ow];
+                int take = (v > m) | ((v != v) & (m == m));
+                yr[ow] = take ? v : m;
+                ir[ow] = take ? vi : mi;
+            }
+        }
+        for (size_t ow = 0; ow < c0; ow++)
+            max_one(g, xp, h0, h1, ow, yr, ir);
+        for (size_t ow = c1; ow < OW; ow++)
+            max_one(g, xp, h0, h1, ow, yr, ir);
+    }
+}
+
 void eng_maxpool2d_forward(const eng_pool2d_geom *g, size_t N, const float *x, float *y,
                            int32_t *idx)
 {
     const size_t IP = g->IH * g->IW, OP = g->OH * g->OW;
     size_t c0, c1;
     interior_cols(g, &c0, &c1);
+    const bool flat = g->IW == g->OW * g->SW && g->IH * g->OW <= FLAT_MAX && c1 > c0;
     for (size_t pl = 0; pl < N * g->C; pl++) {
         const float *xp = x + pl * IP; /* [IH, IW] */
         float *yp = y + pl * OP;       /* [OH, OW] */
         int32_t *ip = idx + pl * OP;   /* [OH, OW] */
+        if (flat) {
+            max_plane_flat(g, c0, c1, xp, yp, ip);
+            continue;
+        }
         for (size_t oh = 0; oh < g->OH; oh++) {
             size_t h0, h1, fh;
             window(oh, g->KH, g->SH, g->PH, g->IH, &h0, &h1, &fh);

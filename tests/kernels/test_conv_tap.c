@@ -185,5 +185,6 @@ int main(void)
     check_maxpool_special(&r, 3, 2, 1);
     check_maxpool_special(&r, 2, 1, 0);
     check_maxpool_special(&r, 3, 3, 1);
+    check_maxpool_special(&r, 4, 2, 1); /* right border column clipped */
     return done_testing();
 }
