@@ -185,6 +185,26 @@ static void out_tiles(size_t TW, const float *restrict m, size_t es, float *rest
     }
 }
 
+/* out_tiles for even planes written without accumulation: the two output rows go straight
+ * to y0 and y1 (2*TW floats each), interleaved in registers. */
+static void out_tiles_y(size_t TW, const float *restrict m, size_t es, float *restrict y0,
+                        float *restrict y1)
+{
+    for (size_t tx = 0; tx < TW; tx++) {
+        float a0[4], a1[4]; /* A^T M */
+        for (size_t k = 0; k < 4; k++) {
+            float m0 = m[k * es + tx], m1 = m[(4 + k) * es + tx];
+            float m2 = m[(8 + k) * es + tx], m3 = m[(12 + k) * es + tx];
+            a0[k] = m0 + m1 + m2;
+            a1[k] = m1 - m2 - m3;
+        }
+        y0[2 * tx] = a0[0] + a0[1] + a0[2];
+        y0[2 * tx + 1] = a0[1] - a0[2] - a0[3];
+        y1[2 * tx] = a1[0] + a1[1] + a1[2];
+        y1[2 * tx + 1] = a1[1] - a1[2] - a1[3];
+    }
+}
+
 /* dst[w] (+)= the w-th column of a row stored de-interleaved as E[TW], O[TW], w < W. */
 static void row_store(size_t W, const float *restrict E, const float *restrict O,
                       float *restrict dst, bool accumulate)
@@ -219,6 +239,11 @@ static void output_transform(size_t C, size_t H, size_t W, size_t m, const float
             float *yc = y + (n * C + c) * H * W;
             const float *mc = M + c * ldm + n * T;
             const size_t es = C * ldm; /* stride between the 16 positions */
+            if (!accumulate && H % 2 == 0 && W % 2 == 0) {
+                for (size_t ty = 0; ty < TH; ty++)
+                    out_tiles_y(TW, mc + ty * TW, es, yc + 2 * ty * W, yc + (2 * ty + 1) * W);
+                continue;
+            }
             for (size_t ty = 0; ty < TH; ty++) {
                 float *o0 = buf + 2 * ty * BW, *o1 = o0 + BW;
                 out_tiles(TW, mc + ty * TW, es, o0, o0 + TW, o1, o1 + TW);
