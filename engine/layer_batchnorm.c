@@ -534,6 +534,16 @@ static void plane_affine_relu(const float *restrict x, float *restrict y, float 
     }
 }
 
+/* x = max(0, x * a + b) in place: the cache lines just read are written back, no fresh
+ * output buffer is pulled into the cache */
+static void plane_affine_relu_inplace(float *x, float a, float b, size_t S)
+{
+    for (size_t s = 0; s < S; s++) {
+        const float v = x[s] * a + b;
+        x[s] = v > 0.0f ? v : 0.0f;
+    }
+}
+
 /* y = max(0, (x * a + b) + r) */
 static void plane_affine_add_relu(const float *restrict x, const float *restrict r,
                                   float *restrict y, float a, float b, size_t S)
@@ -674,6 +684,8 @@ static void bnrelu_forward_part(void *ctx, size_t p, size_t T)
             if (j->res)
                 plane_affine_add_relu(PLANE(j->x, d, n, c), PLANE(j->res, d, n, c),
                                       PLANE(j->out, d, n, c), a, b, d->S);
+            else if (j->out == j->x)
+                plane_affine_relu_inplace(PLANE(j->out, d, n, c), a, b, d->S);
             else
                 plane_affine_relu(PLANE(j->x, d, n, c), PLANE(j->out, d, n, c), a, b, d->S);
         }
@@ -689,6 +701,7 @@ bool eng_bn_relu_pair(const eng_layer *bn, const eng_layer *next)
 void eng_bn_relu_forward(eng_layer *bn, const eng_fwd_args *a, const float *res)
 {
     bnrelu_job j = {.l = bn, .d = bn_dims(bn, a->N), .x = a->x, .res = res, .out = a->y};
+    ENG_ASSERT(!res || (a->y != a->x && a->y != res));
     j.train = a->train && j.d.N * j.d.S >= 2; /* as bn_forward */
     eng_par_run(bn_parts(&j.d), bnrelu_forward_part, &j);
     if (j.train)

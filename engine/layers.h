@@ -136,8 +136,9 @@ extern const eng_layer_ops eng_layer_dropout;
  * eng_bn_relu_pair: whether layer `next` is a ReLU reading `bn`'s output and bn is a
  * batchnorm without the `unfused` flag.
  * eng_bn_relu_forward: a->y = max(0, bn(a->x) + res), res [N x out_size] or NULL for none;
- * statistics, running-statistics updates and aux as bn's forward. a->y must not alias a->x
- * or res.
+ * statistics, running-statistics updates and aux as bn's forward. a->y may be a->x (in
+ * place; the backward then needs a->x intact, so only where no backward follows) when res is
+ * NULL; otherwise it must not alias a->x or res.
  * eng_bn_relu_backward: a->x is bn's input and a->dy the gradient at the output of
  * eng_bn_relu_forward. Sets bn's trainable gradients and writes a->dx (when not NULL) as bn's
  * backward would for dy masked by the ReLU. a->y is that forward's output, or NULL when it had

@@ -124,7 +124,9 @@ const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool 
         const bool fuse = fused_at(m, i);
         const size_t last = fuse ? i + 1 : i; /* the layer whose output this writes */
         float *y = last + 1 >= keep ? t->act[last + 1] : t->grad_buf[pp];
-        if (y == t->grad_buf[pp])
+        if (fuse && y == t->grad_buf[pp] && in == t->grad_buf[1 - pp])
+            y = t->grad_buf[1 - pp]; /* a fused pair in place: its input is not kept either */
+        else if (y == t->grad_buf[pp])
             pp = 1 - pp;
         eng_fwd_args a = {.N = N, .x = in, .y = y, .train = train};
         if (fuse)

@@ -133,6 +133,19 @@ static void check_case(test_rng *r, const bn_case *k)
     ba = (eng_bwd_args){.N = N, .x = x, .y = z, .dy = g_ref, .dx = k->want_dx ? dx_ref : NULL};
     ref.l.ops->backward(&ref.l, &ba);
 
+    /* fused in place (no residual): on a copy of x, with its own copy of the state */
+    bool inplace_ok = true;
+    if (!k->residual) {
+        lay ip;
+        make(&ip, ops, cfg, is2d ? 3 : 1, shape, N);
+        copy_state(&ip, &fu, N);
+        memcpy(g, x, n * sizeof(float));
+        fa = (eng_fwd_args){.N = N, .x = g, .y = g, .train = k->train};
+        eng_bn_relu_forward(&ip.l, &fa, NULL);
+        inplace_ok = same(g, y_ref, n) && same(ip.l.aux, ref.l.aux, 2 * C + 1);
+        destroy(&ip);
+    }
+
     /* fused */
     fa = (eng_fwd_args){.N = N, .x = x, .y = y, .train = k->train};
     eng_bn_relu_forward(&fu.l, &fa, k->residual ? res : NULL);
@@ -151,6 +164,8 @@ static void check_case(test_rng *r, const bn_case *k)
     double e;
     ok(test_close(y, y_ref, n, 1e-14, &e), "%s: forward (nmse %.2g, %s)", what, e,
        same(y, y_ref, n) ? "bit-exact" : "not bit-exact");
+    if (!k->residual)
+        ok(inplace_ok, "%s: forward in place is exact", what);
     bool state = true;
     for (size_t i = 0; i < ref.n; i++)
         state &= same(fu.l.param[i], ref.l.param[i], ref.cnt[i]);
