@@ -1,8 +1,8 @@
 /*
  * datasets.h: the dataset registry's server side (handlers_datasets.c): streamed uploads,
- * imports under --import-root, the processing thread (tar extraction, validation, decoding),
- * the demo dataset, and resolving a job's "data": {"dataset": ...} to the files the engine
- * reads.
+ * imports under --import-root, the processing thread (import copies, tar extraction,
+ * validation, decoding), the demo dataset, and resolving a job's "data": {"dataset": ...}
+ * to the files the engine reads.
  */
 #pragma once
 
@@ -51,11 +51,11 @@ void srv_upload_destroy(srv_upload *u);
 
 /* ---- the dataset-processing thread -------------------------------------------------------- */
 
-/* Starts the one thread that unpacks, validates and decodes new datasets (the engine's
- * eng_dataset_inspect, which writes an image folder's decode cache) and moves each from
- * "processing" to "ready" or "failed". It uses its own store connection, sleeps on a
- * condvar until an upload or import wakes it (or 30 s pass), and begins with whatever a
- * previous process left "processing" (shut down or crashed mid-way): such a dataset is
+/* Starts the one thread that copies imports, unpacks, validates and decodes new datasets
+ * (the engine's eng_dataset_inspect, which writes an image folder's decode cache), moving
+ * each from "processing" to "ready" or "failed". It uses its own store connection, sleeps
+ * on a condvar until an upload or import wakes it (or 30 s pass), and begins with whatever
+ * a previous process left "processing" (shut down or crashed mid-way): such a dataset is
  * processed again from its files. Call from main once storage is ready. 0, or -1 (logged). */
 int srv_datasets_start(srv_app *app);
 /* Asks the thread to stop and joins it. Processing checks the request between tar entries

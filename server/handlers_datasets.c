@@ -2,25 +2,29 @@
  * handlers_datasets.c: the dataset registry over HTTP: streamed upload, import from
  * --import-root, list, show, delete; the demo dataset; resolving "data": {"dataset": ...}.
  *
- * DESIGN: every new dataset goes through one path. Its bytes are first put in a private
- * staging directory DATA/datasets/.tmp/stage-XXXXXX (an upload is streamed to the temp file
- * .upload there while being hashed and fsync'd; an import is copied from below the import
- * root, a single file also to .upload). Once the bytes are there and the checksum matches,
- * the HTTP thread renames the staging directory to DATA/datasets/<token> (atomic), adds the
- * row in state "processing", wakes the processing thread and answers 202: it never unpacks
+ * DESIGN: every new dataset goes through one path. A private staging directory
+ * DATA/datasets/.tmp/stage-XXXXXX gets either the upload, streamed to the temp file .upload
+ * while being hashed and fsync'd, or for an import only the marker .import naming the path
+ * below the import root (checked, not copied: copying a big tree is no work for the HTTP
+ * thread). Once that is there (and an upload's checksum matches), the HTTP thread renames
+ * the staging directory to DATA/datasets/<token> (atomic), adds the row in state
+ * "processing" (an import with size 0 for a directory and an all-zero sha256, as its bytes
+ * are not read yet), wakes the processing thread and answers 202: it never copies, unpacks
  * or decodes. The processing thread (one, owned by the server, its own store connection)
- * unpacks .upload (a tar, gzip'd or not, or a single file given the name its reader
- * expects), has the engine read and validate every file (eng_dataset_inspect, which also
- * writes an image folder's decode cache) and marks the row "ready" with what the engine
- * found, or "failed" with the reader's message after removing the directory (so a failed
- * dataset leaves no files or caches). Restart recovery is the same loop: a row still
- * "processing" is processed again, after removing whatever a previous attempt unpacked
- * beside .upload; a directory import has no .upload and is simply read again (the cache is
- * written by rename, so it is whole or absent). Shutdown does not wait for a dataset: the
- * thread checks its stop flag between tar entries (and every 64 KiB), and the engine asks it
- * between files and decoded images (eng_dataset_inspect_stoppable), so a stopped dataset is
- * left "processing" for that same recovery. A processing dataset cannot be deleted and
- * jobs may not name it. Anything that fails before the row exists removes its staging
+ * copies an import (a tree into the directory, a file to .upload), records its size and
+ * sha256 and removes .import; unpacks .upload (a tar, gzip'd or not, or a single file given
+ * the name its reader expects), has the engine read and validate every file
+ * (eng_dataset_inspect, which also writes an image folder's decode cache) and marks the row
+ * "ready" with what the engine found, or "failed" with the reader's message after removing
+ * the directory (so a failed dataset leaves no files or caches). Restart recovery is the
+ * same loop: a row still "processing" is processed again, after removing whatever a
+ * previous attempt copied beside .import or unpacked beside .upload; a copied directory
+ * import has neither and is simply read again (the cache is written by rename, so it is
+ * whole or absent). Shutdown does not wait for a dataset: the thread checks its stop flag
+ * between tar entries and copied files (and every 64 KiB), and the engine asks it between
+ * files and decoded images (eng_dataset_inspect_stoppable), so a stopped dataset is left
+ * "processing" for that same recovery. A processing dataset cannot be deleted and jobs may
+ * not name it. Anything that fails before the row exists removes its staging
  * directory, so nothing partial is registered. Import paths are resolved with
  * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS) from a descriptor of the import root (a
  * per-component O_NOFOLLOW walk where openat2 is missing), and tar entries may not be
@@ -58,6 +62,10 @@
 #define MAX_TAR_ENTRIES 200000
 #define DEMO_NAME       "fashion-mnist"
 #define UPLOAD_FILE     ".upload" /* hidden: tar extraction and the readers skip it */
+/* An import not yet copied: holds the path below --import-root (hidden, like .upload). */
+#define IMPORT_FILE ".import"
+/* The sha256 of an import until its bytes are copied and hashed in the background. */
+#define PENDING_SHA "0000000000000000000000000000000000000000000000000000000000000000"
 
 static const char *const fmnist_files[4] = {
     "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
@@ -207,6 +215,26 @@ static bool is_tar(const char *path)
     char hdr[512];
     bool tar = gzread(g, hdr, 512) == 512 && memcmp(hdr + 257, "ustar", 5) == 0;
     gzclose(g);
+    return tar;
+}
+
+/* is_tar of an open file (borrowed; read from its start through a duplicate). */
+static bool is_tar_fd(int fd)
+{
+    int d = dup(fd);
+    if (d < 0 || lseek(d, 0, SEEK_SET) != 0) {
+        if (d >= 0)
+            close(d);
+        return false;
+    }
+    gzFile g = gzdopen(d, "rb");
+    if (!g) {
+        close(d);
+        return false;
+    }
+    char hdr[512];
+    bool tar = gzread(g, hdr, 512) == 512 && memcmp(hdr + 257, "ustar", 5) == 0;
+    gzclose(g); /* closes d */
     return tar;
 }
 
@@ -534,7 +562,7 @@ static unsigned add_stage(srv_app *app, const char *stage, const char *name, con
                           store_dataset *out, char *msg, size_t msz)
 {
     char final[SRV_CONFIG_STR_MAX + 96];
-    final_dir(app, sha256, final, sizeof final);
+    final_dir(app, strcmp(sha256, PENDING_SHA) ? sha256 : "import", final, sizeof final);
     if (rename(stage, final) != 0) {
         snprintf(msg, msz, "cannot move the dataset into place: %s", strerror(errno));
         return 500;
@@ -606,11 +634,12 @@ static const char *single_file_name(eng_data_kind kind)
 }
 
 /* The check of a single file that is cheap enough for the HTTP thread: a format with
- * several files must come as a tar. 0 or 422 with msg. */
-static unsigned check_single_file(const char *file, const char *format, eng_data_kind kind,
+ * several files must come as a tar. `file` is a path, or NULL to read the open file fd.
+ * 0 or 422 with msg. */
+static unsigned check_single_file(const char *file, int fd, const char *format, eng_data_kind kind,
                                   char *msg, size_t msz)
 {
-    if (single_file_name(kind) || is_tar(file))
+    if (single_file_name(kind) || (file ? is_tar(file) : is_tar_fd(fd)))
         return 0;
     snprintf(msg, msz,
              "a %s dataset has several files: send a tar archive (.tar or .tar.gz) of them",
@@ -680,8 +709,9 @@ static bool dsproc_stopping(srv_dsproc *p)
     return stop;
 }
 
-/* Removes every entry of `dir` except .upload: what an interrupted attempt unpacked. */
-static void clear_except_upload(const char *dir)
+/* Removes every entry of `dir` except `keep` (.upload or .import): what an interrupted
+ * attempt unpacked or copied. */
+static void clear_except(const char *dir, const char *keep)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -690,7 +720,7 @@ static void clear_except_upload(const char *dir)
     char **names = NULL;
     size_t n = 0;
     while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, UPLOAD_FILE))
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, keep))
             continue;
         char **g = realloc(names, (n + 1) * sizeof *names);
         if (!g)
@@ -708,6 +738,88 @@ static void clear_except_upload(const char *dir)
         free(names[i]);
     }
     free(names);
+}
+
+static int open_beneath(int rootfd, const char *rel);
+static int copy_tree(int sfd, int dfd, const char *rel, eng_sha256 *h, uint64_t *total,
+                     uint64_t cap, srv_dsproc *stop, char *msg, size_t msz);
+static int copy_file(int src, const char *dst, eng_sha256 *h, uint64_t *total, uint64_t cap,
+                     srv_dsproc *stop);
+
+/* The copy of an import, done here rather than on the HTTP thread: copies what dir/.import
+ * names below --import-root (a directory's tree into dir, a file to dir/.upload), records
+ * the size and sha256, then removes .import. A copy left by an interrupted attempt is
+ * cleared first. Returns 0, ST_STOPPED, or a status with msg. */
+static unsigned copy_import(srv_app *app, srv_dsproc *p, store *s, int64_t id, const char *dir,
+                            const char *format, eng_data_kind kind, char *msg, size_t msz)
+{
+    char marker[SRV_CONFIG_STR_MAX + 128], rel[1024] = "", sha[65];
+    snprintf(marker, sizeof marker, "%s/%s", dir, IMPORT_FILE);
+    FILE *f = fopen(marker, "r");
+    bool got = f && fgets(rel, sizeof rel, f) != NULL;
+    if (f)
+        fclose(f);
+    rel[strcspn(rel, "\n")] = '\0';
+    if (!got || !rel[0]) {
+        snprintf(msg, msz, "cannot read the import's path");
+        return 500;
+    }
+    clear_except(dir, IMPORT_FILE);
+    unsigned st = 0;
+    uint64_t total = 0, cap = (uint64_t)app->cfg->max_upload;
+    eng_sha256 *h = eng_sha256_create();
+    int root = app->cfg->import_root[0]
+                   ? open(app->cfg->import_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                   : -1;
+    int src = root >= 0 ? open_beneath(root, rel) : -1;
+    struct stat sb;
+    if (!h) {
+        st = 500;
+        snprintf(msg, msz, "out of memory");
+    } else if (src < 0 || fstat(src, &sb) != 0) {
+        st = 422;
+        snprintf(msg, msz, "'%.200s' can no longer be opened below the import root", rel);
+    } else if (S_ISDIR(sb.st_mode)) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int rc = dfd < 0 ? -1 : copy_tree(src, dfd, "", h, &total, cap, p, msg, msz);
+        if (dfd < 0)
+            snprintf(msg, msz, "cannot open the dataset directory");
+        st = rc == -2 ? ST_STOPPED : rc ? 422 : 0;
+        if (dfd >= 0)
+            close(dfd);
+    } else if (S_ISREG(sb.st_mode)) {
+        char file[SRV_CONFIG_STR_MAX + 128];
+        snprintf(file, sizeof file, "%s/%s", dir, UPLOAD_FILE);
+        int rc = copy_file(src, file, h, &total, cap, p);
+        st = rc == -2 ? ST_STOPPED : rc ? 422 : 0;
+        if (rc == -3)
+            snprintf(msg, msz, "the file is larger than --max-upload (%llu bytes)",
+                     (unsigned long long)cap);
+        else if (rc == -1)
+            snprintf(msg, msz, "cannot copy the file");
+        if (st == 0)
+            st = check_single_file(file, -1, format, kind, msg, msz);
+    } else {
+        st = 422;
+        snprintf(msg, msz, "'%.200s' is not a file or directory", rel);
+    }
+    if (st == 0) {
+        eng_sha256_final_hex(h, sha);
+        int rc = store_dataset_set_content(s, id, (int64_t)total, sha);
+        if (rc) {
+            st = 500;
+            snprintf(msg, msz, "cannot record the import: %s", store_strerror(rc));
+        } else if (unlink(marker) != 0) {
+            st = 500;
+            snprintf(msg, msz, "cannot remove the import marker: %s", strerror(errno));
+        }
+    }
+    if (src >= 0)
+        close(src);
+    if (root >= 0)
+        close(root);
+    eng_sha256_destroy(h);
+    return st;
 }
 
 /* Processes one "processing" dataset to "ready" or "failed", or leaves it "processing" when
@@ -733,9 +845,13 @@ static void process_one(srv_app *app, srv_dsproc *p, store *s, int64_t id)
         st = 422;
         snprintf(msg, sizeof msg, "unknown format '%.32s'", d.format);
     }
+    char marker[SRV_CONFIG_STR_MAX + 128];
+    snprintf(marker, sizeof marker, "%s/%s", d.dir, IMPORT_FILE);
+    if (st == 0 && access(marker, F_OK) == 0)
+        st = copy_import(app, p, s, id, d.dir, d.format, kind, msg, sizeof msg);
     snprintf(upload, sizeof upload, "%s/%s", d.dir, UPLOAD_FILE);
     if (st == 0 && access(upload, F_OK) == 0) {
-        clear_except_upload(d.dir);
+        clear_except(d.dir, UPLOAD_FILE);
         st = place_file(app, upload, d.dir, d.format, kind, p, msg, sizeof msg);
         if (st == 0 && unlink(upload) != 0 && errno != ENOENT) {
             st = 500;
@@ -1071,7 +1187,7 @@ void srv_upload_finish(srv_upload *u, srv_request *req, srv_reply *rep)
         srv_reply_problem(rep, req, 422, msg);
         return;
     }
-    unsigned st = check_single_file(u->file, u->format, u->kind, msg, sizeof msg);
+    unsigned st = check_single_file(u->file, -1, u->format, u->kind, msg, sizeof msg);
     store_dataset d;
     if (st == 0)
         st = queue_stage(u->app, u->stage, u->name, u->format, u->bytes, sha, &d, msg, sizeof msg);
@@ -1134,9 +1250,10 @@ static int open_beneath(int rootfd, const char *rel)
 }
 
 /* Copies directory sfd into dfd (both borrowed), hashing "relpath\0content" of each file
- * in sorted order. Symlinks and special files are refused. */
+ * in sorted order. Symlinks and special files are refused. Asks `stop` (NULL: never) before
+ * each entry and each 64 KiB. 0, -1 with msg, or -2 when stopped. */
 static int copy_tree(int sfd, int dfd, const char *rel, eng_sha256 *h, uint64_t *total,
-                     uint64_t cap, char *msg, size_t msz)
+                     uint64_t cap, srv_dsproc *stop, char *msg, size_t msz)
 {
     int dup_fd = dup(sfd);
     DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
@@ -1179,6 +1296,10 @@ static int copy_tree(int sfd, int dfd, const char *rel, eng_sha256 *h, uint64_t 
     for (size_t i = 0; i < n && !rc; i++) {
         char sub[1024];
         snprintf(sub, sizeof sub, "%s%s%s", rel, rel[0] ? "/" : "", names[i]);
+        if (stop && dsproc_stopping(stop)) {
+            rc = -2;
+            break;
+        }
         struct stat st;
         if (fstatat(sfd, names[i], &st, AT_SYMLINK_NOFOLLOW) != 0) {
             rc = -1;
@@ -1195,7 +1316,7 @@ static int copy_tree(int sfd, int dfd, const char *rel, eng_sha256 *h, uint64_t 
                 rc = -1;
                 snprintf(msg, msz, "cannot copy directory '%.200s'", sub);
             } else {
-                rc = copy_tree(cs, cd, sub, h, total, cap, msg, msz);
+                rc = copy_tree(cs, cd, sub, h, total, cap, stop, msg, msz);
             }
             if (cs >= 0)
                 close(cs);
@@ -1208,6 +1329,10 @@ static int copy_tree(int sfd, int dfd, const char *rel, eng_sha256 *h, uint64_t 
             eng_sha256_update(h, sub, strlen(sub) + 1);
             ssize_t r = 0;
             while (in >= 0 && out >= 0 && (r = read(in, buf, 65536)) > 0) {
+                if (stop && dsproc_stopping(stop)) {
+                    r = -3;
+                    break;
+                }
                 *total += (uint64_t)r;
                 if (*total > cap) {
                     r = -2;
@@ -1220,7 +1345,7 @@ static int copy_tree(int sfd, int dfd, const char *rel, eng_sha256 *h, uint64_t 
                 }
             }
             if (in < 0 || out < 0 || r < 0) {
-                rc = -1;
+                rc = r == -3 ? -2 : -1;
                 if (r == -2)
                     snprintf(msg, msz, "the import is larger than --max-upload (%llu bytes)",
                              (unsigned long long)cap);
@@ -1243,6 +1368,37 @@ static int copy_tree(int sfd, int dfd, const char *rel, eng_sha256 *h, uint64_t 
         free(names[i]);
     free(names);
     return rc;
+}
+
+/* Copies the open file src (borrowed, from its current offset) to a new file dst, hashing
+ * its bytes into h and counting them in *total. Asks `stop` (NULL: never) every 64 KiB.
+ * 0, -1 (I/O), -2 when stopped, -3 past `cap` bytes. */
+static int copy_file(int src, const char *dst, eng_sha256 *h, uint64_t *total, uint64_t cap,
+                     srv_dsproc *stop)
+{
+    int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    char *buf = malloc(65536);
+    ssize_t r = out < 0 || !buf ? -1 : 0;
+    while (r >= 0) {
+        if (stop && dsproc_stopping(stop)) {
+            r = -2;
+            break;
+        }
+        if ((r = read(src, buf, 65536)) <= 0)
+            break;
+        *total += (uint64_t)r;
+        if (*total > cap) {
+            r = -3;
+            break;
+        }
+        eng_sha256_update(h, buf, (size_t)r);
+        if (write_all(out, buf, (size_t)r) != 0)
+            r = -1;
+    }
+    free(buf);
+    if (out >= 0 && close(out) != 0 && r == 0)
+        r = -1;
+    return r < 0 ? (int)r : 0;
 }
 
 static bool rel_path_ok(const char *p)
@@ -1302,18 +1458,15 @@ void srv_handle_dataset_import(srv_request *req, srv_reply *rep)
                           "name must be 1..64 characters of [A-Za-z0-9._-], not starting "
                           "with '.'");
     } else {
+        /* Only cheap checks here; the copy (and its hashing) is the processing thread's,
+         * like an upload's unpacking (copy_import). */
         char stage[SRV_CONFIG_STR_MAX + 64] = "";
         unsigned st = 0;
-        uint64_t total = 0;
-        char sha[65];
-        eng_sha256 *h = eng_sha256_create();
+        uint64_t size = 0;
         int root = open(app->cfg->import_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         int src = root >= 0 ? open_beneath(root, path) : -1;
         struct stat sb;
-        if (!h) {
-            st = 500;
-            snprintf(msg, sizeof msg, "out of memory");
-        } else if (root < 0) {
+        if (root < 0) {
             st = 500;
             snprintf(msg, sizeof msg, "cannot open the import root");
         } else if (src < 0 || fstat(src, &sb) != 0) {
@@ -1323,58 +1476,38 @@ void srv_handle_dataset_import(srv_request *req, srv_reply *rep)
                                      : "'%.200s' cannot be opened below the import root (links "
                                        "and paths leaving the root are refused)",
                      path);
+        } else if (!S_ISDIR(sb.st_mode) && !S_ISREG(sb.st_mode)) {
+            st = 422;
+            snprintf(msg, sizeof msg, "'%.200s' is not a file or directory", path);
+        } else if (S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > app->cfg->max_upload) {
+            st = 413;
+            snprintf(msg, sizeof msg, "the file is larger than --max-upload");
+        } else if (S_ISREG(sb.st_mode) &&
+                   (st = check_single_file(NULL, src, format, kind, msg, sizeof msg)) != 0) {
+            /* msg set */
         } else if (make_stage(app, stage, sizeof stage) != 0) {
             st = 500;
             snprintf(msg, sizeof msg, "cannot create a staging directory");
-        } else if (S_ISDIR(sb.st_mode)) {
-            int dfd = open(stage, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (dfd < 0 ||
-                copy_tree(src, dfd, "", h, &total, app->cfg->max_upload, msg, sizeof msg) != 0) {
-                st = dfd < 0 ? 500 : 422;
-                if (dfd < 0)
-                    snprintf(msg, sizeof msg, "cannot open the staging directory");
-            }
-            if (dfd >= 0)
-                close(dfd);
-        } else if (S_ISREG(sb.st_mode)) {
-            /* one file: copy it like an upload, then place it (tar or plain) */
-            char file[SRV_CONFIG_STR_MAX + 96];
-            snprintf(file, sizeof file, "%s/%s", stage, UPLOAD_FILE);
-            int out = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-            char *buf = malloc(65536);
-            ssize_t r = 0;
-            while (out >= 0 && buf && (r = read(src, buf, 65536)) > 0) {
-                total += (uint64_t)r;
-                if (total > app->cfg->max_upload) {
-                    r = -2;
-                    break;
-                }
-                eng_sha256_update(h, buf, (size_t)r);
-                if (write_all(out, buf, (size_t)r) != 0)
-                    r = -1;
-                if (r < 0)
-                    break;
-            }
-            free(buf);
-            if (out < 0 || r < 0 || close(out) != 0) {
-                st = r == -2 ? 413 : 500;
-                snprintf(msg, sizeof msg,
-                         r == -2 ? "the file is larger than --max-upload" : "cannot copy the file");
-            } else {
-                st = check_single_file(file, format, kind, msg, sizeof msg);
-            }
         } else {
-            st = 422;
-            snprintf(msg, sizeof msg, "'%.200s' is not a file or directory", path);
+            /* the marker the processing thread copies from (and a restart copies again) */
+            char marker[SRV_CONFIG_STR_MAX + 96];
+            snprintf(marker, sizeof marker, "%s/%s", stage, IMPORT_FILE);
+            FILE *f = fopen(marker, "w");
+            bool written = f && fprintf(f, "%s\n", path) > 0;
+            written = (f && fclose(f) == 0) && written;
+            if (!written) {
+                st = 500;
+                snprintf(msg, sizeof msg, "cannot write the import marker");
+            }
+            size = S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
         }
         store_dataset d;
-        if (st == 0) {
-            eng_sha256_final_hex(h, sha);
-            st = queue_stage(app, stage, name, format, total, sha, &d, msg, sizeof msg);
-        }
+        if (st == 0)
+            st = queue_stage(app, stage, name, format, size, PENDING_SHA, &d, msg, sizeof msg);
         if (st) {
             srv_reply_problem(rep, req, st, msg);
-            remove_tree(stage);
+            if (stage[0])
+                remove_tree(stage);
         } else {
             srv_reply_json(rep, 202, dataset_to_json(&d));
             snprintf(rep->location, sizeof rep->location, "/v1/datasets/%lld", (long long)d.id);
@@ -1384,7 +1517,6 @@ void srv_handle_dataset_import(srv_request *req, srv_reply *rep)
             close(src);
         if (root >= 0)
             close(root);
-        eng_sha256_destroy(h);
     }
     json_decref(body);
 }
@@ -1574,7 +1706,7 @@ void srv_datasets_register_demo(srv_app *app)
     int sfd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC), dfd = -1;
     if (!h || sfd < 0 || make_stage(app, stage, sizeof stage) != 0 ||
         (dfd = open(stage, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
-        copy_tree(sfd, dfd, "", h, &total, UINT64_MAX, msg, sizeof msg) != 0) {
+        copy_tree(sfd, dfd, "", h, &total, UINT64_MAX, NULL, msg, sizeof msg) != 0) {
         srv_log(SRV_LOG_WARN, "demo dataset not registered: cannot copy %s", src);
         goto out;
     }

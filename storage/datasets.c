@@ -144,6 +144,36 @@ int store_dataset_finish(store *s, int64_t id, const char *info_json, const char
     return rc == STORE_OK ? STORE_ECONFLICT : rc;
 }
 
+int store_dataset_set_content(store *s, int64_t id, int64_t size, const char *sha256)
+{
+    sqlite3_stmt *st = NULL;
+    int rc;
+    if (!s || id <= 0 || size < 0 || !hex64(sha256))
+        return STORE_EINVAL;
+    if ((rc = prepare(s,
+                      "UPDATE datasets SET size = ?2, sha256 = ?3"
+                      " WHERE id = ?1 AND state = 'processing'",
+                      &st)) != 0)
+        return rc;
+    store_bind_i64(st, 1, id, &rc);
+    store_bind_i64(st, 2, size, &rc);
+    store_bind_text(st, 3, sha256, &rc);
+    rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
+    if (rc != SQLITE_DONE) {
+        rc = store_sqlite_fail(s, rc, "set dataset content");
+        (void)sqlite3_finalize(st); /* repeats the step's error, handled above */
+        return rc;
+    }
+    int changed = sqlite3_changes(s->db);
+    (void)sqlite3_finalize(st); /* the step succeeded */
+    if (changed > 0)
+        return STORE_OK;
+    store_dataset d;
+    rc = store_dataset_get(s, id, NULL, &d);
+    store_dataset_fini(&d);
+    return rc == STORE_OK ? STORE_ECONFLICT : rc;
+}
+
 int store_dataset_list_processing(store *s, int64_t **ids, size_t *n)
 {
     sqlite3_stmt *st = NULL;

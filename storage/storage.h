@@ -383,6 +383,11 @@ int store_dataset_add_processing(store *s, const char *name, const char *format,
  * info_json NULL -> "failed" with `error` (non-empty, copied). STORE_ENOTFOUND when no
  * such dataset, STORE_ECONFLICT when it is not processing, STORE_EINVAL on bad arguments. */
 int store_dataset_finish(store *s, int64_t id, const char *info_json, const char *error);
+/* Records the size and sha256 of a dataset still "processing" whose bytes were copied in
+ * the background (an import). size >= 0, sha256 64 lowercase hex digits (else
+ * STORE_EINVAL); STORE_ENOTFOUND when no such dataset, STORE_ECONFLICT when it is not
+ * processing. */
+int store_dataset_set_content(store *s, int64_t id, int64_t size, const char *sha256);
 /* The ids of the datasets in state "processing", oldest first (at most 10000). Caller frees
  * *ids with free() (NULL when there are none). */
 int store_dataset_list_processing(store *s, int64_t **ids, size_t *n);

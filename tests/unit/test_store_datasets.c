@@ -1,7 +1,8 @@
 /*
  * test_store_datasets.c: the dataset registry rows: add, unique names, get by id and name,
  * list, delete refused while a queued or running job's spec names the dataset or while it is
- * processing, and the processing -> ready | failed transition.
+ * processing, the processing -> ready | failed transition, and the size and sha256 of a
+ * processing import recorded once its bytes are copied.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,17 @@ int main(void)
     is_int(store_dataset_list_processing(s, &ids, &n), 0, "list processing");
     ok(n == 2 && ids[0] == p && ids[1] == q, "both processing ids, oldest first");
     free(ids);
+#define SHA2 "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+    is_int(store_dataset_set_content(s, p, 1234, SHA2), 0, "set content while processing");
+    is_int(store_dataset_get(s, p, NULL, &d), 0, "get after set content");
+    ok(d.size == 1234 && strcmp(d.sha256, SHA2) == 0 && strcmp(d.state, "processing") == 0,
+       "size and sha256 recorded, still processing");
+    store_dataset_fini(&d);
+    is_int(store_dataset_set_content(s, p, 1, "xyz"), STORE_EINVAL, "set content: bad sha256");
+    is_int(store_dataset_set_content(s, p, -1, SHA), STORE_EINVAL, "set content: negative size");
+    is_int(store_dataset_set_content(s, 4242, 1, SHA), STORE_ENOTFOUND, "set content: unknown");
+    is_int(store_dataset_set_content(s, b, 1, SHA), STORE_ECONFLICT,
+           "set content of a ready dataset -> conflict");
     users = 7;
     is_int(store_dataset_delete(s, p, &users, &dir), STORE_ECONFLICT, "delete while processing");
     ok(users == 0 && dir == NULL, "refused with no job users");
