@@ -31,29 +31,26 @@ static void check(test_rng *r, size_t N, size_t IC, size_t OC, size_t H, size_t 
     eng_conv2d_ref_forward(&g, N, x, w, NULL, y_ref);
     eng_wino_weights(OC, IC, w, false, U);
     eng_wino_conv(IC, OC, H, W, N, x, U, y, false, s, nb);
-    double e;
-    ok(test_close(y, y_ref, out, 1e-10, &e), "forward N=%zu %zu->%zu %zux%zu nb=%zu (nmse %.2g)", N,
-       IC, OC, H, W, nb, e);
+    CLOSE(y, y_ref, out, 1e-10, "forward N=%zu %zu->%zu %zux%zu nb=%zu", N, IC, OC, H, W, nb);
     /* accumulate adds onto what is there */
     for (size_t i = 0; i < out; i++)
         y_ref[i] *= 2.0f;
     eng_wino_conv(IC, OC, H, W, N, x, U, y, true, s, nb);
-    ok(test_close(y, y_ref, out, 1e-10, &e), "forward accumulate (nmse %.2g)", e);
+    CLOSE(y, y_ref, out, 1e-10, "forward accumulate");
     eng_conv2d_ref_backward_input(&g, N, dy, w, dx_ref);
     eng_wino_weights(OC, IC, w, true, U);
     eng_wino_conv(OC, IC, H, W, N, dy, U, dx, false, s, nb);
-    ok(test_close(dx, dx_ref, in, 1e-10, &e), "input gradient N=%zu %zu->%zu %zux%zu (nmse %.2g)",
-       N, IC, OC, H, W, e);
+    CLOSE(dx, dx_ref, in, 1e-10, "input gradient N=%zu %zu->%zu %zux%zu", N, IC, OC, H, W);
     /* weight gradient over all images and chunks; then accumulated onto a previous value */
     eng_conv2d_ref_backward_weight(&g, N, x, dy, dw_ref, NULL);
     test_fill(r, dw, OC * IC * 9, -9, 9); /* overwritten */
     eng_wino_wgrad(IC, OC, H, W, N, x, dy, dw, false, s, nb);
-    ok(test_close(dw, dw_ref, OC * IC * 9, 1e-10, &e),
-       "weight gradient N=%zu %zu->%zu %zux%zu nb=%zu (nmse %.2g)", N, IC, OC, H, W, nb, e);
+    CLOSE(dw, dw_ref, OC * IC * 9, 1e-10, "weight gradient N=%zu %zu->%zu %zux%zu nb=%zu", N, IC,
+          OC, H, W, nb);
     for (size_t i = 0; i < OC * IC * 9; i++)
         dw_ref[i] *= 2.0f;
     eng_wino_wgrad(IC, OC, H, W, N, x, dy, dw, true, s, nb);
-    ok(test_close(dw, dw_ref, OC * IC * 9, 1e-10, &e), "weight gradient accumulate (nmse %.2g)", e);
+    CLOSE(dw, dw_ref, OC * IC * 9, 1e-10, "weight gradient accumulate");
     free(x), free(w), free(y), free(y_ref), free(dy), free(dx), free(dx_ref), free(U), free(s);
     free(dw), free(dw_ref);
 }
