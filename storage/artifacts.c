@@ -12,8 +12,7 @@
 
 #include "store_impl.h"
 
-#define SHA256_HEX_LEN 64
-#define MAX_ARTIFACTS  100000 /* a sanity bound on one job's list */
+#define MAX_ARTIFACTS 100000 /* a sanity bound on one job's list */
 
 void store_artifact_fini(store_artifact *a)
 {
@@ -35,20 +34,6 @@ void store_artifact_list_free(store_artifact *a, size_t n)
     free(a);
 }
 
-static bool sha256_valid(const char *hex)
-{
-    size_t i;
-
-    if (!hex)
-        return false;
-    for (i = 0; hex[i]; i++) {
-        if (i >= SHA256_HEX_LEN ||
-            !((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
-            return false;
-    }
-    return i == SHA256_HEX_LEN;
-}
-
 int store_artifact_add(store *s, int64_t job_id, const char *kind, const char *name,
                        const char *path, int64_t size, const char *sha256)
 {
@@ -58,7 +43,7 @@ int store_artifact_add(store *s, int64_t job_id, const char *kind, const char *n
     int rc;
 
     if (!s || job_id <= 0 || !kind || !kind[0] || !name || !name[0] || !path || !path[0] ||
-        size < 0 || !sha256_valid(sha256))
+        size < 0 || !store_sha256_hex_valid(sha256))
         return STORE_EINVAL;
     if ((rc = store_stmt(s, STMT_ARTIFACT_UPSERT, sql, &st)) != 0)
         return rc;
@@ -85,8 +70,9 @@ out:
     return rc;
 }
 
-static int read_artifact(sqlite3_stmt *st, store_artifact *a)
+static int read_artifact(sqlite3_stmt *st, void *row)
 {
+    store_artifact *a = row;
     int rc;
 
     memset(a, 0, sizeof(*a));
@@ -102,13 +88,17 @@ static int read_artifact(sqlite3_stmt *st, store_artifact *a)
     return rc;
 }
 
+static void free_artifacts(void *rows, size_t n)
+{
+    store_artifact_list_free(rows, n);
+}
+
 int store_artifact_list(store *s, int64_t job_id, store_artifact **out, size_t *n)
 {
     static const char sql[] = "SELECT id, job_id, created_at, kind, name, path, size, sha256"
                               " FROM artifacts WHERE job_id = ?1 ORDER BY id";
-    store_artifact *arr = NULL, *grown;
-    sqlite3_stmt *st;
-    size_t got = 0, cap = 0;
+    store_query q = {.cached = true, .what = "list artifacts"};
+    void *rows;
     int rc;
 
     if (out)
@@ -117,47 +107,11 @@ int store_artifact_list(store *s, int64_t job_id, store_artifact **out, size_t *
         *n = 0;
     if (!s || !out || !n || job_id <= 0)
         return STORE_EINVAL;
-    if ((rc = store_stmt(s, STMT_ARTIFACT_LIST, sql, &st)) != 0)
+    if ((rc = store_stmt(s, STMT_ARTIFACT_LIST, sql, &q.st)) != 0)
         return rc;
-    store_bind_i64(st, 1, job_id, &rc);
-    if (rc != SQLITE_OK) {
-        rc = store_sqlite_fail(s, rc, "bind");
-        goto fail;
-    }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (got == cap) {
-            cap = cap ? cap * 2 : 8;
-            if (cap > MAX_ARTIFACTS) {
-                store_logf(s, STORE_LOG_ERROR, "storage: job %lld has too many artifacts",
-                           (long long)job_id);
-                rc = STORE_EIO;
-                goto fail;
-            }
-            grown = realloc(arr, cap * sizeof(*arr));
-            if (!grown) {
-                rc = STORE_ENOMEM;
-                goto fail;
-            }
-            arr = grown;
-        }
-        if ((rc = read_artifact(st, &arr[got])) != 0)
-            goto fail;
-        got++;
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_sqlite_fail(s, rc, "list artifacts");
-        goto fail;
-    }
-    store_stmt_reset(st);
-    if (got == 0) {
-        free(arr);
-        arr = NULL;
-    }
-    *out = arr;
-    *n = got;
-    return STORE_OK;
-fail:
-    store_stmt_reset(st);
-    store_artifact_list_free(arr, got);
+    store_bind_i64(q.st, 1, job_id, &q.bind_rc);
+    rc = store_rows_list(s, &q, sizeof(store_artifact), MAX_ARTIFACTS, read_artifact,
+                         free_artifacts, &rows, n, NULL);
+    *out = rows;
     return rc;
 }

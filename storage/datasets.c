@@ -44,21 +44,6 @@ void store_dataset_list_free(store_dataset *d, size_t n)
     free(d);
 }
 
-static bool hex64(const char *h)
-{
-    size_t i = 0;
-    for (; h && h[i]; i++)
-        if (i >= 64 || !((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f')))
-            return false;
-    return i == 64;
-}
-
-static int prepare(store *s, const char *sql, sqlite3_stmt **st)
-{
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
-    return rc == SQLITE_OK ? 0 : store_sqlite_fail(s, rc, "prepare dataset statement");
-}
-
 static int add_row(store *s, const char *name, const char *format, const char *dir, int64_t size,
                    const char *sha256, const char *info_json, const char *state, int64_t *id)
 {
@@ -67,9 +52,9 @@ static int add_row(store *s, const char *name, const char *format, const char *d
     sqlite3_stmt *st = NULL;
     int rc;
     if (!s || !name || !name[0] || !format || !format[0] || !dir || !dir[0] || size < 0 ||
-        !hex64(sha256) || !info_json || !info_json[0])
+        !store_sha256_hex_valid(sha256) || !info_json || !info_json[0])
         return STORE_EINVAL;
-    if ((rc = prepare(s, sql, &st)) != 0)
+    if ((rc = store_prepare(s, sql, &st)) != 0)
         return rc;
     store_bind_text(st, 1, name, &rc);
     store_bind_text(st, 2, format, &rc);
@@ -111,74 +96,79 @@ int store_dataset_add_processing(store *s, const char *name, const char *format,
     return add_row(s, name, format, dir, size, sha256, "{}", "processing", id);
 }
 
+/* Steps and finalizes st, an UPDATE of dataset `id` guarded by state = 'processing' (bind_rc:
+ * its binds' rc). The guard makes it a no-op on a row that is not processing: then tell "not
+ * processing" (STORE_ECONFLICT) from "no such row" (STORE_ENOTFOUND) by looking again. */
+static int update_processing(store *s, sqlite3_stmt *st, int bind_rc, int64_t id, const char *what)
+{
+    int rc = bind_rc == SQLITE_OK ? sqlite3_step(st) : bind_rc;
+    if (rc != SQLITE_DONE) {
+        rc = store_sqlite_fail(s, rc, what);
+        (void)sqlite3_finalize(st); /* repeats the step's error, handled above */
+        return rc;
+    }
+    int changed = sqlite3_changes(s->db);
+    (void)sqlite3_finalize(st); /* the step succeeded */
+    if (changed > 0)
+        return STORE_OK;
+    store_dataset d;
+    rc = store_dataset_get(s, id, NULL, &d);
+    store_dataset_fini(&d);
+    return rc == STORE_OK ? STORE_ECONFLICT : rc;
+}
+
 int store_dataset_finish(store *s, int64_t id, const char *info_json, const char *error)
 {
     sqlite3_stmt *st = NULL;
     int rc;
     if (!s || id <= 0 || (info_json && !info_json[0]) || (!info_json && (!error || !error[0])))
         return STORE_EINVAL;
-    /* The state guard makes this a no-op on a row that is not processing: then tell
-     * "not processing" from "no such row" by looking again. */
-    if ((rc = prepare(s,
-                      info_json ? "UPDATE datasets SET state = 'ready', info_json = ?2, error ="
+    if ((rc = store_prepare(s,
+                            info_json
+                                ? "UPDATE datasets SET state = 'ready', info_json = ?2, error ="
                                   " NULL WHERE id = ?1 AND state = 'processing'"
                                 : "UPDATE datasets SET state = 'failed', error = ?2"
                                   " WHERE id = ?1 AND state = 'processing'",
-                      &st)) != 0)
+                            &st)) != 0)
         return rc;
     store_bind_i64(st, 1, id, &rc);
     store_bind_text(st, 2, info_json ? info_json : error, &rc);
-    rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
-    if (rc != SQLITE_DONE) {
-        rc = store_sqlite_fail(s, rc, "finish dataset");
-        (void)sqlite3_finalize(st); /* repeats the step's error, handled above */
-        return rc;
-    }
-    int changed = sqlite3_changes(s->db);
-    (void)sqlite3_finalize(st); /* the step succeeded */
-    if (changed > 0)
-        return STORE_OK;
-    store_dataset d;
-    rc = store_dataset_get(s, id, NULL, &d);
-    store_dataset_fini(&d);
-    return rc == STORE_OK ? STORE_ECONFLICT : rc;
+    return update_processing(s, st, rc, id, "finish dataset");
 }
 
 int store_dataset_set_content(store *s, int64_t id, int64_t size, const char *sha256)
 {
     sqlite3_stmt *st = NULL;
     int rc;
-    if (!s || id <= 0 || size < 0 || !hex64(sha256))
+    if (!s || id <= 0 || size < 0 || !store_sha256_hex_valid(sha256))
         return STORE_EINVAL;
-    if ((rc = prepare(s,
-                      "UPDATE datasets SET size = ?2, sha256 = ?3"
-                      " WHERE id = ?1 AND state = 'processing'",
-                      &st)) != 0)
+    if ((rc = store_prepare(s,
+                            "UPDATE datasets SET size = ?2, sha256 = ?3"
+                            " WHERE id = ?1 AND state = 'processing'",
+                            &st)) != 0)
         return rc;
     store_bind_i64(st, 1, id, &rc);
     store_bind_i64(st, 2, size, &rc);
     store_bind_text(st, 3, sha256, &rc);
-    rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
-    if (rc != SQLITE_DONE) {
-        rc = store_sqlite_fail(s, rc, "set dataset content");
-        (void)sqlite3_finalize(st); /* repeats the step's error, handled above */
-        return rc;
-    }
-    int changed = sqlite3_changes(s->db);
-    (void)sqlite3_finalize(st); /* the step succeeded */
-    if (changed > 0)
-        return STORE_OK;
-    store_dataset d;
-    rc = store_dataset_get(s, id, NULL, &d);
-    store_dataset_fini(&d);
-    return rc == STORE_OK ? STORE_ECONFLICT : rc;
+    return update_processing(s, st, rc, id, "set dataset content");
+}
+
+static int read_id(sqlite3_stmt *st, void *row)
+{
+    *(int64_t *)row = sqlite3_column_int64(st, 0);
+    return 0;
+}
+
+static void free_ids(void *ids, size_t n)
+{
+    (void)n; /* plain values */
+    free(ids);
 }
 
 int store_dataset_list_processing(store *s, int64_t **ids, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
-    int64_t *arr = NULL;
-    size_t got = 0, cap = 0;
+    store_query q = {.what = "list processing datasets"};
+    void *rows;
     int rc;
     if (ids)
         *ids = NULL;
@@ -186,38 +176,19 @@ int store_dataset_list_processing(store *s, int64_t **ids, size_t *n)
         *n = 0;
     if (!s || !ids || !n)
         return STORE_EINVAL;
-    if ((rc = prepare(s,
-                      "SELECT id FROM datasets WHERE state = 'processing' ORDER BY id LIMIT 10000",
-                      &st)) != 0)
+    if ((rc = store_prepare(s,
+                            "SELECT id FROM datasets WHERE state = 'processing' ORDER BY id"
+                            " LIMIT 10000",
+                            &q.st)) != 0)
         return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (got == cap) {
-            cap = cap ? cap * 2 : 8;
-            int64_t *g = realloc(arr, cap * sizeof(*arr));
-            if (!g) {
-                rc = STORE_ENOMEM;
-                goto fail;
-            }
-            arr = g;
-        }
-        arr[got++] = sqlite3_column_int64(st, 0);
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_sqlite_fail(s, rc, "list processing datasets");
-        goto fail;
-    }
-    (void)sqlite3_finalize(st); /* the last step succeeded */
-    *ids = arr;
-    *n = got;
-    return STORE_OK;
-fail:
-    (void)sqlite3_finalize(st); /* the error was handled above */
-    free(arr);
+    rc = store_rows_list(s, &q, sizeof(int64_t), 10000, read_id, free_ids, &rows, n, NULL);
+    *ids = rows;
     return rc;
 }
 
-static int read_row(sqlite3_stmt *st, store_dataset *d)
+static int read_row(sqlite3_stmt *st, void *row)
 {
+    store_dataset *d = row;
     int rc;
     memset(d, 0, sizeof(*d));
     d->id = sqlite3_column_int64(st, 0);
@@ -234,44 +205,30 @@ static int read_row(sqlite3_stmt *st, store_dataset *d)
     return rc;
 }
 
+static void free_rows(void *rows, size_t n)
+{
+    store_dataset_list_free(rows, n);
+}
+
 int store_dataset_get(store *s, int64_t id, const char *name, store_dataset *out)
 {
-    sqlite3_stmt *st = NULL;
+    store_query q;
     int rc;
     if (out)
         memset(out, 0, sizeof(*out));
     if (!s || !out || (!name && id <= 0))
         return STORE_EINVAL;
-    if ((rc = prepare(s,
-                      name ? "SELECT " COLS " FROM datasets WHERE name = ?1"
-                           : "SELECT " COLS " FROM datasets WHERE id = ?1",
-                      &st)) != 0)
+    if ((rc = store_query_id_or_name(s, "SELECT " COLS " FROM datasets WHERE id = ?1",
+                                     "SELECT " COLS " FROM datasets WHERE name = ?1", id, name,
+                                     "get dataset", &q)) != 0)
         return rc;
-    if (name)
-        store_bind_text(st, 1, name, &rc);
-    else
-        store_bind_i64(st, 1, id, &rc);
-    if (rc != SQLITE_OK) {
-        rc = store_sqlite_fail(s, rc, "bind");
-        goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        rc = read_row(st, out);
-    else if (rc == SQLITE_DONE)
-        rc = STORE_ENOTFOUND;
-    else
-        rc = store_sqlite_fail(s, rc, "get dataset");
-out:
-    (void)sqlite3_finalize(st); /* repeats the step's error, handled above */
-    return rc;
+    return store_row_get(s, &q, read_row, out);
 }
 
 int store_dataset_list(store *s, store_dataset **out, size_t *n)
 {
-    sqlite3_stmt *st = NULL;
-    store_dataset *arr = NULL;
-    size_t got = 0, cap = 0;
+    store_query q = {.what = "list datasets"};
+    void *rows;
     int rc;
     if (out)
         *out = NULL;
@@ -279,33 +236,11 @@ int store_dataset_list(store *s, store_dataset **out, size_t *n)
         *n = 0;
     if (!s || !out || !n)
         return STORE_EINVAL;
-    if ((rc = prepare(s, "SELECT " COLS " FROM datasets ORDER BY id", &st)) != 0)
+    if ((rc = store_prepare(s, "SELECT " COLS " FROM datasets ORDER BY id", &q.st)) != 0)
         return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (got == cap) {
-            cap = cap ? cap * 2 : 8;
-            store_dataset *g = realloc(arr, cap * sizeof(*arr));
-            if (!g) {
-                rc = STORE_ENOMEM;
-                goto fail;
-            }
-            arr = g;
-        }
-        if ((rc = read_row(st, &arr[got])) != 0)
-            goto fail;
-        got++;
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_sqlite_fail(s, rc, "list datasets");
-        goto fail;
-    }
-    (void)sqlite3_finalize(st); /* the last step succeeded */
-    *out = arr;
-    *n = got;
-    return STORE_OK;
-fail:
-    (void)sqlite3_finalize(st); /* the error was handled above */
-    store_dataset_list_free(arr, got);
+    rc = store_rows_list(s, &q, sizeof(store_dataset), SIZE_MAX / sizeof(store_dataset), read_row,
+                         free_rows, &rows, n, NULL);
+    *out = rows;
     return rc;
 }
 
@@ -322,7 +257,7 @@ int store_dataset_delete(store *s, int64_t id, int64_t *n_jobs, char **out_dir)
         return STORE_EINVAL;
     if ((rc = store_tx_begin(s)) != 0)
         return rc;
-    if ((rc = prepare(s, "SELECT dir, state FROM datasets WHERE id = ?1", &st)) != 0)
+    if ((rc = store_prepare(s, "SELECT dir, state FROM datasets WHERE id = ?1", &st)) != 0)
         goto fail;
     store_bind_i64(st, 1, id, &rc);
     rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
@@ -341,11 +276,11 @@ int store_dataset_delete(store *s, int64_t id, int64_t *n_jobs, char **out_dir)
     }
     (void)sqlite3_finalize(st); /* the step succeeded */
     st = NULL;
-    if ((rc = prepare(s,
-                      "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND"
-                      " json_valid(spec_json) AND"
-                      " json_extract(spec_json, '$.data.dataset') = ?1",
-                      &st)) != 0)
+    if ((rc = store_prepare(s,
+                            "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND"
+                            " json_valid(spec_json) AND"
+                            " json_extract(spec_json, '$.data.dataset') = ?1",
+                            &st)) != 0)
         goto fail;
     store_bind_i64(st, 1, id, &rc);
     rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
@@ -362,7 +297,7 @@ int store_dataset_delete(store *s, int64_t id, int64_t *n_jobs, char **out_dir)
         rc = STORE_ECONFLICT;
         goto fail;
     }
-    if ((rc = prepare(s, "DELETE FROM datasets WHERE id = ?1", &st)) != 0)
+    if ((rc = store_prepare(s, "DELETE FROM datasets WHERE id = ?1", &st)) != 0)
         goto fail;
     store_bind_i64(st, 1, id, &rc);
     rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;

@@ -43,24 +43,9 @@ void store_model_list_free(store_model *m, size_t n)
     free(m);
 }
 
-static bool hex64(const char *h)
-{
-    size_t i = 0;
-    for (; h && h[i]; i++)
-        if (i >= 64 || !((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f')))
-            return false;
-    return i == 64;
-}
-
 static bool nonempty(const char *s)
 {
     return s && s[0];
-}
-
-static int prepare(store *s, const char *sql, sqlite3_stmt **st)
-{
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, st, NULL);
-    return rc == SQLITE_OK ? 0 : store_sqlite_fail(s, rc, "prepare model statement");
 }
 
 int store_model_add(store *s, const store_model *m, int64_t *id)
@@ -75,11 +60,11 @@ int store_model_add(store *s, const store_model *m, int64_t *id)
         *id = 0;
     if (!s || !m || !nonempty(m->name) || !nonempty(m->arch) || !nonempty(m->fit) ||
         (strcmp(m->fit, "full") != 0 && strcmp(m->fit, "body") != 0) || !nonempty(m->path) ||
-        m->size < 0 || m->num_classes < 0 || !hex64(m->sha256) || m->source_job_id < 0 ||
-        (m->source_job_id > 0) != nonempty(m->source_checkpoint) ||
+        m->size < 0 || m->num_classes < 0 || !store_sha256_hex_valid(m->sha256) ||
+        m->source_job_id < 0 || (m->source_job_id > 0) != nonempty(m->source_checkpoint) ||
         (m->in_shape_json && !m->in_shape_json[0]))
         return STORE_EINVAL;
-    if ((rc = prepare(s, sql, &st)) != 0)
+    if ((rc = store_prepare(s, sql, &st)) != 0)
         return rc;
     store_bind_text(st, 1, m->name, &rc);
     store_bind_text(st, 2, m->arch, &rc);
@@ -112,8 +97,9 @@ out:
     return rc;
 }
 
-static int read_row(sqlite3_stmt *st, store_model *m)
+static int read_row(sqlite3_stmt *st, void *row)
 {
+    store_model *m = row;
     int rc;
     memset(m, 0, sizeof(*m));
     m->id = sqlite3_column_int64(st, 0);
@@ -132,45 +118,31 @@ static int read_row(sqlite3_stmt *st, store_model *m)
     return rc;
 }
 
+static void free_rows(void *rows, size_t n)
+{
+    store_model_list_free(rows, n);
+}
+
 int store_model_get(store *s, int64_t id, const char *name, store_model *out)
 {
-    sqlite3_stmt *st = NULL;
+    store_query q;
     int rc;
     if (out)
         memset(out, 0, sizeof(*out));
     if (!s || !out || (!name && id <= 0))
         return STORE_EINVAL;
-    if ((rc = prepare(s,
-                      name ? "SELECT " COLS " FROM models WHERE name = ?1"
-                           : "SELECT " COLS " FROM models WHERE id = ?1",
-                      &st)) != 0)
+    if ((rc = store_query_id_or_name(s, "SELECT " COLS " FROM models WHERE id = ?1",
+                                     "SELECT " COLS " FROM models WHERE name = ?1", id, name,
+                                     "get model", &q)) != 0)
         return rc;
-    if (name)
-        store_bind_text(st, 1, name, &rc);
-    else
-        store_bind_i64(st, 1, id, &rc);
-    if (rc != SQLITE_OK) {
-        rc = store_sqlite_fail(s, rc, "bind");
-        goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        rc = read_row(st, out);
-    else if (rc == SQLITE_DONE)
-        rc = STORE_ENOTFOUND;
-    else
-        rc = store_sqlite_fail(s, rc, "get model");
-out:
-    (void)sqlite3_finalize(st); /* repeats the step's error, handled above */
-    return rc;
+    return store_row_get(s, &q, read_row, out);
 }
 
 int store_model_list(store *s, int64_t before_id, size_t limit, store_model **out, size_t *n,
                      bool *has_more)
 {
-    sqlite3_stmt *st = NULL;
-    store_model *arr = NULL;
-    size_t got = 0;
+    store_query q = {.what = "list models"};
+    void *rows;
     int rc;
     if (out)
         *out = NULL;
@@ -180,43 +152,18 @@ int store_model_list(store *s, int64_t before_id, size_t limit, store_model **ou
         *has_more = false;
     if (!s || !out || !n || limit < 1 || limit > 1000 || before_id < 0)
         return STORE_EINVAL;
-    if ((rc = prepare(s,
-                      "SELECT " COLS " FROM models WHERE ?1 = 0 OR id < ?1"
-                      " ORDER BY id DESC LIMIT ?2",
-                      &st)) != 0)
+    if ((rc = store_prepare(s,
+                            "SELECT " COLS " FROM models WHERE ?1 = 0 OR id < ?1"
+                            " ORDER BY id DESC LIMIT ?2",
+                            &q.st)) != 0)
         return rc;
-    store_bind_i64(st, 1, before_id, &rc);
-    store_bind_i64(st, 2, (int64_t)limit + 1, &rc);
-    if (rc != SQLITE_OK) {
-        rc = store_sqlite_fail(s, rc, "bind");
-        goto fail;
-    }
-    arr = calloc(limit, sizeof(*arr));
-    if (!arr) {
-        rc = STORE_ENOMEM;
-        goto fail;
-    }
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (got == limit) {
-            if (has_more)
-                *has_more = true;
-            break;
-        }
-        if ((rc = read_row(st, &arr[got])) != 0)
-            goto fail;
-        got++;
-    }
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        rc = store_sqlite_fail(s, rc, "list models");
-        goto fail;
-    }
-    (void)sqlite3_finalize(st); /* the last step succeeded */
-    *out = arr;
-    *n = got;
-    return STORE_OK;
-fail:
-    (void)sqlite3_finalize(st); /* the error was handled above */
-    store_model_list_free(arr, got);
+    store_bind_i64(q.st, 1, before_id, &q.bind_rc);
+    store_bind_i64(q.st, 2, (int64_t)limit + 1, &q.bind_rc); /* one more tells has_more */
+    bool more = false;
+    rc = store_rows_list(s, &q, sizeof(store_model), limit, read_row, free_rows, &rows, n, &more);
+    *out = rows;
+    if (has_more)
+        *has_more = more;
     return rc;
 }
 
@@ -233,7 +180,7 @@ int store_model_delete(store *s, int64_t id, int64_t *n_jobs, char **out_path)
         return STORE_EINVAL;
     if ((rc = store_tx_begin(s)) != 0)
         return rc;
-    if ((rc = prepare(s, "SELECT path FROM models WHERE id = ?1", &st)) != 0)
+    if ((rc = store_prepare(s, "SELECT path FROM models WHERE id = ?1", &st)) != 0)
         goto fail;
     store_bind_i64(st, 1, id, &rc);
     rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
@@ -247,12 +194,12 @@ int store_model_delete(store *s, int64_t id, int64_t *n_jobs, char **out_path)
     }
     (void)sqlite3_finalize(st); /* the step succeeded */
     st = NULL;
-    if ((rc = prepare(s,
-                      "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND"
-                      " json_valid(spec_json) AND"
-                      " json_type(spec_json, '$.model.weights') = 'integer' AND"
-                      " json_extract(spec_json, '$.model.weights') = ?1",
-                      &st)) != 0)
+    if ((rc = store_prepare(s,
+                            "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running') AND"
+                            " json_valid(spec_json) AND"
+                            " json_type(spec_json, '$.model.weights') = 'integer' AND"
+                            " json_extract(spec_json, '$.model.weights') = ?1",
+                            &st)) != 0)
         goto fail;
     store_bind_i64(st, 1, id, &rc);
     rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;
@@ -269,7 +216,7 @@ int store_model_delete(store *s, int64_t id, int64_t *n_jobs, char **out_path)
         rc = STORE_ECONFLICT;
         goto fail;
     }
-    if ((rc = prepare(s, "DELETE FROM models WHERE id = ?1", &st)) != 0)
+    if ((rc = store_prepare(s, "DELETE FROM models WHERE id = ?1", &st)) != 0)
         goto fail;
     store_bind_i64(st, 1, id, &rc);
     rc = rc == SQLITE_OK ? sqlite3_step(st) : rc;

@@ -1,12 +1,13 @@
 /*
  * store_impl.h: private to storage/. The connection struct, the per-connection prepared
- * statement cache, bind/column helpers, transactions and the sqlite -> STORE_* mapping
- * shared by storage.c, schema.c, jobs.c, events.c and artifacts.c.
+ * statement cache, bind/column helpers, transactions, the sqlite -> STORE_* mapping and the
+ * registry tables' row-fetch helpers (registry.c) shared by the storage/ sources.
  */
 #pragma once
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <sqlite3.h>
@@ -89,6 +90,44 @@ void store_tx_rollback(store *s);
 
 /* Milliseconds since the Unix epoch from CLOCK_REALTIME. */
 int64_t store_now_ms(void);
+
+/* ---- the registry tables' shared code (registry.c) ----------------------------------------- */
+
+/* True when hex is 64 lowercase hex digits (a sha256 as the registries store it). */
+bool store_sha256_hex_valid(const char *hex);
+
+/* Maps the current row of a statement into *row (one element of the caller's type,
+ * overwritten whole): 0, or a STORE_* code after freeing whatever it copied. */
+typedef int (*store_row_fn)(sqlite3_stmt *st, void *row);
+/* Frees rows[0..n) and the array (the type's _list_free); NULL-safe. */
+typedef void (*store_rows_free_fn)(void *rows, size_t n);
+
+/* A bound query for store_row_get / store_rows_list, which release it: a cached statement
+ * (store_stmt; reset) or one prepared for the call (store_prepare; finalized). */
+typedef struct store_query {
+    sqlite3_stmt *st;
+    bool cached;
+    int bind_rc;      /* the bind helpers' rc: not SQLITE_OK fails the query as "bind" */
+    const char *what; /* names the query in the log ("get dataset") */
+} store_query;
+
+/* Prepares `sql` for one call (the caller finalizes it, or a query helper does). */
+int store_prepare(store *s, const char *sql, sqlite3_stmt **st);
+/* Releases q->st as its kind wants: reset (cached) or finalize. */
+void store_query_done(const store_query *q);
+/* Prepares for one call the SELECT of a row by name (sql_by_name, when name != NULL) or by
+ * id (sql_by_id), binding it as ?1, into *q. 0 or the prepare's STORE_* code. */
+int store_query_id_or_name(store *s, const char *sql_by_id, const char *sql_by_name, int64_t id,
+                           const char *name, const char *what, store_query *q);
+/* Steps q once: its row mapped into *row, STORE_ENOTFOUND when there is none, or the
+ * bind's, map's or sqlite's code (logged). Releases q. */
+int store_row_get(store *s, const store_query *q, store_row_fn map, void *row);
+/* Steps q to its end, mapping each row into a new array of elem_size elements: *out (NULL
+ * when there are no rows; the caller frees it with free_rows) and *n. A row past `max` sets
+ * *has_more and stops when has_more is not NULL, else fails with STORE_EIO (logged: a
+ * sanity bound). Releases q; on failure frees what was mapped. */
+int store_rows_list(store *s, const store_query *q, size_t elem_size, size_t max, store_row_fn map,
+                    store_rows_free_fn free_rows, void **out, size_t *n, bool *has_more);
 
 /* Brings the schema to store_schema_version() (schema.c). */
 int store_schema_migrate(store *s);

@@ -14,7 +14,6 @@
 #include "store_impl.h"
 
 #define TOKEN_NAME_MAX 64
-#define SHA256_HEX_LEN 64
 #define MAX_TOKENS     100000 /* a sanity bound on the list */
 
 void store_token_fini(store_token *t)
@@ -36,20 +35,6 @@ void store_token_list_free(store_token *t, size_t n)
     free(t);
 }
 
-static bool hex_digest_valid(const char *hex)
-{
-    size_t i;
-
-    if (!hex)
-        return false;
-    for (i = 0; hex[i]; i++) {
-        if (i >= SHA256_HEX_LEN ||
-            !((hex[i] >= '0' && hex[i] <= '9') || (hex[i] >= 'a' && hex[i] <= 'f')))
-            return false;
-    }
-    return i == SHA256_HEX_LEN;
-}
-
 int store_token_create(store *s, const char *name, const char *scopes, const char *secret_sha256,
                        int64_t *id)
 {
@@ -61,7 +46,7 @@ int store_token_create(store *s, const char *name, const char *scopes, const cha
     if (id)
         *id = 0;
     if (!s || !id || !name || !name[0] || strlen(name) > TOKEN_NAME_MAX || !scopes || !scopes[0] ||
-        !hex_digest_valid(secret_sha256))
+        !store_sha256_hex_valid(secret_sha256))
         return STORE_EINVAL;
     if ((rc = store_stmt(s, STMT_TOKEN_INSERT, sql, &st)) != 0)
         return rc;
@@ -87,8 +72,9 @@ out:
 
 #define TOKEN_COLUMNS "id, name, scopes, secret_sha256, created_at, last_used_at, revoked_at"
 
-static int read_token(sqlite3_stmt *st, store_token *t)
+static int read_token(sqlite3_stmt *st, void *row)
 {
+    store_token *t = row;
     int rc;
 
     memset(t, 0, sizeof(*t));
@@ -103,41 +89,32 @@ static int read_token(sqlite3_stmt *st, store_token *t)
     return rc;
 }
 
+static void free_tokens(void *rows, size_t n)
+{
+    store_token_list_free(rows, n);
+}
+
 int store_token_get(store *s, int64_t id, store_token *out)
 {
     static const char sql[] = "SELECT " TOKEN_COLUMNS " FROM tokens WHERE id = ?1";
-    sqlite3_stmt *st;
+    store_query q = {.cached = true, .what = "get token"};
     int rc;
 
     if (out)
         memset(out, 0, sizeof(*out));
     if (!s || !out || id <= 0)
         return STORE_EINVAL;
-    if ((rc = store_stmt(s, STMT_TOKEN_GET, sql, &st)) != 0)
+    if ((rc = store_stmt(s, STMT_TOKEN_GET, sql, &q.st)) != 0)
         return rc;
-    store_bind_i64(st, 1, id, &rc);
-    if (rc != SQLITE_OK) {
-        rc = store_sqlite_fail(s, rc, "bind");
-        goto out;
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        rc = read_token(st, out);
-    else if (rc == SQLITE_DONE)
-        rc = STORE_ENOTFOUND;
-    else
-        rc = store_sqlite_fail(s, rc, "get token");
-out:
-    store_stmt_reset(st);
-    return rc;
+    store_bind_i64(q.st, 1, id, &q.bind_rc);
+    return store_row_get(s, &q, read_token, out);
 }
 
 int store_token_list(store *s, store_token **out, size_t *n)
 {
     static const char sql[] = "SELECT " TOKEN_COLUMNS " FROM tokens ORDER BY id";
-    store_token *arr = NULL, *grown;
-    sqlite3_stmt *st;
-    size_t got = 0, cap = 0;
+    store_query q = {.cached = true, .what = "list tokens"};
+    void *rows;
     int rc;
 
     if (out)
@@ -146,42 +123,11 @@ int store_token_list(store *s, store_token **out, size_t *n)
         *n = 0;
     if (!s || !out || !n)
         return STORE_EINVAL;
-    if ((rc = store_stmt(s, STMT_TOKEN_LIST, sql, &st)) != 0)
+    if ((rc = store_stmt(s, STMT_TOKEN_LIST, sql, &q.st)) != 0)
         return rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (got == cap) {
-            cap = cap ? cap * 2 : 8;
-            if (cap > MAX_TOKENS) {
-                store_logf(s, STORE_LOG_ERROR, "storage: more than %d tokens", MAX_TOKENS);
-                rc = STORE_EIO;
-                goto fail;
-            }
-            grown = realloc(arr, cap * sizeof(*arr));
-            if (!grown) {
-                rc = STORE_ENOMEM;
-                goto fail;
-            }
-            arr = grown;
-        }
-        if ((rc = read_token(st, &arr[got])) != 0)
-            goto fail;
-        got++;
-    }
-    if (rc != SQLITE_DONE) {
-        rc = store_sqlite_fail(s, rc, "list tokens");
-        goto fail;
-    }
-    store_stmt_reset(st);
-    if (got == 0) {
-        free(arr);
-        arr = NULL;
-    }
-    *out = arr;
-    *n = got;
-    return STORE_OK;
-fail:
-    store_stmt_reset(st);
-    store_token_list_free(arr, got);
+    rc = store_rows_list(s, &q, sizeof(store_token), MAX_TOKENS, read_token, free_tokens, &rows, n,
+                         NULL);
+    *out = rows;
     return rc;
 }
 
