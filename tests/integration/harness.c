@@ -31,6 +31,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "engine.h"
+
 #define diagf(...)           \
     do {                     \
         printf("# ");        \
@@ -1025,124 +1027,28 @@ bool th_problem_has_pointer(const th_resp *r, const char *pointer)
     return false;
 }
 
-/* ---- SHA-256 (FIPS 180-4) -------------------------------------------------------------- */
-
-typedef struct sha256_ctx {
-    uint32_t h[8];
-    uint8_t block[64];
-    size_t fill;
-    uint64_t bits;
-} sha256_ctx;
-
-static const uint32_t sha256_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-static uint32_t ror32(uint32_t x, int n)
-{
-    return (x >> n) | (x << (32 - n));
-}
-
-static void sha256_block(sha256_ctx *c, const uint8_t *p)
-{
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
-               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = ror32(w[i - 15], 7) ^ ror32(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = ror32(w[i - 2], 17) ^ ror32(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = c->h[0], b = c->h[1], cc = c->h[2], dd = c->h[3];
-    uint32_t e = c->h[4], f = c->h[5], g = c->h[6], h = c->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ror32(e, 6) ^ ror32(e, 11) ^ ror32(e, 25)) + ((e & f) ^ (~e & g)) +
-                      sha256_k[i] + w[i];
-        uint32_t t2 = (ror32(a, 2) ^ ror32(a, 13) ^ ror32(a, 22)) + ((a & b) ^ (a & cc) ^ (b & cc));
-        h = g;
-        g = f;
-        f = e;
-        e = dd + t1;
-        dd = cc;
-        cc = b;
-        b = a;
-        a = t1 + t2;
-    }
-    c->h[0] += a;
-    c->h[1] += b;
-    c->h[2] += cc;
-    c->h[3] += dd;
-    c->h[4] += e;
-    c->h[5] += f;
-    c->h[6] += g;
-    c->h[7] += h;
-}
-
-static void sha256_init(sha256_ctx *c)
-{
-    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(c->h, h0, sizeof(h0));
-    c->fill = 0;
-    c->bits = 0;
-}
-
-static void sha256_update(sha256_ctx *c, const uint8_t *p, size_t n)
-{
-    c->bits += (uint64_t)n * 8;
-    while (n > 0) {
-        size_t k = 64 - c->fill < n ? 64 - c->fill : n;
-        memcpy(c->block + c->fill, p, k);
-        c->fill += k;
-        p += k;
-        n -= k;
-        if (c->fill == 64) {
-            sha256_block(c, c->block);
-            c->fill = 0;
-        }
-    }
-}
-
-static void sha256_final(sha256_ctx *c, char hex[65])
-{
-    uint64_t bits = c->bits;
-    uint8_t pad = 0x80;
-    sha256_update(c, &pad, 1);
-    pad = 0;
-    while (c->fill != 56)
-        sha256_update(c, &pad, 1);
-    uint8_t len[8];
-    for (int i = 0; i < 8; i++)
-        len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha256_update(c, len, 8);
-    for (int i = 0; i < 8; i++)
-        snprintf(hex + 8 * i, 9, "%08x", c->h[i]);
-}
+/* ---- SHA-256: the engine's (tested against the FIPS 180-4 vectors in test_engine_files) -- */
 
 int th_sha256_file(const char *path, char hex[65])
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return -1;
-    sha256_ctx c;
-    sha256_init(&c);
-    uint8_t buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-        sha256_update(&c, buf, n);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad)
-        return -1;
-    sha256_final(&c, hex);
-    return 0;
+    eng_sha256 *h = eng_sha256_create();
+    char *buf = malloc(65536);
+    int rc = -1;
+    if (f && h && buf) {
+        size_t n;
+        while ((n = fread(buf, 1, 65536, f)) > 0)
+            eng_sha256_update(h, buf, n);
+        if (!ferror(f)) {
+            eng_sha256_final_hex(h, hex);
+            rc = 0;
+        }
+    }
+    if (f)
+        fclose(f);
+    eng_sha256_destroy(h);
+    free(buf);
+    return rc;
 }
 
 /* ---- safetensors ----------------------------------------------------------------------- */
