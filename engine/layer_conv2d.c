@@ -302,12 +302,14 @@ static size_t part_floats(const eng_conv2d_geom *g, size_t nb, size_t nbw)
 
 /* Per-tap GEMMs over the whole batch (conv_tap.h) for outputs of at most 4x4 (resnet18's
  * layer3/layer4 3x3 convolutions at 64x64 inputs), where im2col multiplies mostly padding
- * (on 2x2 maps 20 of 36 products) and its per-image GEMMs are too thin; only with enough
- * images for the GEMM blocks to be wide. Monotone in N, so that aux sized for the largest
- * batch covers every smaller one. Forward, input and weight gradients. */
+ * (on 2x2 maps 20 of 36 products) and its per-image GEMMs are too thin. Measured faster
+ * from 2 images on (CPU time, 2 threads: layer4 3x3 forward 2.1 -> 1.2 ms at N = 2) and
+ * slower for a single image, which im2col runs on one thread. Monotone in N, so that aux
+ * sized for the largest batch covers every smaller one. Forward, input and weight
+ * gradients. */
 static bool use_tap(const eng_conv2d_geom *g, size_t N)
 {
-    return !use_wino(g) && g->KH * g->KW > 1 && g->OH * g->OW <= 16 && N * g->OH * g->OW >= 64;
+    return !use_wino(g) && g->KH * g->KW > 1 && g->OH * g->OW <= 16 && N >= 2;
 }
 
 static size_t conv_aux_size(const eng_layer *l, size_t N)

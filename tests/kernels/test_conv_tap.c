@@ -1,10 +1,11 @@
 /*
  * test_conv_tap.c: the per-tap convolution (engine/conv_tap.h) against the naive direct
- * convolution of im2col.h, forward (with and without bias), input and weight gradients
- * (each alone and together, overwrite and accumulate), for resnet18's small-map geometries, strides
- * 1-3, odd sizes, kernels larger than the map, and 1, 2 and 3 compute threads (the split by
- * channels, including more threads than channels). Also max pooling's vectorised interior path on
- * ties, NaN and -inf, against the reference's first-maximum rule. Prints TAP.
+ * convolution of im2col.h: forward (with and without bias), input and weight gradients (each
+ * alone and together, overwrite and accumulate), for resnet18's small-map geometries, strides
+ * 1-3, odd sizes, kernels larger than the map, on 1, 2, 3 and 8 compute threads (the split by
+ * channels, including more threads than channels); the conv2d layer that dispatches to it
+ * (batches of 1, 2 and more from one aux, frozen weights); and max pooling's vector paths on
+ * ties, -inf and NaN against PyTorch's first-maximum rule. Prints TAP.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "conv_tap.h"
 #include "im2col.h"
 #include "kernels.h"
+#include "layers.h"
 #include "par.h"
 #include "refs.h"
 #include "tap.h"
@@ -98,6 +100,72 @@ static void check_all(test_rng *r)
     check(r, 2, 6, 5, 1, 1, 3, 1, 1);   /* 1x1 map, 3x3 kernel: only the centre tap */
 }
 
+/* The conv2d layer (layers.h) on small outputs, where it dispatches to conv_tap for N >= 2:
+ * aux sized for Nmax, then batches of Nmax and of 1 (im2col) and 2 from the same aux; forward,
+ * all gradients, and the frozen weight (dw untouched, dx still right). */
+static void check_layer(test_rng *r, size_t Nmax, size_t IC, size_t OC, size_t H, size_t S)
+{
+    eng_layer l;
+    memset(&l, 0, sizeof l);
+    l.ops = &eng_layer_conv2d;
+    l.cfg.conv.IC = IC;
+    l.cfg.conv.OC = OC;
+    l.cfg.conv.KH = l.cfg.conv.KW = 3;
+    l.cfg.conv.stride = S;
+    l.cfg.conv.pad = 1;
+    l.cfg.conv.bias = true;
+    l.in_ndim = 3;
+    l.in_shape[0] = IC;
+    l.in_shape[1] = l.in_shape[2] = H;
+    l.in_size = IC * H * H;
+    eng_error err;
+    if (!ok(l.ops->setup(&l, &err) == 0, "layer %zu->%zu %zux%zu s%zu: setup", IC, OC, H, H, S))
+        return;
+    eng_conv2d_geom g;
+    eng_conv2d_geom_init(&g, IC, H, H, OC, 3, 3, S, S, 1, 1);
+    const size_t nw = OC * IC * 9, in = Nmax * l.in_size, out = Nmax * l.out_size;
+    float *w = test_alloc(nw), *b = test_alloc(OC), *dw = test_alloc(nw), *db = test_alloc(OC);
+    float *x = test_alloc(in), *y = test_alloc(out), *dy = test_alloc(out), *dx = test_alloc(in);
+    float *y_ref = test_alloc(out), *dx_ref = test_alloc(in), *dw_ref = test_alloc(nw);
+    float *db_ref = test_alloc(OC), *aux = test_alloc(l.ops->aux_size(&l, Nmax));
+    test_fill(r, w, nw, -0.5f, 0.5f);
+    test_fill(r, b, OC, -1, 1);
+    test_fill(r, x, in, -1, 1);
+    test_fill(r, dy, out, -1, 1);
+    l.param[0] = w, l.param[1] = b, l.grad[0] = dw, l.grad[1] = db, l.aux = aux;
+    const size_t Ns[3] = {Nmax, 1, 2};
+    for (size_t k = 0; k < 3; k++) {
+        const size_t N = Ns[k];
+        for (int frozen = 0; frozen < 2; frozen++) {
+            l.trainable[0] = l.trainable[1] = !frozen;
+            eng_conv2d_ref_forward(&g, N, x, w, b, y_ref);
+            eng_conv2d_ref_backward_input(&g, N, dy, w, dx_ref);
+            eng_conv2d_ref_backward_weight(&g, N, x, dy, dw_ref, db_ref);
+            test_fill(r, y, out, -9, 9);
+            test_fill(r, dx, in, -9, 9);
+            for (size_t i = 0; i < nw; i++)
+                dw[i] = 7.0f;
+            l.ops->forward(&l, &(eng_fwd_args){.N = N, .x = x, .y = y, .train = true});
+            l.ops->backward(&l, &(eng_bwd_args){.N = N, .x = x, .y = y, .dy = dy, .dx = dx});
+            CLOSE(y, y_ref, N * l.out_size, 1e-10, "layer %zu->%zu %zux%zu s%zu N=%zu: forward", IC,
+                  OC, H, H, S, N);
+            CLOSE(dx, dx_ref, N * l.in_size, 1e-10, "layer N=%zu frozen=%d: input gradient", N,
+                  frozen);
+            if (frozen) {
+                bool same = true;
+                for (size_t i = 0; i < nw; i++)
+                    same &= dw[i] == 7.0f;
+                ok(same, "layer N=%zu frozen: weight gradient untouched", N);
+            } else {
+                CLOSE(dw, dw_ref, nw, 1e-10, "layer N=%zu: weight gradient", N);
+                CLOSE(db, db_ref, OC, 1e-10, "layer N=%zu: bias gradient", N);
+            }
+        }
+    }
+    free(w), free(b), free(dw), free(db), free(x), free(y), free(dy), free(dx), free(y_ref);
+    free(dx_ref), free(dw_ref), free(db_ref), free(aux);
+}
+
 /* Index of the max of window (oh, ow) of plane x, PyTorch's rule: scan rows then columns,
  * replace on strictly greater or on the first NaN. */
 static size_t nan_max_arg(const eng_pool2d_geom *g, const float *x, size_t oh, size_t ow)
@@ -161,7 +229,11 @@ int main(void)
         eng_par_set_threads(T);
         check_all(&r);
     }
-    eng_par_set_threads(8); /* more threads than some layers' channels */
+    eng_par_set_threads(2);
+    check_layer(&r, 5, 6, 8, 2, 1); /* 2x2 stride 1 */
+    check_layer(&r, 4, 5, 7, 4, 1); /* 4x4 */
+    check_layer(&r, 3, 4, 6, 7, 2); /* 7x7 -> 4x4 stride 2 */
+    eng_par_set_threads(8);         /* more threads than some layers' channels */
     check(&r, 3, 2, 5, 4, 4, 3, 1, 1);
     check(&r, 3, 5, 2, 4, 4, 3, 2, 1);
     /* no images: dw zeroed, or left when accumulating */
