@@ -33,6 +33,10 @@ fastai semantics are implemented here by hand from the formulas in
 The source model is pretrained once (seed --source-seed) and cached under --cache; every seed
 then runs transfer and scratch with its own init, shuffling and dropout. --source-per-seed
 pretrains a separate source model for every seed instead.
+
+bench/t1_torch.py times the seed workflow stage by stage with these functions; for it this file
+also has lr_find (fastai's sweep, with the valley suggestion), validate (loss and accuracy),
+load_task (the data) and fit_one_cycle's on_epoch hook (per-epoch validation).
 """
 import argparse
 import gzip
@@ -95,6 +99,25 @@ def select(x, y, classes, per_class=None):
 
 def to_tensor(x, mean, std):
     return torch.from_numpy((x - mean) / std).unsqueeze(1).contiguous()
+
+
+def load_task(data_dir, mean=None, std=None):
+    """Reads Fashion-MNIST and returns (src, tgt, mean, std): dicts of N x 1 x 28 x 28 tensors
+    xtr/ytr/xte/yte for the source and the target task, both normalised with the source
+    training images' mean and std (computed here unless given)."""
+    xtr, ytr = load_split(data_dir, "train")
+    xte, yte = load_split(data_dir, "test")
+    sx, sy = select(xtr, ytr, SOURCE_CLASSES)
+    if mean is None or std is None:
+        mean, std = float(sx.mean(dtype=np.float64)), float(sx.std(dtype=np.float64))
+    sxt, syt = select(xte, yte, SOURCE_CLASSES)
+    src = {"xtr": to_tensor(sx, mean, std), "ytr": torch.from_numpy(sy),
+           "xte": to_tensor(sxt, mean, std), "yte": torch.from_numpy(syt)}
+    tx, ty = select(xtr, ytr, TARGET_CLASSES, TARGET_PER_CLASS)
+    txt, tyt = select(xte, yte, TARGET_CLASSES)
+    tgt = {"xtr": to_tensor(tx, mean, std), "ytr": torch.from_numpy(ty),
+           "xte": to_tensor(txt, mean, std), "yte": torch.from_numpy(tyt)}
+    return src, tgt, mean, std
 
 
 # ----------------------------------------------------------------------------- model
@@ -216,8 +239,9 @@ class FastaiAdam:
 
 
 def fit_one_cycle(model, opt, x, y, n_epoch, lr_max, bs, gen, div=25.0, div_final=1e5,
-                  pct_start=0.25, moms=(0.95, 0.85, 0.95)):
-    """Train in place. Returns the list of per-batch losses."""
+                  pct_start=0.25, moms=(0.95, 0.85, 0.95), on_epoch=None):
+    """Train in place. Returns the list of per-batch losses. on_epoch(e), if given, is called
+    after the training batches of each epoch e (fastai validates there; see validate)."""
     peaks = resolve_lr(lr_max, len(opt.groups))
     n = x.shape[0]
     nb = n // bs
@@ -225,8 +249,8 @@ def fit_one_cycle(model, opt, x, y, n_epoch, lr_max, bs, gen, div=25.0, div_fina
         raise ValueError("fewer training images (%d) than one batch (%d)" % (n, bs))
     total = n_epoch * nb
     losses = []
-    model.train()
     for e in range(n_epoch):
+        model.train()
         perm = torch.randperm(n, generator=gen)
         for b in range(nb):
             pos = (e * nb + b) / total
@@ -239,16 +263,88 @@ def fit_one_cycle(model, opt, x, y, n_epoch, lr_max, bs, gen, div=25.0, div_fina
             loss.backward()
             opt.step(lrs, mom)
             losses.append(loss.item())
+        if on_epoch is not None:
+            on_epoch(e)
     return losses
 
 
+def lr_find(model, opt, x, y, bs, gen, start_lr=1e-7, end_lr=10.0, num_it=100, stop_div=True,
+            mom=0.9):
+    """fastai lr_find: batch k trains with lr start_lr * (end_lr / start_lr) ** (k / num_it) on
+    every group (mom: the optimizer's default beta1, as no schedule runs), epochs of reshuffled
+    batches until num_it batches or, with stop_div, until the smoothed loss (debiased EMA, beta
+    0.98) exceeds 4x its minimum; no validation. Weights, buffers and Adam state are restored
+    after. Returns (lrs, smoothed losses, valley suggestion or None)."""
+    num_it = max(num_it, 6)
+    nb = x.shape[0] // bs
+    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_opt = {k: [t.clone() if torch.is_tensor(t) else t for t in st]
+                 for k, st in opt.state.items()}
+    lrs, smooth, avg, best = [], [], 0.0, float("inf")
+    model.train()
+    done = False
+    for _ in range(num_it // nb + 1):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        for b in range(nb):
+            k = len(lrs)
+            lr = start_lr * (end_lr / start_lr) ** (k / num_it)
+            idx = perm[b * bs : (b + 1) * bs]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step([lr] * len(opt.groups), mom)
+            avg = 0.98 * avg + 0.02 * loss.item()
+            s = avg / (1.0 - 0.98 ** (k + 1))
+            lrs.append(lr)
+            smooth.append(s)
+            best = min(best, s)
+            if (stop_div and s > 4 * best) or len(lrs) >= num_it or math.isnan(s):
+                done = True
+                break
+        if done:
+            break
+    opt.zero_grad()
+    model.load_state_dict(saved_model)
+    opt.state = saved_opt
+    return lrs, smooth, valley(lrs[num_it // 10 : -5], smooth[num_it // 10 : -5])
+
+
+def valley(lrs, losses):
+    """fastai's valley suggestion: the middle of the longest strictly decreasing run
+    (not necessarily contiguous) of the smoothed losses; None without points."""
+    if any(math.isnan(v) for v in losses):
+        n = next(i for i, v in enumerate(losses) if math.isnan(v))
+        lrs, losses = lrs[:n], losses[:n]
+    n = len(losses)
+    if n == 0:
+        return None
+    length = [1] * n
+    max_start, max_end = 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and length[i] < length[j] + 1:
+                length[i] = length[j] + 1
+            if length[i] > length[max_end]:
+                max_end = i
+                max_start = i - length[i]
+    sections = (max_end - max_start) / 3
+    return lrs[max_start + int(sections) + int(sections / 2)]
+
+
 @torch.no_grad()
-def accuracy(model, x, y, bs=1000):
+def validate(model, x, y, bs=1000):
+    """Eval mode, no gradients: (mean cross-entropy, accuracy) over all of x."""
     model.eval()
-    correct = 0
+    correct, loss = 0, 0.0
     for i in range(0, x.shape[0], bs):
-        correct += (model(x[i : i + bs]).argmax(1) == y[i : i + bs]).sum().item()
-    return correct / x.shape[0]
+        out = model(x[i : i + bs])
+        loss += F.cross_entropy(out, y[i : i + bs], reduction="sum").item()
+        correct += (out.argmax(1) == y[i : i + bs]).sum().item()
+    return loss / x.shape[0], correct / x.shape[0]
+
+
+def accuracy(model, x, y, bs=1000):
+    return validate(model, x, y, bs)[1]
 
 
 # ----------------------------------------------------------------------------- the task
@@ -324,21 +420,12 @@ def main():
 
     print("torch %s, %d threads, %s, %s" % (torch.__version__, torch.get_num_threads(),
                                             platform.machine(), platform.processor() or ""))
-    xtr, ytr = load_split(args.data, "train")
-    xte, yte = load_split(args.data, "test")
-    sx, sy = select(xtr, ytr, SOURCE_CLASSES)
-    mean, std = float(sx.mean(dtype=np.float64)), float(sx.std(dtype=np.float64))
+    src, tgt, mean, std = load_task(args.data)
     print("source: %d train images, pixel mean %.4f std %.4f (DESIGN.md: 0.2402 / 0.3424)"
-          % (sx.shape[0], mean, std))
-    sxt, syt = select(xte, yte, SOURCE_CLASSES)
-    src = {"xtr": to_tensor(sx, mean, std), "ytr": torch.from_numpy(sy),
-           "xte": to_tensor(sxt, mean, std), "yte": torch.from_numpy(syt)}
-    tx, ty = select(xtr, ytr, TARGET_CLASSES, TARGET_PER_CLASS)
-    txt, tyt = select(xte, yte, TARGET_CLASSES)
-    tgt = {"xtr": to_tensor(tx, mean, std), "ytr": torch.from_numpy(ty),
-           "xte": to_tensor(txt, mean, std), "yte": torch.from_numpy(tyt)}
+          % (src["xtr"].shape[0], mean, std))
+    tx, ty = tgt["xtr"], tgt["ytr"]
     print("target: %d train images (counts %s), %d test images"
-          % (tx.shape[0], np.bincount(ty).tolist(), txt.shape[0]), flush=True)
+          % (tx.shape[0], np.bincount(ty.numpy()).tolist(), tgt["xte"].shape[0]), flush=True)
 
     bodies = {}
 
