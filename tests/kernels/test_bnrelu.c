@@ -221,6 +221,42 @@ static void test_kernels(void)
         check_case(&r, &cases[i]);
 }
 
+/* Statistics of data with |mean| >> std (the cancellation case): the long-plane path and the
+ * short-plane path against the double-precision reference. */
+static void test_offset_stats(void)
+{
+    test_rng r = {0x0ff5e7ull};
+    for (size_t S = 4; S <= 400; S *= 10) {
+        const size_t N = 6, C = 2, n = N * C * S;
+        const size_t shape[3] = {C, S, 1};
+        eng_layer_cfg cfg = {.norm = {.C = C, .eps = ENG_BN_EPS, .momentum = ENG_BN_MOMENTUM}};
+        lay o;
+        make(&o, &eng_layer_batchnorm2d, cfg, 3, shape, N);
+        for (size_t c = 0; c < C; c++) {
+            o.l.param[0][c] = o.l.param[3][c] = 1.0f;
+            o.l.param[1][c] = o.l.param[2][c] = 0.0f;
+        }
+        float *x = test_alloc(n), *y = test_alloc(n), *yr = test_alloc(n);
+        float mean[2], invstd[2], rm[2] = {0, 0}, rv[2] = {1, 1};
+        for (size_t i = 0; i < n; i++) /* std about 0.03 around 1000 (channel 0), -200 (1) */
+            x[i] = ((i / S) % C ? -200.0f : 1000.0f) + test_rng_uniform(&r, -0.05f, 0.05f);
+        eng_bn_dims d = {N, C, S};
+        ref_bn_train_forward(&d, x, o.l.param[0], o.l.param[1], ENG_BN_MOMENTUM, ENG_BN_EPS, yr,
+                             mean, invstd, rm, rv);
+        eng_fwd_args fa = {.N = N, .x = x, .y = y, .train = true};
+        eng_bn_relu_forward(&o.l, &fa, NULL);
+        double worst = 0.0;
+        for (size_t c = 0; c < C; c++) {
+            worst = fmax(worst, fabs((double)o.l.aux[C + c] / (double)invstd[c] - 1.0));
+            worst = fmax(worst, fabs((double)o.l.param[3][c] / (double)rv[c] - 1.0));
+        }
+        ok(worst < 1e-3,
+           "S=%zu: invstd and running_var of mean 1000 / std 0.03 data (rel err %.2g)", S, worst);
+        free(x), free(y), free(yr);
+        destroy(&o);
+    }
+}
+
 /* ---- whole models ------------------------------------------------------------------------ */
 
 typedef struct run {
@@ -319,6 +355,7 @@ int main(void)
 {
     eng_par_set_threads(3);
     test_kernels();
+    test_offset_stats();
     static const char *const modes[] = {"train", "frozen_bn", "frozen_nograd"};
     for (int i = 0; i < 3; i++) {
         check_model("cnn-small", 1, 12, modes[i]);
