@@ -381,7 +381,9 @@ typedef enum eng_event_kind {
     ENG_EVENT_LR_FIND,  /* lr_find's result */
     ENG_EVENT_ARTIFACT, /* a file was written (save or checkpoint) */
     ENG_EVENT_STAGE_END,
-    ENG_EVENT_LOG, /* a message for the job's log (level + message) */
+    ENG_EVENT_LOG, /* a message for the job's log (level + message); also sent at DEBUG
+                      level before each validation batch, so that the callback's answer
+                      can stop a long validation */
 } eng_event_kind;
 
 typedef enum eng_log_level {
@@ -446,7 +448,8 @@ typedef enum eng_action {
 } eng_action;
 
 /* Called on the thread running eng_job_run(); `ev` and what it points to are borrowed
- * for the call. The return value is honoured at the next batch boundary at the latest. */
+ * for the call. The return value is honoured at the next batch boundary (training or
+ * validation) at the latest. */
 typedef eng_action (*eng_progress_fn)(const eng_event *ev, void *user);
 
 typedef struct eng_callbacks {
