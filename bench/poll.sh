@@ -15,7 +15,8 @@
 # Environment: THAWD (binary; default build-release/server/thawd, built if missing),
 # WINDOW (seconds per window, 20), CONNS (wrk connections, 16), WRK_THREADS (2),
 # THAWD_ARGS (extra daemon options; default none), WRK_CPUS (run wrk under
-# `taskset -c WRK_CPUS`; default unpinned), WRK_DELAY_MS (each connection waits this many ms
+# `taskset -c WRK_CPUS`; default unpinned), ROUNDS (polled windows, each between two quiet
+# ones; with more than one the summary is the median over them; default 1), WRK_DELAY_MS (each connection waits this many ms
 # before its next request, through a wrk Lua script: a paced poller instead of wrk's flat
 # out; 1 ms with 16 connections gives roughly 10,000 requests/s; default none).
 # Targets (issue 7): slowdown < 5% and >= 10,000 requests/s. wrk runs on the same machine
@@ -31,6 +32,7 @@ WRK_THREADS=${WRK_THREADS:-2}
 THAWD_ARGS=${THAWD_ARGS:-}
 WRK_CPUS=${WRK_CPUS:-}
 WRK_DELAY_MS=${WRK_DELAY_MS:-}
+ROUNDS=${ROUNDS:-1}
 WRK=wrk
 [ -z "$WRK_CPUS" ] || WRK="taskset -c $WRK_CPUS wrk"
 
@@ -127,39 +129,48 @@ window() { # runs "$@" (output to $TMP/window.txt); prints "steps seconds worker
         ($9 - $4) / 1e9, ($10 - $5) / 1e9 }'
 }
 
-# shellcheck disable=SC2046 # fields split on purpose
-set -- $(window sleep "$WINDOW")
-Q1_STEPS=$1 Q1_SECS=$2 Q1_CPU=$3 Q1_WAIT=$4
-# shellcheck disable=SC2046,SC2086 # fields split on purpose; WRK is a command with arguments
-set -- $(window $WRK -t"$WRK_THREADS" -c"$CONNS" -d"${WINDOW}s" --latency "$BASE/v1/jobs/1")
-L_STEPS=$1 L_SECS=$2 L_CPU=$3 L_WAIT=$4 L_HTTP=$5
-cp "$TMP/window.txt" "$TMP/wrk.txt"
-# shellcheck disable=SC2046 # fields split on purpose
-set -- $(window sleep "$WINDOW")
-Q2_STEPS=$1 Q2_SECS=$2 Q2_CPU=$3 Q2_WAIT=$4
+# Windows: quiet, polled, quiet, ... (ROUNDS polled windows, each between two quiet ones).
+# $TMP/windows: "kind steps seconds worker_cpu_s worker_wait_s http_cpu_s" per window;
+# $TMP/wrk.<r>.txt: wrk's report of polled window r.
+: >"$TMP/windows"
+r=1
+while :; do
+    echo "quiet $(window sleep "$WINDOW")" >>"$TMP/windows"
+    [ "$r" -le "$ROUNDS" ] || break
+    # shellcheck disable=SC2086 # WRK is a command with arguments
+    echo "polled $(window $WRK -t"$WRK_THREADS" -c"$CONNS" -d"${WINDOW}s" --latency "$BASE/v1/jobs/1")" >>"$TMP/windows"
+    cp "$TMP/window.txt" "$TMP/wrk.$r.txt"
+    r=$((r + 1))
+done
 
 job | grep -q '"state":"running"' || { echo "poll: job left running state during the run" >&2; exit 1; }
 
-RPS=$(awk '/^Requests\/sec:/ { print $2 }' "$TMP/wrk.txt")
-pct() { awk -v p="$1%" '$1 == p { print $2 }' "$TMP/wrk.txt"; }
-P50=$(pct 50) P90=$(pct 90) P99=$(pct 99)
-ERRS=$(awk '/Non-2xx|Socket errors/' "$TMP/wrk.txt")
-REQS=$(awk '/requests in/ { print $1 }' "$TMP/wrk.txt")
-
-rate() { printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
-per() { [ "$2" -gt 0 ] && printf '%.0f' "$(echo "$1 * 1000 / $2" | bc -l)" || echo "-"; }
-# The same ratio from the worker's CPU time per step instead of wall time: 1.000 when
-# polling leaves each step's cost alone and any slowdown is time spent waiting for a CPU.
-QCPU=$(echo "($Q1_CPU + $Q2_CPU) / ($Q1_STEPS + $Q2_STEPS)" | bc -l)
-LCPU=$(echo "$L_CPU / $L_STEPS" | bc -l)
-RATIO_CPU=$(printf '%.3f' "$(echo "$QCPU / $LCPU" | bc -l)")
-US_REQ=$(printf '%.1f' "$(echo "$L_HTTP * 1000000 / $REQS" | bc -l)")
-Q1=$(rate "$Q1_STEPS" "$Q1_SECS")
-L=$(rate "$L_STEPS" "$L_SECS")
-Q2=$(rate "$Q2_STEPS" "$Q2_SECS")
-Q=$(echo "($Q1 + $Q2) / 2" | bc -l)
-RATIO=$(printf '%.3f' "$(echo "$L / $Q" | bc -l)")
-SLOW=$(printf '%.1f' "$(echo "(1 - $L / $Q) * 100" | bc -l)")
+# Per polled window r: requests, requests/s, p50/p90/p99, errors; its step rate over the
+# mean of the two quiet windows around it; the same from CPU time per step.
+r=1
+: >"$TMP/rounds"
+while [ "$r" -le "$ROUNDS" ]; do
+    f=$TMP/wrk.$r.txt
+    pct() { awk -v p="$1%" '$1 == p { print $2 }' "$f"; }
+    errs=$(awk '/Non-2xx|Socket errors/ { printf "%s%s", sep, $0; sep = "; " }' "$f")
+    awk -v r="$r" -v reqs="$(awk '/requests in/ { print $1 }' "$f")" \
+        -v rps="$(awk '/^Requests\/sec:/ { print $2 }' "$f")" -v p50="$(pct 50)" \
+        -v p90="$(pct 90)" -v p99="$(pct 99)" -v errs="${errs:-none}" '
+        { kind[NR] = $1; st[NR] = $2; sec[NR] = $3; cpu[NR] = $4; http[NR] = $6 }
+        END {
+            l = 2 * r; q1 = l - 1; q2 = l + 1
+            rate = st[l] / sec[l]; qrate = (st[q1] / sec[q1] + st[q2] / sec[q2]) / 2
+            qcpu = (cpu[q1] + cpu[q2]) / (st[q1] + st[q2]); lcpu = st[l] ? cpu[l] / st[l] : 0
+            printf "%d\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%.1f\t%s\n", r, reqs, rps, p50, p90, p99,
+                rate / qrate, lcpu ? qcpu / lcpu : 0, reqs ? http[l] * 1e6 / reqs : 0, errs
+        }' "$TMP/windows" >>"$TMP/rounds"
+    r=$((r + 1))
+done
+median() { # median of column $1 of $TMP/rounds
+    cut -f"$1" "$TMP/rounds" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+RPS=$(median 3) RATIO=$(median 7) RATIO_CPU=$(median 8) US_REQ=$(median 9)
 
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
 OUTF=bench/results/$STAMP-poll.md
@@ -168,35 +179,35 @@ GIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 {
     echo "# Daemon under status polling ($STAMP)"
     echo
-    echo "\`bench/poll.sh\` at $GIT, $(nproc) cores, load average before: $LOAD0."
+    echo "\`bench/poll.sh\` at $GIT, $(nproc) cores, load average before: $LOAD0, after: $(cut -d" " -f1-3 /proc/loadavg)."
     echo "Job: cnn-small, fashion-mnist 1000/class, batch 128, Adam lr 1e-3 (\`$SPEC\`)."
     echo "Daemon: \`thawd ${THAWD_ARGS:-(default settings)}\`; $(sed -n 's/.* ready .*\(workers=[0-9]* blas_threads=[0-9]*\).*/\1/p' "$TMP/log" | head -n 1)."
-    echo "Load: \`$WRK -t$WRK_THREADS -c$CONNS -d${WINDOW}s --latency $BASE/v1/jobs/1\` (loopback${WRK_DELAY_MS:+; a Lua delay() of $WRK_DELAY_MS ms before each request})."
+    echo "Load: \`$WRK -t$WRK_THREADS -c$CONNS -d${WINDOW}s --latency $BASE/v1/jobs/1\` (loopback${WRK_DELAY_MS:+; a Lua delay() of $WRK_DELAY_MS ms before each request}); $ROUNDS polled window(s), each between two quiet ones."
     echo
     echo "| window | steps | seconds | steps/s | worker CPU s | worker run-queue wait s | CPU ms/step |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
-    row() { printf '| %s | %s | %.1f | %s | %.2f | %.2f | %s |\n' "$1" "$2" "$3" "$4" "$5" "$6" "$(per "$5" "$2")"; }
-    row "quiet 1" "$Q1_STEPS" "$Q1_SECS" "$Q1" "$Q1_CPU" "$Q1_WAIT"
-    row "polled" "$L_STEPS" "$L_SECS" "$L" "$L_CPU" "$L_WAIT"
-    row "quiet 2" "$Q2_STEPS" "$Q2_SECS" "$Q2" "$Q2_CPU" "$Q2_WAIT"
+    awk '{ printf "| %s | %d | %.1f | %.2f | %.2f | %.2f | %s |\n", $1, $2, $3, $2 / $3, $4, $5,
+        $2 ? sprintf("%.0f", $4 * 1000 / $2) : "-" }' "$TMP/windows"
     echo
-    echo "- status requests: $REQS in ${WINDOW} s, **$RPS requests/s**${ERRS:+ ($ERRS)}"
-    echo "- latency p50 $P50, p90 $P90, p99 $P99"
-    echo "- HTTP threads' CPU in the polled window: ${L_HTTP} s, $US_REQ µs per request"
-    echo "- step rate polled / quiet (mean of both quiet windows): **$RATIO** (slowdown $SLOW%)"
-    echo "- the same from the worker's CPU time per step (quiet / polled): $RATIO_CPU"
+    echo "| polled window | requests | requests/s | p50 | p90 | p99 | step rate polled / quiet | CPU per step quiet / polled | HTTP CPU µs per request | wrk errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$TMP/rounds"
     echo
-    echo '```'
-    cat "$TMP/wrk.txt"
-    echo '```'
+    echo "- **$RPS requests/s**, step rate polled / quiet **$RATIO** (medians over the polled windows;"
+    echo "  quiet = mean of the quiet windows before and after); from the worker's CPU time per"
+    echo "  step instead: $RATIO_CPU; HTTP threads' CPU $US_REQ µs per request."
+    for f in "$TMP"/wrk.*.txt; do
+        echo
+        echo '```'
+        cat "$f"
+        echo '```'
+    done
 } >"$OUTF"
 
-echo "requests/s      $RPS ($REQS requests)"
-echo "latency         p50 $P50  p90 $P90  p99 $P99"
-[ -z "$ERRS" ] || echo "wrk errors      $ERRS"
-echo "step rate       quiet $Q1, polled $L, quiet $Q2 steps/s"
-echo "ratio           $RATIO (polled / mean quiet; slowdown $SLOW%)"
-echo "worker CPU/step quiet $(per "$Q1_CPU" "$Q1_STEPS"), polled $(per "$L_CPU" "$L_STEPS"), quiet $(per "$Q2_CPU" "$Q2_STEPS") ms; run-queue wait $Q1_WAIT / $L_WAIT / $Q2_WAIT s"
-echo "CPU-time ratio  $RATIO_CPU (worker CPU per step, quiet / polled)"
-echo "HTTP CPU        $US_REQ µs per request"
+awk '{ printf "%-7s %3d steps in %5.1f s = %5.2f steps/s; worker CPU %.0f ms/step, run-queue wait %.1f s\n",
+    $1, $2, $3, $2 / $3, $2 ? $4 * 1000 / $2 : 0, $5 }' "$TMP/windows"
+awk -F'\t' '{ printf "polled window %s: %s requests/s, p50 %s p90 %s p99 %s, ratio %s (CPU time: %s), %s µs HTTP CPU per request, wrk errors: %s\n",
+    $1, $3, $4, $5, $6, $7, $8, $9, $10 }' "$TMP/rounds"
+echo "requests/s      $RPS (median)"
+echo "ratio           $RATIO (polled / quiet step rate, median; from CPU time per step: $RATIO_CPU)"
 echo "written         $OUTF"
