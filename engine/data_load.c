@@ -301,13 +301,15 @@ out:
 
 /* ---- load --------------------------------------------------------------------------------- */
 
-int eng_dataset_load_registered(const eng_data_spec *s, eng_dataset *d, eng_error *err)
+int eng_dataset_load_registered(const eng_data_spec *s, eng_stop_fn stop, void *user,
+                                eng_dataset *d, eng_error *err)
 {
+    eng_stopper stopper = {stop, user};
     eng_rawdata r;
     int32_t *map = NULL;
     uint8_t *in_valid = NULL;
     size_t *per_class = NULL;
-    int rc = eng_rawdata_read(s, NULL, &r, err);
+    int rc = eng_rawdata_read(s, &stopper, &r, err);
     if (rc)
         return rc;
     size_t K = r.n_classes, in = r.in_size;

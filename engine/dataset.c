@@ -10,6 +10,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "data_read.h"
 #include "rng.h"
 #include "util.h"
 
@@ -237,13 +238,13 @@ static int check_pair(const eng_idx *im, const eng_idx *lb, const char *ip, cons
     return 0;
 }
 
-static int load_idx(const eng_data_spec *s, eng_dataset *d, eng_error *err)
+static int load_idx(const eng_data_spec *s, const eng_stopper *sp, eng_dataset *d, eng_error *err)
 {
     eng_idx ti = {0}, tl = {0}, vi = {0}, vl = {0};
     int32_t map[256];
     int rc;
-    if ((rc = eng_idx_read(s->train_images, &ti, err)) ||
-        (rc = eng_idx_read(s->train_labels, &tl, err)) ||
+    if ((rc = eng_stop_check(sp, err)) || (rc = eng_idx_read(s->train_images, &ti, err)) ||
+        (rc = eng_idx_read(s->train_labels, &tl, err)) || (rc = eng_stop_check(sp, err)) ||
         (rc = eng_idx_read(s->valid_images, &vi, err)) ||
         (rc = eng_idx_read(s->valid_labels, &vl, err)))
         goto out;
@@ -320,6 +321,13 @@ out:
 
 int eng_dataset_load(const eng_data_spec *s, eng_dataset **out, eng_error *err)
 {
+    return eng_dataset_load_stoppable(s, NULL, NULL, out, err);
+}
+
+int eng_dataset_load_stoppable(const eng_data_spec *s, eng_stop_fn stop, void *user,
+                               eng_dataset **out, eng_error *err)
+{
+    eng_stopper sp = {stop, user};
     *out = NULL;
     eng_dataset *d = calloc(1, sizeof(*d));
     if (!d)
@@ -328,9 +336,9 @@ int eng_dataset_load(const eng_data_spec *s, eng_dataset **out, eng_error *err)
     if (s->kind == ENG_DATA_SYNTHETIC)
         rc = load_synthetic(s, d, err);
     else if (s->kind == ENG_DATA_IDX)
-        rc = load_idx(s, d, err);
+        rc = load_idx(s, &sp, d, err);
     else if (s->kind >= ENG_DATA_IDX_DIR && s->kind <= ENG_DATA_IMAGES) {
-        rc = eng_dataset_load_registered(s, d, err);
+        rc = eng_dataset_load_registered(s, stop, user, d, err);
         if (rc == 0) {
             *out = d; /* normalised by the loader (bytes) or already (floats) */
             return 0;

@@ -33,6 +33,10 @@ typedef struct eng_dataset {
  * eng_dataset_destroy). Returns 0, ENG_EINVAL, ENG_EIO, ENG_EFORMAT or ENG_ENOMEM with err
  * set (err->field names the spec field, err->text the file and problem). */
 int eng_dataset_load(const eng_data_spec *s, eng_dataset **out, eng_error *err);
+/* eng_dataset_load that asks stop(user) (stop may be NULL: never) between the files it reads
+ * and the images it decodes, and returns ENG_ECANCELED once it answers true. */
+int eng_dataset_load_stoppable(const eng_data_spec *s, eng_stop_fn stop, void *user,
+                               eng_dataset **out, eng_error *err);
 void eng_dataset_destroy(eng_dataset *d);
 
 /* Fills perm[0..n) with a permutation of 0..n-1 that depends only on (seed, stage, epoch),
@@ -55,7 +59,9 @@ void eng_idx_free(eng_idx *x);
 
 /* Loads a registered dataset (s->kind ENG_DATA_IDX_DIR and later) into `d` (zeroed by the
  * caller): class subset, per-class limit, validation split, normalisation, augmentation
- * flags. Returns 0 or an ENG_E* code with err set. data_load.c. */
-int eng_dataset_load_registered(const eng_data_spec *s, eng_dataset *d, eng_error *err);
+ * flags, asking stop(user) (stop may be NULL) as eng_dataset_load_stoppable does. Returns 0
+ * or an ENG_E* code with err set. data_load.c. */
+int eng_dataset_load_registered(const eng_data_spec *s, eng_stop_fn stop, void *user,
+                                eng_dataset *d, eng_error *err);
 /* Checks the registered-dataset fields of a spec (no file access). */
 int eng_data_spec_validate_dir(const eng_data_spec *d, eng_error *err);

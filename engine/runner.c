@@ -13,7 +13,9 @@
  * so a resumed run replays the same batches and ends with bit-identical weights (with the
  * same BLAS thread count). The validation pass is stopped between its batches too (see
  * valid_poll); an interrupt there checkpoints the position after the epoch's last training
- * batch, so a resumed run redoes the whole validation and records the epoch once.
+ * batch, so a resumed run redoes the whole validation and records the epoch once. Loading
+ * the job's data is stopped between its files and images the same way (load_poll); nothing
+ * is done then, so nothing is checkpointed.
  *
  * A fit (fastai Learner.fit: a fit, fit_one_cycle, or one of fine_tune's two) resets the
  * smoothed loss and the trackers when it starts, and does its after-fit work (save-best's
@@ -683,6 +685,15 @@ static bool valid_poll(void *user, size_t batch, size_t n_batches)
     return r->pending != ENG_CONTINUE;
 }
 
+/* eng_dataset_load_stoppable's stop: as valid_poll, between the files and images the job's
+ * data is read from. */
+static bool load_poll(void *user)
+{
+    runner *r = user;
+    log_msg(r, ENG_LOG_DEBUG, "loading data");
+    return r->pending != ENG_CONTINUE;
+}
+
 static int run_fit(runner *r, const fit_plan *fp, uint32_t e0, uint32_t b0)
 {
     eng_model *m = r->model;
@@ -1116,7 +1127,13 @@ int eng_job_run(const eng_job_spec *spec, const eng_run_opts *opts, const eng_ca
     eng_tracker_init(&r->es, &spec->callbacks.early_stopping);
     eng_tracker_init(&r->sb, &spec->callbacks.save_best);
 
-    rc = eng_dataset_load(&spec->data, &r->data, err);
+    rc = eng_dataset_load_stoppable(&spec->data, load_poll, r, &r->data, err);
+    if (rc == ENG_ECANCELED && r->pending != ENG_CONTINUE) {
+        /* nothing is done yet, so there is no checkpoint to write: an interrupted job starts
+         * again from scratch, or a resumed one from the checkpoint it was given */
+        rc = r->pending == ENG_CANCEL ? ENG_ECANCELED : ENG_EINTERRUPTED;
+        goto out;
+    }
     if (rc)
         goto out;
     eng_rng_seed(&init_rng, spec->seed, 0x494e4954ull); /* "INIT" */

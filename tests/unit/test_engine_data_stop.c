@@ -1,7 +1,9 @@
 /* test_engine_data_stop: eng_dataset_inspect_stoppable asks its stop function between the
  * images it decodes, between files (IDX, CIFAR) and every 4096 CSV lines; a stop returns
  * ENG_ECANCELED at once, writes no image decode cache, and a later inspect reads the whole
- * dataset. */
+ * dataset. eng_job_run asks its progress callback the same way while it loads a job's data
+ * (a DEBUG log event "loading data"): interrupt and cancel answered there end the run before
+ * any training, with no checkpoint. */
 #include <dirent.h>
 #include <png.h>
 #include <stdio.h>
@@ -183,6 +185,73 @@ static void test_cifar(void)
     is_int(c.asked, 2, "cifar: nothing more is asked after the stop");
 }
 
+typedef struct job_rec {
+    int loads, epochs, ckpts, stop_at;
+    eng_action answer;
+} job_rec;
+
+static eng_action job_cb(const eng_event *ev, void *user)
+{
+    job_rec *r = user;
+    if (ev->kind == ENG_EVENT_LOG && ev->level == ENG_LOG_DEBUG && ev->message &&
+        strcmp(ev->message, "loading data") == 0 && ++r->loads == r->stop_at)
+        return r->answer;
+    if (ev->kind == ENG_EVENT_EPOCH)
+        r->epochs++;
+    if (ev->kind == ENG_EVENT_ARTIFACT && strcmp(ev->artifact->kind, "checkpoint") == 0)
+        r->ckpts++;
+    return ENG_CONTINUE;
+}
+
+static int run_job(job_rec *r)
+{
+    eng_job_spec j;
+    eng_stage st;
+    eng_job_spec_defaults(&j);
+    j.batch_size = 8;
+    j.data.kind = ENG_DATA_IMAGES;
+    path_of(j.data.dir, sizeof j.data.dir, "job");
+    j.data.valid_pct = 0.25f;
+    j.model.n_hidden = 1;
+    j.model.hidden[0] = 8;
+    eng_stage_defaults(&st, ENG_STAGE_FIT);
+    st.epochs = 1;
+    st.lr.v[0] = 1e-2f;
+    j.stages = &st;
+    j.n_stages = 1;
+    eng_run_opts opts = {.out_dir = root};
+    eng_callbacks cb = {.progress = job_cb, .user = r};
+    eng_error err;
+    int rc = eng_job_run(&j, &opts, &cb, &err);
+    if (rc && rc != ENG_ECANCELED && rc != ENG_EINTERRUPTED)
+        diag("eng_job_run: %s", err.text);
+    return rc;
+}
+
+static void test_job(void)
+{
+    mk("job");
+    mk("job/a");
+    mk("job/b");
+    char rel[64];
+    for (int i = 0; i < 32; i++) {
+        snprintf(rel, sizeof rel, "job/%s/%02d.png", i % 2 ? "b" : "a", i);
+        png_file(rel, (unsigned char)(i % 2 ? 200 - i : i));
+    }
+    job_rec a = {.stop_at = 5, .answer = ENG_INTERRUPT};
+    is_int(run_job(&a), ENG_EINTERRUPTED, "job: interrupt while loading -> EINTERRUPTED");
+    ok(a.loads == 5 && a.epochs == 0 && a.ckpts == 0,
+       "job: stopped at once, before training, no checkpoint (%d loads)", a.loads);
+    job_rec c = {.stop_at = 3, .answer = ENG_CANCEL};
+    is_int(run_job(&c), ENG_ECANCELED, "job: cancel while loading -> ECANCELED");
+    is_int(c.loads, 3, "job: nothing more read after the cancel");
+    is_int(caches("job"), 0, "job: no decode cache from the stopped loads");
+    job_rec full = {0};
+    is_int(run_job(&full), 0, "job: an unstopped run trains");
+    ok(full.loads >= 32 && full.epochs == 1, "job: asked for every image (%d), 1 epoch",
+       full.loads);
+}
+
 static void rm_rf(const char *path)
 {
     char cmd[600];
@@ -199,6 +268,7 @@ int main(void)
     test_images();
     test_csv();
     test_cifar();
+    test_job();
     rm_rf(root);
     return done_testing();
 }
