@@ -407,6 +407,24 @@ static void conv_count(const conv_job *j, size_t M, size_t K, bool weight)
     }
 }
 
+/* Output channels [lo, hi) of the forward Winograd weights U [16][OC][IC]: transformed into
+ * the part's scratch (the Winograd weight-gradient scratch holds 16*OC*IC floats) and copied
+ * into place, so the transform no longer runs on one thread while the others wait. */
+static void wino_weights_part(void *ctx, size_t p, size_t T)
+{
+    const conv_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->g.OC, p, T, &lo, &hi);
+    const size_t IC = j->g.IC, OC = j->g.OC, rows = hi - lo;
+    if (rows == 0)
+        return;
+    ENG_ASSERT(16 * rows * IC <= part_floats(&j->g, j->nb, j->nbw));
+    float *tmp = part_base(j, p); /* [16][rows][IC] */
+    eng_wino_weights(rows, IC, j->l->param[0] + lo * IC * 9, false, tmp);
+    for (size_t rc = 0; rc < 16; rc++)
+        memcpy(j->U + (rc * OC + lo) * IC, tmp + rc * rows * IC, rows * IC * sizeof(float));
+}
+
 static void conv_forward(eng_layer *l, const eng_fwd_args *a)
 {
     conv_job j = conv_job_make(l, a->N);
@@ -417,7 +435,7 @@ static void conv_forward(eng_layer *l, const eng_fwd_args *a)
                             a->y, l->aux);
     else {
         if (j.wino)
-            eng_wino_weights(j.g.OC, j.g.IC, l->param[0], false, j.U);
+            eng_par_run(j.T, wino_weights_part, &j);
         eng_par_run(j.T, forward_part, &j);
     }
     /* Winograd does fewer multiplications; the counters keep the direct convolution's */
