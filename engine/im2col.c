@@ -7,7 +7,8 @@
  * inside the image is the same for every output row, so it is computed once per (kw) and the
  * inner loop has no bounds test: zeros left of it, a strided (or, at stride 1, contiguous)
  * copy, zeros right of it (stride 2 has its own loop, which the compiler vectorises). col2im
- * mirrors this with additions.
+ * mirrors this with additions. The 3x3 stride-2 padding-1 kernels of resnets have their own
+ * row functions, which handle a kernel row's three columns in one pass.
  */
 #include "im2col.h"
 
@@ -81,10 +82,48 @@ static void copy_stride2(size_t n, const float *restrict src, float *restrict ds
         dst[i] = src[2 * i];
 }
 
+/* im2col of one input row src [IW] for a 3-wide, column-stride-2, column-padding-1 kernel:
+ * the kw = 0, 1, 2 rows of the column buffer take iw = 2*ow - 1, 2*ow and 2*ow + 1, i.e. the
+ * odd columns shifted right by one (0 in front), the even columns and the odd columns (0 at
+ * the end of an odd-width row). One de-interleaving pass (vectorised) fills the last two. */
+static void im2col_row_k3s2p1(size_t IW, size_t OW, const float *restrict src, float *restrict d0,
+                              float *restrict d1, float *restrict d2)
+{
+    const size_t h = IW / 2; /* full (even, odd) pairs; OW = h, or h + 1 when IW is odd */
+    for (size_t k = 0; k < h; k++) {
+        d1[k] = src[2 * k];
+        d2[k] = src[2 * k + 1];
+    }
+    if (IW % 2) {
+        d1[h] = src[IW - 1];
+        d2[h] = 0.0f;
+    }
+    d0[0] = 0.0f;
+    copy_stride2(OW - 1, src + 1, d0 + 1);
+}
+
 void eng_im2col(const eng_conv2d_geom *g, const float *x, float *col, size_t ldcol)
 {
     const size_t IH = g->IH, IW = g->IW, OH = g->OH, OW = g->OW;
     const size_t SH = g->SH, SW = g->SW, PH = g->PH, PW = g->PW;
+    if (g->KW == 3 && SW == 2 && PW == 1) { /* the 3x3 stride-2 convolutions of resnets */
+        for (size_t ic = 0; ic < g->IC; ic++)
+            for (size_t kh = 0; kh < g->KH; kh++) {
+                float *rows = col + (ic * g->KH + kh) * 3 * ldcol; /* kw = 0, 1, 2 */
+                size_t oh_lo, oh_hi;
+                valid_range(kh, SH, PH, IH, OH, &oh_lo, &oh_hi);
+                for (size_t kw = 0; kw < 3; kw++) {
+                    memset(rows + kw * ldcol, 0, oh_lo * OW * sizeof(float));
+                    memset(rows + kw * ldcol + oh_hi * OW, 0, (OH - oh_hi) * OW * sizeof(float));
+                }
+                for (size_t oh = oh_lo; oh < oh_hi; oh++) {
+                    float *d0 = rows + oh * OW;
+                    im2col_row_k3s2p1(IW, OW, x + (ic * IH + oh * SH + kh - PH) * IW, d0,
+                                      d0 + ldcol, d0 + 2 * ldcol);
+                }
+            }
+        return;
+    }
     size_t r = 0;
     for (size_t ic = 0; ic < g->IC; ic++) {
         const float *xc = x + ic * IH * IW; /* [IH, IW] */
