@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "loader.h"
 #include "util.h"
 
@@ -108,22 +109,66 @@ static bool fused_at(const eng_model *m, size_t i)
     return i + 1 < m->n_layers && eng_bn_relu_pair(&m->layers[i], &m->layers[i + 1]);
 }
 
+/* Whether a layer's backward reads its forward input x / output y. Unknown kinds: yes. A
+ * conv2d or linear layer reads x only for its weight gradient. */
+static bool bwd_reads_x(const eng_layer *l)
+{
+    if (l->ops == &eng_layer_conv2d || l->ops == &eng_layer_linear)
+        return l->trainable[0];
+    return l->ops != &eng_layer_relu && l->ops != &eng_layer_dropout;
+}
+
+static bool bwd_reads_y(const eng_layer *l)
+{
+    return l->ops != &eng_layer_conv2d && l->ops != &eng_layer_linear &&
+           l->ops != &eng_layer_batchnorm2d && l->ops != &eng_layer_batchnorm1d &&
+           l->ops != &eng_layer_dropout;
+}
+
+/* Whether act[k] (the output of layer k-1, input of layer k; 1 <= k <= L) must be stored for
+ * a backward pass that runs down to layer lo (lo = L: no backward). The others go to the two
+ * input-gradient buffers in turn, unused until the backward pass: less memory touched (peak
+ * RSS) and a working set that stays in cache. With a frozen body and trainable BatchNorm
+ * (fastai's freeze) that drops every ReLU output, which only the frozen conv's forward reads.
+ * A model with a layer flagged `unfused` keeps everything from lo up, as before fusion: the
+ * reference path the tests compare against. */
+static bool kept(const eng_model *m, size_t k, size_t lo, bool reference)
+{
+    const size_t L = m->n_layers;
+    if (k == 0) /* the input, never one of the trainer's buffers to choose */
+        return true;
+    if (k >= L || reference)
+        return k >= lo;
+    bool need = false;
+    if (k >= lo && !fused_at(m, k - 1)) /* layer k's backward runs, reading x */
+        need = bwd_reads_x(&m->layers[k]);
+    if (k - 1 >= lo && !fused_at(m, k - 1) && !(k >= 2 && fused_at(m, k - 2)))
+        need = need || bwd_reads_y(&m->layers[k - 1]); /* layer k-1's, reading y */
+    return need;
+}
+
+static bool reference_path(const eng_model *m)
+{
+    for (size_t i = 0; i < m->n_layers; i++)
+        if (m->layers[i].unfused)
+            return true;
+    return false;
+}
+
 const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool train)
 {
     eng_model *m = t->model;
     ENG_ASSERT(N <= t->max_batch);
-    /* Outputs no backward pass will read (all of them in eval mode; in training those below
-     * the lowest trainable layer, e.g. a frozen body with train_bn false) go to the two
-     * input-gradient buffers in turn, unused until the backward pass, instead of their own
-     * activation buffers: less memory touched (peak RSS) and a working set that stays in
-     * cache. act[k] is written for k >= keep and for the logits. */
-    const size_t L = m->n_layers, keep = train ? eng_model_lowest_trainable(m) : L;
+    /* act[k] only where a backward pass will read it (see kept); all of them in eval mode
+     * except the logits */
+    const size_t L = m->n_layers, lo = train ? eng_model_lowest_trainable(m) : L;
+    const bool ref = reference_path(m);
     const float *in = x;
     size_t pp = 0; /* the ping-pong buffer written next */
     for (size_t i = 0; i < L; i++) {
         const bool fuse = fused_at(m, i);
         const size_t last = fuse ? i + 1 : i; /* the layer whose output this writes */
-        float *y = last + 1 >= keep ? t->act[last + 1] : t->grad_buf[pp];
+        float *y = kept(m, last + 1, lo, ref) ? t->act[last + 1] : t->grad_buf[pp];
         if (fuse && y == t->grad_buf[pp] && in == t->grad_buf[1 - pp])
             y = t->grad_buf[1 - pp]; /* a fused pair in place: its input is not kept either */
         else if (y == t->grad_buf[pp])
@@ -153,6 +198,7 @@ float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N)
     float *dy = t->grad_buf[0];
     float loss = eng_softmax_ce(N, C, logits, t->labels, dy, NULL);
     size_t lo = eng_model_lowest_trainable(m);
+    const bool ref = reference_path(m);
     int cur = 0;
     for (size_t i = L; i-- > lo;) {
         /* a ReLU (no parameters, so never the lowest trainable layer) after a fused BN */
@@ -160,7 +206,12 @@ float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N)
         const size_t first = fuse ? i - 1 : i; /* the layer whose input gradient this writes */
         eng_layer *l = &m->layers[first];
         float *dx = first > lo ? t->grad_buf[1 - cur] : NULL;
-        eng_bwd_args a = {.N = N, .x = t->act[first], .y = t->act[i + 1], .dy = dy, .dx = dx};
+        /* activations that were not stored are passed as NULL: never read */
+        eng_bwd_args a = {.N = N,
+                          .x = kept(m, first, lo, ref) ? t->act[first] : NULL,
+                          .y = kept(m, i + 1, lo, ref) ? t->act[i + 1] : NULL,
+                          .dy = dy,
+                          .dx = dx};
         if (fuse) {
             a.y = NULL; /* the ReLU mask is recomputed from x: y is not read */
             eng_bn_relu_backward(l, &a, NULL);
