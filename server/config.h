@@ -41,7 +41,7 @@ typedef struct srv_config {
     int request_timeout;                  /* --request-timeout: seconds to receive a request
                                              body (60; 0 = no limit), else 408 */
     /* CPU placement (empty = none): lists like "1" or "0,2-3", checked when parsed */
-    char http_cpus[128];   /* --http-cpus: pin the HTTP (and SSE) threads */
+    char http_cpus[128];   /* --http-cpus: pin the HTTP server (MHD) threads */
     char worker_cpus[128]; /* --worker-cpus: pin the training worker threads */
 } srv_config;
 
