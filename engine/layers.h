@@ -117,9 +117,11 @@ struct eng_layer {
     float *aux;       /* borrowed arena scratch of aux_size(N) floats, or NULL */
     eng_rng *rng;     /* borrowed: the trainer's stream (dropout); may be NULL in eval */
     eng_stats *stats; /* borrowed: the model's counters */
-    bool unfused;     /* run this layer's fusable steps as separate kinds (the reference path;
-                         tests set it to compare): a BatchNorm followed by a ReLU, a block's
-                         internal BatchNorm + ReLU pairs */
+    bool unfused;     /* the reference path, for tests to compare: this layer's fusable
+                         steps run as separate kinds (a BatchNorm followed by a ReLU, a
+                         block's internal BatchNorm + ReLU pairs), and while any layer has it
+                         the trainer stores every activation from the lowest trainable
+                         layer up */
 };
 
 /* The kinds of the core (layer_dense.c, layer_act.c). */
