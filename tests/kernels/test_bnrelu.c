@@ -359,7 +359,8 @@ int main(void)
     static const char *const modes[] = {"train", "frozen_bn", "frozen_nograd"};
     for (int i = 0; i < 3; i++) {
         check_model("cnn-small", 1, 12, modes[i]);
-        check_model("resnet18", 3, 16, modes[i]);
+        if (i < 2) /* resnet18's frozen_nograd forward is cnn-small's path; 11M parameters */
+            check_model("resnet18", 3, 16, modes[i]);
     }
     return done_testing();
 }
