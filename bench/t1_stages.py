@@ -262,7 +262,7 @@ def report(a, rounds, started, final):
                  summary["thawd"]["total"]))
     th = side_rounds("thawd")
     md = ["# T1 workflow: wall time per stage, thawd against PyTorch", "",
-          "`bench/t1_stages.sh`%s, %s UTC, %d rounds (PyTorch then thawd in each), %d threads; "
+          "`bench/t1_stages.sh`%s, %s UTC, rounds: %d (PyTorch then thawd in each), %d threads; "
           "load average (1 min) %.1f-%.1f during the runs; thawd %s." % (
               " --quick" if a.quick else "", started.strftime("%Y-%m-%d %H:%M"), len(th),
               a.threads, min(loads) if loads else float("nan"),
