@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -147,11 +148,18 @@ def loadavg():
         return None
 
 
-def run(cmd, log, env):
-    t0 = time.perf_counter()
+def cpu_children():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run(cmd, log, env, cpu):
+    """Runs cmd, returns its wall seconds; adds its CPU seconds (user + system) to cpu[0]."""
+    t0, c0 = time.perf_counter(), cpu_children()
     with open(log, "w") as f:
         p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     wall = time.perf_counter() - t0
+    cpu[0] += cpu_children() - c0
     if p.returncode != 0:
         sys.exit("t1_stages: %s failed (exit %d), see %s" % (cmd[0], p.returncode, log))
     return wall
@@ -163,7 +171,7 @@ def run_thawd(a, r, env):
     os.makedirs(d)
     src_out = os.path.join(d, "source-out")
     source, transfer = specs(a.quick, os.path.join(src_out, "source.safetensors"))
-    walls, tls = [], []
+    walls, tls, cpu = [], [], [0.0]
     for name, spec, out in (("source", source, src_out),
                             ("transfer", transfer, os.path.join(d, "transfer-out"))):
         path = os.path.join(d, name + ".json")
@@ -171,10 +179,11 @@ def run_thawd(a, r, env):
             json.dump(spec, f, indent=1)
         tl = os.path.join(d, name + ".timeline")
         walls.append(run([a.thawd, "run", path, "--out", out, "--threads", str(a.threads),
-                          "--timeline", tl], os.path.join(d, name + ".log"), env))
+                          "--timeline", tl], os.path.join(d, name + ".log"), env, cpu))
         tls.append(read_timeline(tl))
     st, info = thawd_stages(tls[0], tls[1], walls)
     info["wall_s"] = sum(walls)
+    info["cpu_s"] = cpu[0]
     return st, info
 
 
@@ -185,7 +194,8 @@ def run_torch(a, r, env):
     js = os.path.join(d, "stages.json")
     cmd = [a.pytorch, os.path.join(HERE, "t1_torch.py"), "--json", js, "--out", d,
            "--threads", str(a.threads)] + (["--quick"] if a.quick else [])
-    wall = run(cmd, os.path.join(d, "log"), env)
+    cpu = [0.0]
+    wall = run(cmd, os.path.join(d, "log"), env, cpu)
     with open(js) as f:
         doc = json.load(f)
     st = {k: doc["stages"].get(k) for k, _ in STAGES if k != "startup"}
@@ -193,6 +203,7 @@ def run_torch(a, r, env):
     info = {k: doc[k] for k in ("source_accuracy", "head_accuracy", "accuracy",
                                 "lr_find_points", "lr_find_valley", "import_s", "torch")}
     info["wall_s"] = wall
+    info["cpu_s"] = cpu[0]
     return st, info
 
 
@@ -247,6 +258,7 @@ def report(a, rounds, started, final):
         rs = side_rounds(side)
         summary[side] = {k: stats([x["stages"][k] for x in rs]) for k, _ in STAGES}
         summary[side]["total"] = stats([x["wall_s"] for x in rs])
+        summary[side]["cpu"] = stats([x.get("cpu_s") for x in rs])
         summary[side]["data+load_body"] = stats(
             [x["stages"]["data"] + (x["stages"]["load_body"] or 0) for x in rs])
         for k in ("source_accuracy", "head_accuracy", "accuracy", "lr_find_points"):
@@ -260,6 +272,8 @@ def report(a, rounds, started, final):
                     summary["pytorch"]["data+load_body"], summary["thawd"]["data+load_body"]))
     rows.append(("total", "total (wall time of the processes)", summary["pytorch"]["total"],
                  summary["thawd"]["total"]))
+    rows.append(("cpu", "CPU time of the processes (user + system)", summary["pytorch"]["cpu"],
+                 summary["thawd"]["cpu"]))
     th = side_rounds("thawd")
     md = ["# T1 workflow: wall time per stage, thawd against PyTorch", "",
           "`bench/t1_stages.sh`%s, %s UTC, rounds: %d (PyTorch then thawd in each), %d threads; "
@@ -333,9 +347,9 @@ def main():
             st, info = fn(a, r, env)
             info["loadavg"] = [la0, loadavg()]
             rounds.append({"round": r, "side": side, "stages": st, **info})
-            print("round %d %-7s %6.1f s, accuracy %s (source %s), load %s-%s" % (
-                r, side, info["wall_s"], pct(info["accuracy"]), pct(info["source_accuracy"]),
-                la0, info["loadavg"][1]), flush=True)
+            print("round %d %-7s %6.1f s (CPU %.1f s), accuracy %s (source %s), load %s-%s" % (
+                r, side, info["wall_s"], info["cpu_s"], pct(info["accuracy"]),
+                pct(info["source_accuracy"]), la0, info["loadavg"][1]), flush=True)
         report(a, rounds, started, r == a.repeats - 1)
 
     return 0
