@@ -90,7 +90,8 @@ static bool name_ok(const char *s)
     return true;
 }
 
-/* Upload/import format names: the engine's plus "images-tar" (an image folder as a tar). */
+/* Upload/import format names: the engine's ("images" among them) plus "images-tar", its
+ * alias for an image folder sent as a tar. */
 static int format_parse(const char *f, eng_data_kind *kind)
 {
     if (f && strcmp(f, "images-tar") == 0) {
@@ -1049,8 +1050,9 @@ int srv_upload_begin(srv_request *req, srv_upload **out, srv_reply *rep)
     }
     eng_data_kind kind;
     if (!format || format_parse(format, &kind) != 0) {
-        srv_reply_problem(rep, req, 422,
-                          "name the format with ?format=idx|cifar10|cifar100|csv|images-tar");
+        srv_reply_problem(
+            rep, req, 422,
+            "name the format with ?format=idx|cifar10|cifar100|csv|images|images-tar");
         return -1;
     }
     const char *name = req->query(req, "name");
@@ -1452,7 +1454,7 @@ void srv_handle_dataset_import(srv_request *req, srv_reply *rep)
                           "path must be a relative path below the import root, without '..'");
     } else if (!format || format_parse(format, &kind) != 0) {
         srv_reply_problem(rep, req, 422,
-                          "format must be idx, cifar10, cifar100, csv or images-tar");
+                          "format must be idx, cifar10, cifar100, csv, images or images-tar");
     } else if (!name_ok(name)) {
         srv_reply_problem(rep, req, 422,
                           "name must be 1..64 characters of [A-Za-z0-9._-], not starting "
