@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "files.h"
 #include "json_io.h"
 
 #define SPEC_FILE_MAX (16u << 20)
@@ -53,23 +54,6 @@ static char *read_file(const char *path, size_t *len)
     }
     *len = n;
     return buf;
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[ENG_PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
 }
 
 /* The per-epoch table in fastprogress's console layout (ConsoleMasterBar.write with
@@ -350,7 +334,7 @@ int srv_cli_run(int argc, char **argv)
             bl -= 5;
         snprintf(out_dir, sizeof out_dir, "%.*s-out", (int)(bl < 200 ? bl : 200), base);
     }
-    if (mkdir_p(out_dir) != 0) {
+    if (srv_mkdir_p(out_dir) != 0) {
         fprintf(stderr, "thawd run: cannot create %s: %s\n", out_dir, strerror(errno));
         goto done;
     }

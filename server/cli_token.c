@@ -16,6 +16,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "files.h"
 #include "json_io.h"
 
 static void usage(FILE *out)
@@ -38,26 +39,6 @@ static void cli_store_log(store_log_level level, const char *msg, void *user)
         fprintf(stderr, "thawd: %s\n", msg);
 }
 
-static int mkdir_parents(const char *path)
-{
-    char tmp[SRV_CONFIG_STR_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
 /* Opens DIR/thawd.db; `create` makes DIR (and the database) when missing, otherwise a
  * missing database is an error. Returns 0 or 1 after printing why. */
 static int open_db(const char *dir, bool create, store **s)
@@ -69,7 +50,7 @@ static int open_db(const char *dir, bool create, store **s)
         return 1;
     }
     if (create) {
-        if (mkdir_parents(dir) != 0) {
+        if (srv_mkdir_p(dir) != 0) {
             fprintf(stderr, "thawd: cannot create data dir %s: %s\n", dir, strerror(errno));
             return 1;
         }

@@ -56,6 +56,7 @@
 #endif
 
 #include "auth.h"
+#include "files.h"
 #include "log.h"
 #include "models.h"
 
@@ -106,21 +107,6 @@ static void datasets_dir(const srv_app *app, char *buf, size_t size, const char 
     snprintf(buf, size, "%s/datasets%s%s", app->cfg->data_dir, sub ? "/" : "", sub ? sub : "");
 }
 
-static int mkdir_p(const char *path)
-{
-    char tmp[SRV_CONFIG_STR_MAX + 64];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;
@@ -143,7 +129,7 @@ static int make_stage(const srv_app *app, char *stage, size_t size)
 {
     char tmp[SRV_CONFIG_STR_MAX + 64];
     datasets_dir(app, tmp, sizeof tmp, ".tmp");
-    if (mkdir_p(tmp) != 0)
+    if (srv_mkdir_p(tmp) != 0)
         return -1;
     if (snprintf(stage, size, "%s/stage-XXXXXX", tmp) >= (int)size)
         return -1;

@@ -29,6 +29,7 @@
 #include "config.h"
 #include "datasets.h"
 #include "engine.h"
+#include "files.h"
 #include "http.h"
 #include "log.h"
 #include "workers.h"
@@ -87,23 +88,6 @@ static int wait_for_signal(const sigset_t *sigs)
         if (read(signal_pipe[0], &b, 1) == 1)
             return b;
     }
-}
-
-static int mkdir_p(const char *path)
-{
-    char tmp[SRV_CONFIG_STR_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
 }
 
 /* Creates and flocks DATA/thawd.lock. Returns the fd, or -1 after printing why. */
@@ -182,7 +166,7 @@ static int serve(int argc, char **argv)
     bool app_ok = false;
     char dirs[SRV_CONFIG_STR_MAX + 16];
     snprintf(dirs, sizeof dirs, "%s/jobs", cfg.data_dir);
-    if (mkdir_p(cfg.data_dir) != 0 || mkdir_p(dirs) != 0) {
+    if (srv_mkdir_p(cfg.data_dir) != 0 || srv_mkdir_p(dirs) != 0) {
         fprintf(stderr, "thawd: cannot create data dir %s: %s\n", cfg.data_dir, strerror(errno));
         goto done;
     }
