@@ -1,5 +1,6 @@
 /*
- * cli_run.h: `thawd run SPEC.json [--out DIR] [--threads N]`, one job in the foreground.
+ * cli_run.h: `thawd run SPEC.json [--out DIR] [--threads N] [--timeline FILE]`, one job in
+ * the foreground; --timeline also writes every engine event with its wall time as JSON lines.
  */
 #pragma once
 
