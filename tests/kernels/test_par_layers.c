@@ -133,14 +133,10 @@ static void test_conv(test_rng *r, size_t N, size_t IC, size_t HW, size_t OC, si
     o.l.ops->forward(&o.l, &fa);
     eng_bwd_args ba = {.N = N, .x = x, .y = y, .dy = dy, .dx = dx};
     o.l.ops->backward(&o.l, &ba);
-    double e;
-    ok(test_close(y, y_ref, out, 1e-10, &e), "conv N=%zu %zu->%zu s%zu: forward (nmse %.2g)", N, IC,
-       OC, stride, e);
-    ok(test_close(dx, dx_ref, in, 1e-10, &e), "conv N=%zu: input gradient (nmse %.2g)", N, e);
-    ok(test_close(o.l.grad[0], dw_ref, nw, 1e-10, &e),
-       "conv N=%zu: weight gradient summed over the parts (nmse %.2g)", N, e);
-    ok(test_close(o.l.grad[1], db_ref, OC, 1e-10, &e), "conv N=%zu: bias gradient (nmse %.2g)", N,
-       e);
+    CLOSE(y, y_ref, out, 1e-10, "conv N=%zu %zu->%zu s%zu: forward", N, IC, OC, stride);
+    CLOSE(dx, dx_ref, in, 1e-10, "conv N=%zu: input gradient", N);
+    CLOSE(o.l.grad[0], dw_ref, nw, 1e-10, "conv N=%zu: weight gradient summed over the parts", N);
+    CLOSE(o.l.grad[1], db_ref, OC, 1e-10, "conv N=%zu: bias gradient", N);
     free(x), free(y), free(y_ref), free(dy), free(dx), free(dx_ref), free(dw_ref), free(db_ref);
     destroy(&o);
 }
@@ -170,10 +166,10 @@ static void test_bn_relu(test_rng *r, size_t N, size_t C, size_t HW)
     eng_bwd_args ba = {.N = N, .x = x, .y = y, .dy = dy, .dx = dx};
     o.l.ops->backward(&o.l, &ba);
     double e;
-    ok(test_close(y, y_ref, n, 1e-10, &e), "bn N=%zu C=%zu: train forward (nmse %.2g)", N, C, e);
+    CLOSE(y, y_ref, n, 1e-10, "bn N=%zu C=%zu: train forward", N, C);
     ok(test_close(o.l.param[2], rm, C, 1e-10, &e) && test_close(o.l.param[3], rv, C, 1e-10, &e),
        "bn N=%zu C=%zu: running statistics", N, C);
-    ok(test_close(dx, dx_ref, n, 1e-8, &e), "bn N=%zu C=%zu: input gradient (nmse %.2g)", N, C, e);
+    CLOSE(dx, dx_ref, n, 1e-8, "bn N=%zu C=%zu: input gradient", N, C);
     ok(test_close(o.l.grad[0], dg_ref, C, 1e-8, &e) && test_close(o.l.grad[1], db_ref, C, 1e-8, &e),
        "bn N=%zu C=%zu: gamma and beta gradients", N, C);
     /* relu over the same sizes: exact */
@@ -211,8 +207,7 @@ static void test_maxpool(test_rng *r, size_t N)
     eng_bwd_args ba = {.N = N, .x = x, .y = y, .dy = dy, .dx = dx};
     o.l.ops->backward(&o.l, &ba);
     ok(memcmp(y, y_ref, out * sizeof(float)) == 0, "maxpool N=%zu: forward exact", N);
-    double e;
-    ok(test_close(dx, dx_ref, in, 1e-12, &e), "maxpool N=%zu: backward (nmse %.2g)", N, e);
+    CLOSE(dx, dx_ref, in, 1e-12, "maxpool N=%zu: backward", N);
     free(x), free(y), free(y_ref), free(dy), free(dx), free(dx_ref);
     destroy(&o);
 }
