@@ -14,10 +14,16 @@
  * only when a lower parameter trains or the input gradient is asked for; the shortcut's
  * input gradient is added into dx with the conv kernel's accumulate flag.
  *
- * aux layout for a batch of N (each [N x out_size] unless said):
+ * aux layout for a batch of N (each [N x out_size] unless said): what the backward pass
+ * reads,
  *   c1 conv1 out | a1 relu(bn1) out | c2 conv2 out | cd downsample conv out (if any) |
- *   g, t1, t2 backward scratch (g also holds the downsample BN output during forward) |
- *   three BN scratch areas of 2*OC+1 | the conv scratch shared by the three convs.
+ *   three BN areas of 2*OC+1 (batch statistics),
+ * then the scratch (scratch_size; the trainer's shared region when l->scratch is set):
+ *   g, t1, t2 backward temporaries (g also holds the downsample BN output during forward) |
+ *   the conv scratch shared by the three convs.
+ * a1 is read only by conv2's weight gradient: while that weight is frozen (and bn1 + ReLU
+ * run fused, which recompute the mask from c1), the forward pass writes a1 to t1 instead,
+ * so that plane is never touched (fastai's freeze keeps one plane less per block).
  */
 #include <math.h>
 #include <stdio.h>
@@ -112,6 +118,18 @@ typedef struct block_bufs {
     float *c1, *a1, *c2, *cd, *g, *t1, *t2, *bn[3], *conv;
 } block_bufs;
 
+/* Floats of aux before the scratch. */
+static size_t kept_floats(const eng_layer *l, size_t N)
+{
+    return (has_ds(l) ? 4 : 3) * block_out(l, N) + 3 * bn_scratch(l);
+}
+
+/* Whether a1 lives in t1 (see the top comment). */
+static bool a1_scratch(const eng_layer *l)
+{
+    return !l->unfused && !l->trainable[6];
+}
+
 static block_bufs bufs(const eng_layer *l, size_t N)
 {
     block_bufs b = {0};
@@ -122,12 +140,16 @@ static block_bufs bufs(const eng_layer *l, size_t N)
     b.c2 = p, p += o;
     if (has_ds(l))
         b.cd = p, p += o;
+    for (int i = 0; i < 3; i++)
+        b.bn[i] = p, p += bn_scratch(l);
+    if (l->scratch)
+        p = l->scratch;
     b.g = p, p += o;
     b.t1 = p, p += o;
     b.t2 = p, p += o;
-    for (int i = 0; i < 3; i++)
-        b.bn[i] = p, p += bn_scratch(l);
     b.conv = p;
+    if (a1_scratch(l))
+        b.a1 = b.t1;
     return b;
 }
 
@@ -217,10 +239,14 @@ static void block_init(eng_layer *l, eng_rng *rng)
     }
 }
 
+static size_t block_scratch_size(const eng_layer *l, size_t N)
+{
+    return 3 * block_out(l, N) + conv_scratch_size(l, N);
+}
+
 static size_t block_aux_size(const eng_layer *l, size_t N)
 {
-    size_t planes = has_ds(l) ? 7 : 6;
-    return planes * block_out(l, N) + 3 * bn_scratch(l) + conv_scratch_size(l, N);
+    return kept_floats(l, N) + block_scratch_size(l, N);
 }
 
 static void run_fwd(eng_layer *c, size_t N, const float *x, float *y, bool train)
@@ -319,8 +345,8 @@ static void block_backward(eng_layer *l, const eng_bwd_args *a)
             run_bwd(&c, N, b.c2, b.g, t1);
         }
         if (conv2_w || need_lower) {
-            child(l, CH_CONV2, &b, &c);
-            run_bwd(&c, N, b.a1, b.t1, need_lower ? b.t2 : NULL);
+            child(l, CH_CONV2, &b, &c); /* x = a1 is read only for the weight gradient */
+            run_bwd(&c, N, conv2_w ? b.a1 : NULL, b.t1, need_lower ? b.t2 : NULL);
         }
     }
     if (need_lower) {
@@ -374,6 +400,7 @@ const eng_layer_ops eng_layer_basic_block = {
     .param_info = block_param_info,
     .init = block_init,
     .aux_size = block_aux_size,
+    .scratch_size = block_scratch_size,
     .forward = block_forward,
     .backward = block_backward,
 };

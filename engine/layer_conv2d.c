@@ -312,16 +312,31 @@ static bool use_tap(const eng_conv2d_geom *g, size_t N)
     return !use_wino(g) && g->KH * g->KW > 1 && g->OH * g->OW <= 16 && N >= 2;
 }
 
+/* The parts' scratch for a batch of N (the layout below). */
+static size_t parts_floats(const eng_conv2d_geom *g, size_t N)
+{
+    size_t T = conv_parts(N), Np = part_max(N, T);
+    size_t nb = conv_nb(g, Np), nbw = eng_wino_chunk(g->IC, g->OC, g->OH, g->OW, Np);
+    return T * part_floats(g, nb, nbw) + (T - 1) * g->OC * eng_conv2d_kdim(g) +
+           (use_wino(g) ? 16 * g->OC * g->IC : 0);
+}
+
+/* Enough for every batch up to N: parts_floats grows with N, and where the tap kernel runs
+ * (every batch from 2 images on) the parts run only for a single image. All of it is
+ * scratch (scratch_size): nothing is kept from the forward to the backward pass. */
 static size_t conv_aux_size(const eng_layer *l, size_t N)
 {
     eng_conv2d_geom g = conv_geom(l);
-    size_t T = conv_parts(N), Np = part_max(N, T);
-    size_t nb = conv_nb(&g, Np), nbw = eng_wino_chunk(g.IC, g.OC, g.OH, g.OW, Np);
-    size_t f = T * part_floats(&g, nb, nbw) + (T - 1) * g.OC * eng_conv2d_kdim(&g) +
-               (use_wino(&g) ? 16 * g.OC * g.IC : 0);
-    /* the tap scratch overlaps everything above: with tap, no part runs */
-    size_t tap = use_tap(&g, N) ? eng_convtap_scratch_floats(&g, N) : 0;
+    if (!use_tap(&g, N))
+        return parts_floats(&g, N);
+    size_t f = parts_floats(&g, 1), tap = eng_convtap_scratch_floats(&g, N);
     return f > tap ? f : tap;
+}
+
+/* The scratch: the trainer's shared region, else the layer's own aux. */
+static float *conv_scratch(const eng_layer *l)
+{
+    return l->scratch ? l->scratch : l->aux;
 }
 
 typedef struct conv_job {
@@ -329,7 +344,8 @@ typedef struct conv_job {
     eng_conv2d_geom g;
     size_t N, T, nb, nbw;
     bool wino;
-    float *U; /* Winograd weights, prepared before the parts run */
+    float *base; /* conv_scratch */
+    float *U;    /* Winograd weights, prepared before the parts run */
     const float *x, *dy;
     float *y, *dx, *dw;
     bool want_dw;
@@ -337,7 +353,7 @@ typedef struct conv_job {
 
 static float *part_base(const conv_job *j, size_t p)
 {
-    return j->l->aux + p * part_floats(&j->g, j->nb, j->nbw);
+    return j->base + p * part_floats(&j->g, j->nb, j->nbw);
 }
 
 static eng_conv2d_scratch part_scratch(const conv_job *j, size_t p)
@@ -351,19 +367,19 @@ static eng_conv2d_scratch part_scratch(const conv_job *j, size_t p)
 
 static float *dw_partial(const conv_job *j, size_t p)
 {
-    return j->l->aux + j->T * part_floats(&j->g, j->nb, j->nbw) +
+    return j->base + j->T * part_floats(&j->g, j->nb, j->nbw) +
            (p - 1) * j->g.OC * eng_conv2d_kdim(&j->g);
 }
 
 static conv_job conv_job_make(const eng_layer *l, size_t N)
 {
-    conv_job j = {.l = l, .g = conv_geom(l), .N = N};
+    conv_job j = {.l = l, .g = conv_geom(l), .N = N, .base = conv_scratch(l)};
     j.T = conv_parts(N);
     j.nb = conv_nb(&j.g, part_max(N, j.T));
     j.nbw = eng_wino_chunk(j.g.IC, j.g.OC, j.g.OH, j.g.OW, part_max(N, j.T));
     j.wino = use_wino(&j.g);
     if (j.wino)
-        j.U = l->aux + j.T * part_floats(&j.g, j.nb, j.nbw) +
+        j.U = j.base + j.T * part_floats(&j.g, j.nb, j.nbw) +
               (j.T - 1) * j.g.OC * eng_conv2d_kdim(&j.g);
     return j;
 }
@@ -432,7 +448,7 @@ static void conv_forward(eng_layer *l, const eng_fwd_args *a)
     j.y = a->y;
     if (use_tap(&j.g, a->N))
         eng_convtap_forward(&j.g, a->N, a->x, l->param[0], l->cfg.conv.bias ? l->param[1] : NULL,
-                            a->y, l->aux);
+                            a->y, j.base);
     else {
         if (j.wino)
             eng_par_run(j.T, wino_weights_part, &j);
@@ -491,7 +507,7 @@ static void conv_backward(eng_layer *l, const eng_bwd_args *a)
         eng_conv2d_backward_bias(&j.g, a->N, a->dy, l->grad[1], false);
     if (tap && (l->trainable[0] || a->dx)) {
         eng_convtap_backward(&j.g, a->N, a->x, l->param[0], a->dy,
-                             l->trainable[0] ? l->grad[0] : NULL, false, a->dx, false, l->aux);
+                             l->trainable[0] ? l->grad[0] : NULL, false, a->dx, false, j.base);
         if (l->trainable[0])
             conv_count(&j, j.g.OC, eng_conv2d_kdim(&j.g), true);
     }
@@ -506,6 +522,7 @@ const eng_layer_ops eng_layer_conv2d = {
     .param_info = conv_param_info,
     .init = conv_init,
     .aux_size = conv_aux_size,
+    .scratch_size = conv_aux_size,
     .forward = conv_forward,
     .backward = conv_backward,
 };

@@ -98,6 +98,11 @@ typedef struct eng_layer_ops {
     void (*init)(eng_layer *l, eng_rng *rng);
     /* Floats of scratch the layer needs for a batch of N (forward + backward). May be NULL. */
     size_t (*aux_size)(const eng_layer *l, size_t N);
+    /* Of aux_size(l, N), the floats at its end that the layer uses only within one forward or
+     * one backward call (im2col and Winograd buffers, backward temporaries), never to carry
+     * anything from forward to backward. The trainer gives all layers one shared region for
+     * them (eng_layer.scratch). May be NULL (none). */
+    size_t (*scratch_size)(const eng_layer *l, size_t N);
     void (*forward)(eng_layer *l, const eng_fwd_args *a);
     /* Sets grad[i] for every i with trainable[i]; writes a->dx when it is not NULL. */
     void (*backward)(eng_layer *l, const eng_bwd_args *a);
@@ -115,6 +120,9 @@ struct eng_layer {
                                            buffers */
     bool trainable[ENG_LAYER_MAX_PARAMS];
     float *aux;       /* borrowed arena scratch of aux_size(N) floats, or NULL */
+    float *scratch;   /* borrowed, or NULL: where the scratch_size(N) part of aux lives
+                         instead (shared by the trainer's layers), aux then holding only the
+                         aux_size - scratch_size floats before it */
     eng_rng *rng;     /* borrowed: the trainer's stream (dropout); may be NULL in eval */
     eng_stats *stats; /* borrowed: the model's counters */
     bool unfused;     /* the reference path, for tests to compare: this layer's fusable

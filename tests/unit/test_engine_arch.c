@@ -315,6 +315,62 @@ static void check_block(size_t IC, size_t OC, size_t stride, bool freeze_conv1, 
     blk_free(&b);
 }
 
+/* A block whose scratch lives in a region of its own (as the trainer shares one between
+ * layers) computes exactly what it computes with the scratch at the end of its aux, and
+ * leaves that end of aux alone; with every conv weight frozen too (fastai's freeze: the
+ * block then keeps relu(bn1) in its scratch). Sizes reach Winograd (8 -> 8 on 8x8), the tap
+ * kernel (8 -> 16, stride 2, 4x4 outputs) and the strided 1x1 downsample. */
+static void check_block_scratch(size_t IC, size_t OC, size_t stride, bool frozen_convs,
+                                const char *what)
+{
+    const size_t N = 3, H = 8;
+    blk a, b;
+    blk_make(&a, IC, OC, stride, H, N);
+    blk_make(&b, IC, OC, stride, H, N);
+    memcpy(b.w, a.w, a.n_floats * sizeof(float));
+    const size_t ns = b.l.ops->scratch_size(&b.l, N), na = b.l.ops->aux_size(&b.l, N);
+    float *scratch = calloc(ns, sizeof(float));
+    b.l.scratch = scratch;
+    for (size_t i = na - ns; i < na; i++)
+        b.aux[i] = 12345.0f;
+    if (frozen_convs)
+        for (size_t k = 0; k < 18; k += 6) /* conv1, conv2, downsample.0 weights */
+            a.l.trainable[k] = b.l.trainable[k] = false;
+    size_t in = N * a.l.in_size, out = N * a.l.out_size;
+    float *x = malloc(in * sizeof(float)), *dy = malloc(out * sizeof(float));
+    float *y[2], *dx[2];
+    fill(x, in, 1.0f);
+    fill(dy, out, 1.0f);
+    blk *bl[2] = {&a, &b};
+    for (int k = 0; k < 2; k++) {
+        y[k] = malloc(out * sizeof(float));
+        dx[k] = malloc(in * sizeof(float));
+        eng_fwd_args fa = {N, x, y[k], true};
+        bl[k]->l.ops->forward(&bl[k]->l, &fa);
+        eng_bwd_args ba = {N, x, y[k], dy, dx[k]};
+        bl[k]->l.ops->backward(&bl[k]->l, &ba);
+    }
+    size_t untouched = 0;
+    for (size_t i = na - ns; i < na; i++)
+        untouched += b.aux[i] == 12345.0f;
+    ok(memcmp(y[0], y[1], out * sizeof(float)) == 0 &&
+           memcmp(dx[0], dx[1], in * sizeof(float)) == 0 &&
+           memcmp(a.g, b.g, a.n_floats * sizeof(float)) == 0 && untouched == ns && ns > 0 &&
+           ns < na,
+       "BasicBlock %s: scratch in a region of its own gives the same output and gradients and "
+       "leaves aux's scratch part alone (%zu of %zu floats)",
+       what, untouched, ns);
+    for (int k = 0; k < 2; k++) {
+        free(y[k]);
+        free(dx[k]);
+    }
+    free(x);
+    free(dy);
+    free(scratch);
+    blk_free(&a);
+    blk_free(&b);
+}
+
 /* ---- freezing saves work ---------------------------------------------------------------- */
 
 static void test_freeze_work(void)
@@ -553,6 +609,10 @@ int main(void)
     check_block(4, 4, 1, false, "identity shortcut");
     check_block(4, 6, 1, false, "downsample 4->6");
     check_block(4, 6, 1, true, "downsample 4->6, conv1+bn1 frozen");
+    check_block_scratch(8, 8, 1, false, "8->8 (Winograd)");
+    check_block_scratch(8, 8, 1, true, "8->8 (Winograd), convs frozen");
+    check_block_scratch(8, 16, 2, false, "8->16 stride 2 (tap)");
+    check_block_scratch(8, 16, 2, true, "8->16 stride 2 (tap), convs frozen");
     test_freeze_work();
     test_weights();
     test_summary_predict();
