@@ -124,20 +124,29 @@ static bool fused_at(const eng_model *m, size_t i)
     return i + 1 < m->n_layers && eng_bn_relu_pair(&m->layers[i], &m->layers[i + 1]);
 }
 
+/* Kinds whose backward reads neither x nor y: the pools (max pooling keeps its argmax in
+ * aux) and flatten. */
+static bool bwd_reads_nothing(const eng_layer *l)
+{
+    return l->ops == &eng_layer_maxpool2d || l->ops == &eng_layer_avgpool2d ||
+           l->ops == &eng_layer_adaptive_avgpool2d || l->ops == &eng_layer_adaptive_concatpool2d ||
+           l->ops == &eng_layer_flatten;
+}
+
 /* Whether a layer's backward reads its forward input x / output y. Unknown kinds: yes. A
  * conv2d or linear layer reads x only for its weight gradient. */
 static bool bwd_reads_x(const eng_layer *l)
 {
     if (l->ops == &eng_layer_conv2d || l->ops == &eng_layer_linear)
         return l->trainable[0];
-    return l->ops != &eng_layer_relu && l->ops != &eng_layer_dropout;
+    return l->ops != &eng_layer_relu && l->ops != &eng_layer_dropout && !bwd_reads_nothing(l);
 }
 
 static bool bwd_reads_y(const eng_layer *l)
 {
     return l->ops != &eng_layer_conv2d && l->ops != &eng_layer_linear &&
            l->ops != &eng_layer_batchnorm2d && l->ops != &eng_layer_batchnorm1d &&
-           l->ops != &eng_layer_dropout;
+           l->ops != &eng_layer_dropout && !bwd_reads_nothing(l);
 }
 
 /* Whether act[k] (the output of layer k-1, input of layer k; 1 <= k <= L) must be stored for

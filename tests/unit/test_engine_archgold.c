@@ -85,9 +85,13 @@ static void test_cnn_small(const char *dir)
         eng_st_close(f);
         return;
     }
-    for (size_t i = 0; i < m->n_layers; i++) /* dropout's mask cannot be reproduced */
+    /* dropout's mask cannot be reproduced; the unfused reference path keeps every activation,
+     * which the layer-by-layer backward below reads */
+    for (size_t i = 0; i < m->n_layers; i++) {
         if (m->layers[i].ops == &eng_layer_dropout)
             m->layers[i].cfg.dropout.p = 0.0f;
+        m->layers[i].unfused = true;
+    }
     eng_dataset d = {0};
     d.n_classes = C;
     eng_trainer t;
