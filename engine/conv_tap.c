@@ -20,10 +20,19 @@
  * a transpose of the input and output and a relayout of the weights per call, cheap on the
  * small maps this is used for.
  *
+ * The weights W_t [OC, IC] of a tap are w [OC, IC, KH, KW] at stride KH*KW, which no GEMM
+ * reads, so they are copied tap-major. On these layers the weights are much larger than the
+ * activations (resnet18's layer4 3x3: 9.4 MB of weights, 0.25 MB of input at batch 32), and
+ * a whole tap-major copy went out to memory and was read back by every tap's GEMMs: about a
+ * tenth of a fastai-frozen step's time. Each thread therefore copies a block of B output
+ * channels (forward, weight gradient) or input channels (input gradient) at a time, about
+ * WT_BLOCK_FLOATS, and runs every tap's GEMMs on it while it is in its cache.
+ *
  * Scratch: xt [IC*IH*IW*N] (phases one after the other, each [IC][Hu*Wv][N]) |
- * yt [OC][OH*OW][N] | wt [KH*KW][OC][IC] | dxt (as xt). The backward pass keeps dy in yt
- * and computes dx_phase[:, i(o, t)] += W_t^T * dy[:, o] into dxt, then, once wt is no longer
- * read, dW_t += dy[:, o] * x_phase[:, i(o, t)]^T into the wt area.
+ * yt [OC][OH*OW][N] | dxt (as xt) | one weight block per compute thread,
+ * [KH*KW][B][IC] or [KH*KW][OC][B]. The backward pass keeps dy in yt and computes
+ * dx_phase[:, i(o, t)] += W_t^T * dy[:, o] into dxt, then dW_t += dy[:, o] * x_phase[:,
+ * i(o, t)]^T into the weight blocks, from which each block is added into dw.
  */
 #include "conv_tap.h"
 
@@ -120,10 +129,30 @@ static size_t tap_block(const eng_conv2d_geom *g, size_t N, const tap_span *s, s
     return (s->ow_hi - s->ow_lo) * N;
 }
 
+/* Floats a weight block aims for: 640 KB, in a core's L2 cache beside the GEMM's packed
+ * operands. */
+#define WT_BLOCK_FLOATS (160 * 1024)
+
+/* Channels per weight block: B with KH*KW*B*max(IC, OC) about WT_BLOCK_FLOATS, a multiple of
+ * 16 (whole GEMM kernel rows) when it is at least 16. */
+static size_t block_len(const eng_conv2d_geom *g)
+{
+    const size_t C = g->IC > g->OC ? g->IC : g->OC;
+    size_t b = WT_BLOCK_FLOATS / (g->KH * g->KW * C);
+    if (b >= 16)
+        b -= b % 16;
+    return b ? b : 1;
+}
+
+static size_t block_floats(const eng_conv2d_geom *g)
+{
+    return g->KH * g->KW * block_len(g) * (g->IC > g->OC ? g->IC : g->OC);
+}
+
 size_t eng_convtap_scratch_floats(const eng_conv2d_geom *g, size_t N)
 {
     return 2 * g->IC * g->IH * g->IW * N + g->OC * g->OH * g->OW * N +
-           g->KH * g->KW * g->OC * g->IC;
+           eng_par_threads() * block_floats(g);
 }
 
 size_t eng_convtap_macs(const eng_conv2d_geom *g, size_t N)
@@ -155,17 +184,38 @@ static size_t taps(const eng_conv2d_geom *g)
     return g->KH * g->KW;
 }
 
-/* wt [t][oc][ic] = w [oc][ic][t] for oc in [lo, hi): one row of w (in L1) per oc, read
- * once per tap, so that the writes are contiguous. */
-static void weights_rows(const tap_job *j, size_t lo, size_t hi)
+/* Part p's weight block. */
+static float *block_of(const tap_job *j, size_t p)
 {
-    const size_t IC = j->g->IC, OC = j->g->OC, KK = taps(j->g);
+    return j->wt + p * block_floats(j->g);
+}
+
+/* wb [t][oc - lo][ic] = w [oc][ic][t] for oc in [lo, hi): one row of w (in L1) per oc, read
+ * once per tap, so that the writes are contiguous. */
+static void weights_rows(const tap_job *j, size_t lo, size_t hi, float *wb)
+{
+    const size_t IC = j->g->IC, KK = taps(j->g), b = hi - lo;
     for (size_t oc = lo; oc < hi; oc++) {
         const float *src = j->w + oc * IC * KK;
         for (size_t t = 0; t < KK; t++) {
-            float *dst = j->wt + (t * OC + oc) * IC;
+            float *dst = wb + (t * b + oc - lo) * IC;
             for (size_t ic = 0; ic < IC; ic++)
                 dst[ic] = src[ic * KK + t];
+        }
+    }
+}
+
+/* wb [t][oc][ic - lo] = w [oc][ic][t] for ic in [lo, hi): per oc, the contiguous run of w
+ * holding those input channels. */
+static void weights_cols(const tap_job *j, size_t lo, size_t hi, float *wb)
+{
+    const size_t IC = j->g->IC, OC = j->g->OC, KK = taps(j->g), b = hi - lo;
+    for (size_t oc = 0; oc < OC; oc++) {
+        const float *src = j->w + (oc * IC + lo) * KK;
+        for (size_t t = 0; t < KK; t++) {
+            float *dst = wb + (t * OC + oc) * b;
+            for (size_t c = 0; c < b; c++)
+                dst[c] = src[c * KK + t];
         }
     }
 }
@@ -228,7 +278,8 @@ static void fwd_transpose_part(void *ctx, size_t p, size_t T)
     input_to_xt(j, j->src, lo, hi);
 }
 
-/* Output channels [lo, hi): their weights, every tap's GEMMs, then y with the bias. */
+/* Output channels [lo, hi), a weight block at a time: its weights, every tap's GEMMs; then
+ * y with the bias. */
 static void fwd_gemm_part(void *ctx, size_t p, size_t T)
 {
     const tap_job *j = ctx;
@@ -238,16 +289,20 @@ static void fwd_gemm_part(void *ctx, size_t p, size_t T)
     eng_par_range(OC, p, T, &lo, &hi);
     if (lo == hi)
         return;
-    weights_rows(j, lo, hi);
-    float *yt = j->yt + lo * PN;
-    memset(yt, 0, (hi - lo) * PN * sizeof(float));
-    for (size_t t = 0; t < taps(g); t++) {
-        const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
-        const float *wt = j->wt + (t * OC + lo) * IC; /* rows lo.. of W_t [OC, IC] */
-        for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
-            size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
-            eng_sgemm(false, false, hi - lo, nc, IC, 1.0f, wt, IC, j->xt + sp.phase_off + ic_col,
-                      sp.ld_in, 1.0f, yt + oc_col, PN);
+    float *wb = block_of(j, p);
+    memset(j->yt + lo * PN, 0, (hi - lo) * PN * sizeof(float));
+    for (size_t o0 = lo, B = block_len(g); o0 < hi; o0 += B) {
+        const size_t b = hi - o0 < B ? hi - o0 : B;
+        weights_rows(j, o0, o0 + b, wb);
+        float *yt = j->yt + o0 * PN;
+        for (size_t t = 0; t < taps(g); t++) {
+            const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
+            const float *wt = wb + t * b * IC; /* rows o0.. of W_t [OC, IC] */
+            for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
+                size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
+                eng_sgemm(false, false, b, nc, IC, 1.0f, wt, IC, j->xt + sp.phase_off + ic_col,
+                          sp.ld_in, 1.0f, yt + oc_col, PN);
+            }
         }
     }
     for (size_t oc = lo; oc < hi; oc++) {
@@ -268,7 +323,7 @@ void eng_convtap_forward(const eng_conv2d_geom *g, size_t N, const float *x, con
         return;
     tap_job j = {.g = g, .N = N, .src = x, .w = w, .b = b, .dst = y, .xt = scratch};
     j.yt = j.xt + g->IC * g->IH * g->IW * N;
-    j.wt = j.yt + g->OC * g->OH * g->OW * N;
+    j.wt = j.yt + g->OC * g->OH * g->OW * N + g->IC * g->IH * g->IW * N; /* after dxt */
     const size_t T = eng_par_threads();
     eng_par_run(T < g->IC ? T : g->IC, fwd_transpose_part, &j);
     eng_par_run(T < g->OC ? T : g->OC, fwd_gemm_part, &j);
@@ -276,16 +331,14 @@ void eng_convtap_forward(const eng_conv2d_geom *g, size_t N, const float *x, con
 
 /* ---- backward: input and weight gradients ----------------------------------------------- */
 
-/* dy into dyt [OC][OH*OW][N] and, for the input gradient, wt, for output channels [olo, ohi);
- * x into xt for the weight gradient, input channels [ilo, ihi). */
+/* dy into dyt [OC][OH*OW][N] for output channels [lo, hi); x into xt for the weight
+ * gradient, input channels [lo, hi) of the same split of IC. */
 static void bwd_transpose_part(void *ctx, size_t p, size_t T)
 {
     const tap_job *j = ctx;
     const size_t OC = j->g->OC, N = j->N, P = j->g->OH * j->g->OW;
     size_t lo, hi;
     eng_par_range(OC, p, T, &lo, &hi);
-    if (j->dst)
-        weights_rows(j, lo, hi);
     for (size_t oc = lo; oc < hi; oc++) {
         float *d = j->yt + oc * P * N;
         for (size_t n = 0; n < N; n++) {
@@ -300,7 +353,8 @@ static void bwd_transpose_part(void *ctx, size_t p, size_t T)
     }
 }
 
-/* Input channels [lo, hi): dxt rows = sum over taps of W_t^T dy blocks, then into dx. */
+/* Input channels [lo, hi), a weight block at a time: dxt rows = sum over taps of W_t^T dy
+ * blocks; then into dx. */
 static void bwd_input_part(void *ctx, size_t p, size_t T)
 {
     const tap_job *j = ctx;
@@ -316,50 +370,57 @@ static void bwd_input_part(void *ctx, size_t p, size_t T)
             memset(j->dxt + phase_offset(g, N, a, b) + lo * len, 0,
                    (hi - lo) * len * sizeof(float));
         }
-    for (size_t t = 0; t < taps(g); t++) {
-        const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
-        const float *wt = j->wt + t * OC * IC + lo; /* columns lo.. of W_t [OC, IC] */
-        float *dxt = j->dxt + sp.phase_off + lo * sp.ld_in;
-        for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
-            size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
-            eng_sgemm(true, false, hi - lo, nc, OC, 1.0f, wt, IC, j->yt + oc_col, PN, 1.0f,
-                      dxt + ic_col, sp.ld_in);
+    float *wb = block_of(j, p);
+    for (size_t i0 = lo, B = block_len(g); i0 < hi; i0 += B) {
+        const size_t b = hi - i0 < B ? hi - i0 : B;
+        weights_cols(j, i0, i0 + b, wb);
+        for (size_t t = 0; t < taps(g); t++) {
+            const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
+            const float *wt = wb + t * OC * b; /* columns i0.. of W_t [OC, IC] */
+            float *dxt = j->dxt + sp.phase_off + i0 * sp.ld_in;
+            for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
+                size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
+                eng_sgemm(true, false, b, nc, OC, 1.0f, wt, b, j->yt + oc_col, PN, 1.0f,
+                          dxt + ic_col, sp.ld_in);
+            }
         }
     }
     xt_to_input(j, lo, hi);
 }
 
-/* Output channels [lo, hi): dW_t rows = sum over blocks of dy block * x block^T (into the wt
- * area, free once the input gradient is done), then into dw [OC, IC, KH, KW]. */
+/* Output channels [lo, hi), a block at a time: dW_t rows = sum over column blocks of
+ * dy block * x block^T into the part's weight block, then into dw [OC, IC, KH, KW]. */
 static void bwd_weight_part(void *ctx, size_t p, size_t T)
 {
     const tap_job *j = ctx;
     const eng_conv2d_geom *g = j->g;
-    const size_t N = j->N, OC = g->OC, IC = g->IC, KK = taps(g), PN = g->OH * g->OW * N;
+    const size_t N = j->N, IC = g->IC, KK = taps(g), PN = g->OH * g->OW * N;
     size_t lo, hi;
-    eng_par_range(OC, p, T, &lo, &hi);
-    if (lo == hi)
-        return;
-    for (size_t t = 0; t < KK; t++) {
-        const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
-        float *dwt = j->wt + (t * OC + lo) * IC; /* rows lo.. of dW_t [OC, IC] */
-        memset(dwt, 0, (hi - lo) * IC * sizeof(float));
-        for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
-            size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
-            eng_sgemm(false, true, hi - lo, IC, nc, 1.0f, j->yt + lo * PN + oc_col, PN,
-                      j->xt + sp.phase_off + ic_col, sp.ld_in, 1.0f, dwt, IC);
-        }
-    }
-    for (size_t oc = lo; oc < hi; oc++) {
-        float *dst = j->dw + oc * IC * KK;
+    eng_par_range(g->OC, p, T, &lo, &hi);
+    float *wb = block_of(j, p);
+    for (size_t o0 = lo, B = block_len(g); o0 < hi; o0 += B) {
+        const size_t b = hi - o0 < B ? hi - o0 : B;
         for (size_t t = 0; t < KK; t++) {
-            const float *src = j->wt + (t * OC + oc) * IC;
-            if (j->accumulate_dw)
-                for (size_t ic = 0; ic < IC; ic++)
-                    dst[ic * KK + t] += src[ic];
-            else
-                for (size_t ic = 0; ic < IC; ic++)
-                    dst[ic * KK + t] = src[ic];
+            const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
+            float *dwt = wb + t * b * IC; /* rows o0.. of dW_t [OC, IC] */
+            memset(dwt, 0, b * IC * sizeof(float));
+            for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
+                size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
+                eng_sgemm(false, true, b, IC, nc, 1.0f, j->yt + o0 * PN + oc_col, PN,
+                          j->xt + sp.phase_off + ic_col, sp.ld_in, 1.0f, dwt, IC);
+            }
+        }
+        for (size_t oc = o0; oc < o0 + b; oc++) {
+            float *dst = j->dw + oc * IC * KK;
+            for (size_t t = 0; t < KK; t++) {
+                const float *src = wb + (t * b + oc - o0) * IC;
+                if (j->accumulate_dw)
+                    for (size_t ic = 0; ic < IC; ic++)
+                        dst[ic * KK + t] += src[ic];
+                else
+                    for (size_t ic = 0; ic < IC; ic++)
+                        dst[ic * KK + t] = src[ic];
+            }
         }
     }
 }
@@ -386,8 +447,8 @@ void eng_convtap_backward(const eng_conv2d_geom *g, size_t N, const float *x, co
                  .accumulate_dw = accumulate_dw,
                  .xt = scratch};
     j.yt = j.xt + g->IC * g->IH * g->IW * N;
-    j.wt = j.yt + g->OC * g->OH * g->OW * N;
-    j.dxt = j.wt + taps(g) * g->OC * g->IC;
+    j.dxt = j.yt + g->OC * g->OH * g->OW * N;
+    j.wt = j.dxt + g->IC * g->IH * g->IW * N;
     const size_t T = eng_par_threads(), C = g->OC > g->IC ? g->OC : g->IC;
     eng_par_run(T < C ? T : C, bwd_transpose_part, &j);
     if (dx)

@@ -13,8 +13,9 @@
 
 #include "im2col.h"
 
-/* Scratch floats of every function here for a batch of N: the input (twice), the output
- * and the weights in the kernel's own layouts. */
+/* Scratch floats of every function here for a batch of N: the input (twice) and the output
+ * in the kernel's own layouts, and a block of the weights per compute thread, for the calling
+ * thread's eng_par_threads() (par.h), which must not grow before the calls. */
 size_t eng_convtap_scratch_floats(const eng_conv2d_geom *g, size_t N);
 
 /* Multiply-adds the kernel performs for a batch of N: only the (output, input) pairs that

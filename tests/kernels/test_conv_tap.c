@@ -2,8 +2,9 @@
  * test_conv_tap.c: the per-tap convolution (engine/conv_tap.h) against the naive direct
  * convolution of im2col.h: forward (with and without bias), input and weight gradients (each
  * alone and together, overwrite and accumulate), for resnet18's small-map geometries, strides
- * 1-3, odd sizes, kernels larger than the map, on 1, 2, 3 and 8 compute threads (the split by
- * channels, including more threads than channels); the conv2d layer that dispatches to it
+ * 1-3, odd sizes, kernels larger than the map, channel counts that need several weight
+ * blocks per thread, on 1, 2, 3 and 8 compute threads (the split by channels, including more
+ * threads than channels); the conv2d layer that dispatches to it
  * (batches of 1, 2 and more from one aux, frozen weights); and max pooling's vector paths on
  * ties, -inf and NaN against PyTorch's first-maximum rule. Prints TAP.
  */
@@ -98,6 +99,12 @@ static void check_all(test_rng *r)
     check(r, 1, 1, 1, 1, 1, 1, 1, 0);   /* one pixel, one channel */
     check(r, 3, 2, 2, 6, 6, 2, 2, 0);   /* even kernel */
     check(r, 2, 6, 5, 1, 1, 3, 1, 1);   /* 1x1 map, 3x3 kernel: only the centre tap */
+    /* channels enough for several weight blocks per thread (32 channels each here), with a
+     * partial last block: output channels (forward, weight gradient), input channels (input
+     * gradient), stride 2 */
+    check(r, 2, 40, 520, 2, 2, 3, 1, 1);
+    check(r, 2, 520, 24, 2, 2, 3, 1, 1);
+    check(r, 2, 36, 530, 4, 4, 3, 2, 1);
 }
 
 /* The conv2d layer (layers.h) on small outputs, where it dispatches to conv_tap for N >= 2:
