@@ -285,16 +285,22 @@ static bool use_wino(const eng_conv2d_geom *g)
     return eng_wino_applies(g) && g->IC >= 8 && g->OC >= 8 && g->OH >= 6 && g->OW >= 6;
 }
 
+/* The Winograd variant (winograd.h): F(4x4, 3x3) where it needs fewer products. */
+static size_t wino_t(const eng_conv2d_geom *g)
+{
+    return eng_wino_pick(g->OH, g->OW);
+}
+
 /* aux, for T = conv_parts(N) parts of at most Np = ceil(N/T) images, nb = conv_nb(Np):
  *   T x max(col [K, nb*P] + tmp [OC, nb*P],   per-part scratch: im2col (everything
- *           Winograd V + M + dU [16, OC, IC])  without Winograd) or Winograd
+ *           Winograd V + M + dU [E, OC, IC])   without Winograd) or Winograd
  *   (T-1) x dw [OC, K]                        weight-gradient partial sums of parts 1..T-1
- *   U [16, OC, IC]                            Winograd weights, when used */
+ *   U [E, OC, IC]                             Winograd weights (E = 16 or 36), when used */
 static size_t part_floats(const eng_conv2d_geom *g, size_t nb, size_t nbw)
 {
     size_t f = eng_conv2d_col_floats(g, nb) + eng_conv2d_tmp_floats(g, nb);
     if (use_wino(g)) { /* forward and input gradient need less than the weight gradient */
-        size_t w = eng_wino_wgrad_scratch_floats(g->IC, g->OC, g->OH, g->OW, nbw);
+        size_t w = eng_wino_wgrad_scratch_floats_t(wino_t(g), g->IC, g->OC, g->OH, g->OW, nbw);
         f = w > f ? w : f;
     }
     return f;
@@ -316,9 +322,9 @@ static bool use_tap(const eng_conv2d_geom *g, size_t N)
 static size_t parts_floats(const eng_conv2d_geom *g, size_t N)
 {
     size_t T = conv_parts(N), Np = part_max(N, T);
-    size_t nb = conv_nb(g, Np), nbw = eng_wino_chunk(g->IC, g->OC, g->OH, g->OW, Np);
+    size_t nb = conv_nb(g, Np), nbw = eng_wino_chunk_t(wino_t(g), g->IC, g->OC, g->OH, g->OW, Np);
     return T * part_floats(g, nb, nbw) + (T - 1) * g->OC * eng_conv2d_kdim(g) +
-           (use_wino(g) ? 16 * g->OC * g->IC : 0);
+           (use_wino(g) ? eng_wino_npos(wino_t(g)) * g->OC * g->IC : 0);
 }
 
 /* Enough for every batch up to N: parts_floats grows with N, and where the tap kernel runs
@@ -376,7 +382,7 @@ static conv_job conv_job_make(const eng_layer *l, size_t N)
     conv_job j = {.l = l, .g = conv_geom(l), .N = N, .base = conv_scratch(l)};
     j.T = conv_parts(N);
     j.nb = conv_nb(&j.g, part_max(N, j.T));
-    j.nbw = eng_wino_chunk(j.g.IC, j.g.OC, j.g.OH, j.g.OW, part_max(N, j.T));
+    j.nbw = eng_wino_chunk_t(wino_t(&j.g), j.g.IC, j.g.OC, j.g.OH, j.g.OW, part_max(N, j.T));
     j.wino = use_wino(&j.g);
     if (j.wino)
         j.U = j.base + j.T * part_floats(&j.g, j.nb, j.nbw) +
@@ -397,8 +403,8 @@ static void forward_part(void *ctx, size_t p, size_t T)
         eng_conv2d_forward(g, hi - lo, j->x + lo * in, j->l->param[0], b, j->y + lo * out, &s);
         return;
     }
-    eng_wino_conv(g->IC, g->OC, g->OH, g->OW, hi - lo, j->x + lo * in, j->U, j->y + lo * out, false,
-                  part_base(j, p), j->nbw);
+    eng_wino_conv_t(wino_t(g), g->IC, g->OC, g->OH, g->OW, hi - lo, j->x + lo * in, j->U,
+                    j->y + lo * out, false, part_base(j, p), j->nbw);
     if (b)
         for (size_t n = lo; n < hi; n++)
             for (size_t oc = 0; oc < g->OC; oc++)
@@ -423,8 +429,8 @@ static void conv_count(const conv_job *j, size_t M, size_t K, bool weight)
     }
 }
 
-/* Output channels [lo, hi) of the forward Winograd weights U [16][OC][IC]: transformed into
- * the part's scratch (the Winograd weight-gradient scratch holds 16*OC*IC floats) and copied
+/* Output channels [lo, hi) of the forward Winograd weights U [E][OC][IC]: transformed into
+ * the part's scratch (the Winograd weight-gradient scratch holds E*OC*IC floats) and copied
  * into place, so the transform no longer runs on one thread while the others wait. */
 static void wino_weights_part(void *ctx, size_t p, size_t T)
 {
@@ -434,10 +440,11 @@ static void wino_weights_part(void *ctx, size_t p, size_t T)
     const size_t IC = j->g.IC, OC = j->g.OC, rows = hi - lo;
     if (rows == 0)
         return;
-    ENG_ASSERT(16 * rows * IC <= part_floats(&j->g, j->nb, j->nbw));
-    float *tmp = part_base(j, p); /* [16][rows][IC] */
-    eng_wino_weights(rows, IC, j->l->param[0] + lo * IC * 9, false, tmp);
-    for (size_t rc = 0; rc < 16; rc++)
+    ENG_ASSERT(eng_wino_npos(wino_t(&j->g)) * rows * IC <= part_floats(&j->g, j->nb, j->nbw));
+    const size_t E = eng_wino_npos(wino_t(&j->g));
+    float *tmp = part_base(j, p); /* [E][rows][IC] */
+    eng_wino_weights_t(wino_t(&j->g), rows, IC, j->l->param[0] + lo * IC * 9, false, tmp);
+    for (size_t rc = 0; rc < E; rc++)
         memcpy(j->U + (rc * OC + lo) * IC, tmp + rc * rows * IC, rows * IC * sizeof(float));
 }
 
@@ -468,13 +475,13 @@ static void backward_part(void *ctx, size_t p, size_t T)
     /* part 0 writes the weight gradient, the others partial sums (reduced later) */
     float *dw = j->want_dw ? (p == 0 ? j->dw : dw_partial(j, p)) : NULL;
     if (dw && j->wino)
-        eng_wino_wgrad(j->g.IC, j->g.OC, j->g.OH, j->g.OW, hi - lo, j->x + lo * in,
-                       j->dy + lo * out, dw, false, part_base(j, p), j->nbw);
+        eng_wino_wgrad_t(wino_t(&j->g), j->g.IC, j->g.OC, j->g.OH, j->g.OW, hi - lo, j->x + lo * in,
+                         j->dy + lo * out, dw, false, part_base(j, p), j->nbw);
     else if (dw)
         eng_conv2d_backward_weight(&j->g, hi - lo, j->x + lo * in, j->dy + lo * out, dw, false, &s);
     if (j->dx && j->wino) /* the transposed convolution, from the same scratch after dw */
-        eng_wino_conv(j->g.OC, j->g.IC, j->g.OH, j->g.OW, hi - lo, j->dy + lo * out, j->U,
-                      j->dx + lo * in, false, part_base(j, p), j->nbw);
+        eng_wino_conv_t(wino_t(&j->g), j->g.OC, j->g.IC, j->g.OH, j->g.OW, hi - lo,
+                        j->dy + lo * out, j->U, j->dx + lo * in, false, part_base(j, p), j->nbw);
     else if (j->dx)
         eng_conv2d_backward_input(&j->g, hi - lo, j->l->param[0], j->dy + lo * out, j->dx + lo * in,
                                   false, &s);
@@ -490,7 +497,7 @@ static void conv_backward(eng_layer *l, const eng_bwd_args *a)
     j.want_dw = !tap && l->trainable[0];
     j.dw = l->grad[0];
     if (j.wino && j.dx)
-        eng_wino_weights(j.g.OC, j.g.IC, l->param[0], true, j.U);
+        eng_wino_weights_t(wino_t(&j.g), j.g.OC, j.g.IC, l->param[0], true, j.U);
     if (j.want_dw || j.dx)
         eng_par_run(j.T, backward_part, &j);
     if (j.want_dw) {

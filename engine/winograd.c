@@ -24,6 +24,10 @@
  * then transformed once: 2.25x fewer multiplies than the im2col GEMM dw += dy * col^T. V is
  * recomputed from x rather than kept from the forward pass: keeping it would cost 4x the
  * layer's input in memory for a transform that reads x once.
+ *
+ * F(4x4, 3x3) (below) does the same with 6x6 tiles and 36 positions, 2.25x fewer multiplies
+ * than F(2x2) per output; eng_wino_pick chooses it for the forward and input-gradient
+ * convolutions of large enough maps.
  */
 #include "winograd.h"
 
@@ -38,31 +42,42 @@ bool eng_wino_applies(const eng_conv2d_geom *g)
 
 size_t eng_wino_tiles(size_t H, size_t W)
 {
-    return ((H + 1) / 2) * ((W + 1) / 2);
+    return eng_wino_tiles_t(2, H, W);
 }
 
 size_t eng_wino_chunk(size_t C_in, size_t C_out, size_t H, size_t W, size_t N)
 {
-    size_t per = 16 * (C_in + C_out) * eng_wino_tiles(H, W); /* V and M of one image */
-    size_t nb = per ? ENG_WINO_CHUNK_FLOATS / per : N;
-    if (nb > N)
-        nb = N;
-    return nb ? nb : 1;
+    return eng_wino_chunk_t(2, C_in, C_out, H, W, N);
 }
-
-static size_t pad_floats(size_t H, size_t W);
 
 size_t eng_wino_scratch_floats(size_t C_in, size_t C_out, size_t H, size_t W, size_t nb)
 {
-    return 16 * (C_in + C_out) * nb * eng_wino_tiles(H, W) + pad_floats(H, W);
+    return eng_wino_scratch_floats_t(2, C_in, C_out, H, W, nb);
 }
 
 size_t eng_wino_wgrad_scratch_floats(size_t C_in, size_t C_out, size_t H, size_t W, size_t nb)
 {
-    return eng_wino_scratch_floats(C_in, C_out, H, W, nb) + 16 * C_out * C_in;
+    return eng_wino_wgrad_scratch_floats_t(2, C_in, C_out, H, W, nb);
 }
 
 void eng_wino_weights(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
+{
+    eng_wino_weights_t(2, OC, IC, w, transpose_flip, U);
+}
+
+void eng_wino_conv(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, const float *x,
+                   const float *U, float *y, bool accumulate, float *scratch, size_t nb)
+{
+    eng_wino_conv_t(2, C_in, C_out, H, W, N, x, U, y, accumulate, scratch, nb);
+}
+
+void eng_wino_wgrad(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, const float *x,
+                    const float *dy, float *dw, bool accumulate, float *scratch, size_t nb)
+{
+    eng_wino_wgrad_t(2, C_in, C_out, H, W, N, x, dy, dw, accumulate, scratch, nb);
+}
+
+static void weights2(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
 {
     /* output channels of the transformed convolution: OC, or IC when transposed */
     const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
@@ -253,25 +268,6 @@ static void output_transform(size_t C, size_t H, size_t W, size_t m, const float
         }
 }
 
-void eng_wino_conv(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, const float *x,
-                   const float *U, float *y, bool accumulate, float *scratch, size_t nb)
-{
-    const size_t T = eng_wino_tiles(H, W);
-    if (nb == 0)
-        nb = 1;
-    for (size_t n0 = 0; n0 < N; n0 += nb) {
-        const size_t m = N - n0 < nb ? N - n0 : nb, ld = m * T;
-        float *V = scratch;                  /* [16][C_in][ld] */
-        float *M = scratch + 16 * C_in * ld; /* [16][C_out][ld] */
-        float *pad = M + 16 * C_out * ld;    /* one padded plane */
-        input_transform(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, pad);
-        for (size_t e = 0; e < 16; e++)
-            eng_sgemm(false, false, C_out, ld, C_in, 1.0f, U + e * C_out * C_in, C_in,
-                      V + e * C_in * ld, ld, 0.0f, M + e * C_out * ld, ld);
-        output_transform(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, pad);
-    }
-}
-
 /* The column half of A dY A^T for one row of TW tiles, for the row s = ka * a + kc * c of
  * A dY (a, c: the tile rows of dY, de-interleaved; ka, kc constants in {-1, 0, 1} after
  * inlining): positions o0..o3[tx] = s0, s0 + s1, s0 - s1, -s1. */
@@ -338,27 +334,10 @@ static void grad_transform(size_t C, size_t H, size_t W, size_t m, const float *
         }
 }
 
-void eng_wino_wgrad(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, const float *x,
-                    const float *dy, float *dw, bool accumulate, float *scratch, size_t nb)
+/* dw (+)= G^T acc G per (oc, ic), acc [16][C_out][C_in]. */
+static void wgrad_finish2(size_t C_in, size_t C_out, const float *acc, float *dw, bool accumulate)
 {
-    const size_t T = eng_wino_tiles(H, W);
-    if (nb == 0)
-        nb = 1;
-    float *acc = scratch + eng_wino_scratch_floats(C_in, C_out, H, W, nb); /* [16][OC][IC] */
-    if (N == 0)
-        memset(acc, 0, 16 * C_out * C_in * sizeof(float));
-    for (size_t n0 = 0; n0 < N; n0 += nb) {
-        const size_t m = N - n0 < nb ? N - n0 : nb, ld = m * T;
-        float *V = scratch;                  /* [16][C_in][ld] */
-        float *D = scratch + 16 * C_in * ld; /* [16][C_out][ld] */
-        float *pad = D + 16 * C_out * ld;    /* one padded plane */
-        input_transform(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, pad);
-        grad_transform(C_out, H, W, m, dy + n0 * C_out * H * W, D, ld, pad);
-        for (size_t e = 0; e < 16; e++)
-            eng_sgemm(false, true, C_out, C_in, ld, 1.0f, D + e * C_out * ld, ld, V + e * C_in * ld,
-                      ld, n0 == 0 ? 0.0f : 1.0f, acc + e * C_out * C_in, C_in);
-    }
-    /* dw = G^T acc G, G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] */
+    /* G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] */
     const size_t es = C_out * C_in;
     for (size_t o = 0; o < C_out; o++)
         for (size_t i = 0; i < C_in; i++) {
@@ -380,4 +359,326 @@ void eng_wino_wgrad(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, con
                     g[r * 3 + k] = accumulate ? g[r * 3 + k] + v[k] : v[k];
             }
         }
+}
+
+/* ---- F(4x4, 3x3) ------------------------------------------------------------------------- */
+
+/* F(4x4, 3x3) works like F(2x2, 3x3) above with 6x6 input tiles at a stride of 4 and 36
+ * transformed positions; a 4x4 output tile costs 36 multiplies per (oc, ic) pair instead of
+ * 64 (F(2x2, 3x3)) or 144 (direct). The matrices (interpolation points 0, +-1, +-2, inf):
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+ *          0 4 0 -5 0 1]
+ *   G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * The forward and input-gradient convolutions use it where eng_wino_pick says; the weight
+ * gradient stays F(2x2, 3x3) (36 GEMMs of 4x fewer tiles each, into a 36 x OC x IC
+ * accumulator, measured no faster than F(2x2) on M1).
+ * Each plane is first split into arrays over its tiles, one per position in the tile, so that
+ * both halves of every transform (rows, then columns) are unit-stride loops over the tiles of
+ * the plane. */
+
+/* B^T applied to six vectors of n tiles: o0 = 4 d0 - 5 d2 + d4; o1, o2 = (d4 - 4 d2) +- (d3 -
+ * 4 d1); o3, o4 = (d4 - d2) +- 2 (d3 - d1); o5 = 4 d1 - 5 d3 + d5. */
+static void bt6(size_t n, const float *restrict d0, const float *restrict d1,
+                const float *restrict d2, const float *restrict d3, const float *restrict d4,
+                const float *restrict d5, float *restrict o0, float *restrict o1,
+                float *restrict o2, float *restrict o3, float *restrict o4, float *restrict o5)
+{
+    for (size_t t = 0; t < n; t++) {
+        const float a = d4[t] - 4.0f * d2[t], b = d3[t] - 4.0f * d1[t];
+        const float c = d4[t] - d2[t], e = 2.0f * (d3[t] - d1[t]);
+        o0[t] = 4.0f * d0[t] - 5.0f * d2[t] + d4[t];
+        o1[t] = a + b;
+        o2[t] = a - b;
+        o3[t] = c + e;
+        o4[t] = c - e;
+        o5[t] = 4.0f * d1[t] - 5.0f * d3[t] + d5[t];
+    }
+}
+
+/* A^T applied to six vectors: y0 = m0 + (m1 + m2) + (m3 + m4); y1 = (m1 - m2) + 2 (m3 - m4);
+ * y2 = (m1 + m2) + 4 (m3 + m4); y3 = (m1 - m2) + 8 (m3 - m4) + m5. */
+static void at6(size_t n, const float *restrict m0, const float *restrict m1,
+                const float *restrict m2, const float *restrict m3, const float *restrict m4,
+                const float *restrict m5, float *restrict y0, float *restrict y1,
+                float *restrict y2, float *restrict y3)
+{
+    for (size_t t = 0; t < n; t++) {
+        const float s1 = m1[t] + m2[t], d1 = m1[t] - m2[t];
+        const float s2 = m3[t] + m4[t], d2 = m3[t] - m4[t];
+        y0[t] = m0[t] + s1 + s2;
+        y1[t] = d1 + 2.0f * d2;
+        y2[t] = s1 + 4.0f * s2;
+        y3[t] = d1 + 8.0f * d2 + m5[t];
+    }
+}
+
+static size_t tiles4(size_t H, size_t W)
+{
+    return ((H + 3) / 4) * ((W + 3) / 4);
+}
+
+/* Floats of the F(4x4) work area: the input transform's 24 arrays ph of (TH + 1) x TW and 36
+ * of T tiles, more than the other transforms' 40 arrays of T. */
+static size_t work4_floats(size_t H, size_t W)
+{
+    const size_t TH = (H + 3) / 4, TW = (W + 3) / 4;
+    return 24 * (TH + 1) * TW + 36 * TH * TW;
+}
+
+static void weights4(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
+{
+    const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
+    for (size_t o = 0; o < RO; o++)
+        for (size_t i = 0; i < RI; i++) {
+            float g[3][3];
+            for (size_t kh = 0; kh < 3; kh++)
+                for (size_t kw = 0; kw < 3; kw++)
+                    g[kh][kw] = transpose_flip ? w[((i * IC + o) * 3 + (2 - kh)) * 3 + (2 - kw)]
+                                               : w[((o * IC + i) * 3 + kh) * 3 + kw];
+            float q[6][3]; /* G g */
+            for (size_t c = 0; c < 3; c++) {
+                const float g0 = g[0][c], g1 = g[1][c], g2 = g[2][c];
+                q[0][c] = g0 / 4.0f;
+                q[1][c] = -(g0 + g1 + g2) / 6.0f;
+                q[2][c] = -(g0 - g1 + g2) / 6.0f;
+                q[3][c] = g0 / 24.0f + g1 / 12.0f + g2 / 6.0f;
+                q[4][c] = g0 / 24.0f - g1 / 12.0f + g2 / 6.0f;
+                q[5][c] = g2;
+            }
+            for (size_t r = 0; r < 6; r++) { /* (G g) G^T */
+                const float g0 = q[r][0], g1 = q[r][1], g2 = q[r][2];
+                const float u[6] = {g0 / 4.0f,
+                                    -(g0 + g1 + g2) / 6.0f,
+                                    -(g0 - g1 + g2) / 6.0f,
+                                    g0 / 24.0f + g1 / 12.0f + g2 / 6.0f,
+                                    g0 / 24.0f - g1 / 12.0f + g2 / 6.0f,
+                                    g2};
+                for (size_t c = 0; c < 6; c++)
+                    U[((r * 6 + c) * RO + o) * RI + i] = u[c];
+            }
+        }
+}
+
+/* V[e][c][n*T + t] (e = 6k + j) of the m images x [C, H, W] of a chunk. Each plane, padded by
+ * 1 pixel left/top, is split in one pass into ph[k][j] [TH + 1][TW] (k < 4, j < 6):
+ * ph[k][j][ty][tx] = padded row 4ty + k, column 4tx + j (positions outside stay 0). The tile
+ * arrays d[k][j] [TH][TW] are then ph[k % 4][j] shifted by k / 4 tile rows, with no gather of
+ * the overlapping tiles; B^T is applied down the tile rows (k) into r[i][j], then along the
+ * columns (j) straight into V: 12 unit-stride passes over the T tiles of the plane. */
+static void input_transform4(size_t C, size_t H, size_t W, size_t m, const float *x, float *V,
+                             size_t ldv, float *work)
+{
+    const size_t TH = (H + 3) / 4, TW = (W + 3) / 4, T = TH * TW;
+    const size_t PS = (TH + 1) * TW;     /* floats of one ph[k][j] */
+    float *ph = work, *r = ph + 24 * PS; /* ph [4][6][PS], r [6][6][T] */
+    memset(ph, 0, 24 * PS * sizeof(float));
+    const size_t es = C * ldv;
+    for (size_t n = 0; n < m; n++)
+        for (size_t c = 0; c < C; c++) {
+            const float *xc = x + (n * C + c) * H * W;
+            for (size_t h = 0; h < H; h++) {
+                /* x[h][w] is padded row h + 1, column pc = w + 1: ph[.][pc % 4][pc / 4], and
+                 * for pc % 4 < 2 also ph[.][pc % 4 + 4][pc / 4 - 1] */
+                float *P = ph + ((h + 1) % 4) * 6 * PS + ((h + 1) / 4) * TW;
+                const float *xr = xc + h * W;
+                size_t q = 0;
+                for (; 4 * q + 4 < W && q + 1 < TW; q++) {
+                    P[PS + q] = xr[4 * q];
+                    P[2 * PS + q] = xr[4 * q + 1];
+                    P[3 * PS + q] = xr[4 * q + 2];
+                    P[q + 1] = xr[4 * q + 3];
+                    P[4 * PS + q] = xr[4 * q + 3];
+                    P[5 * PS + q] = xr[4 * q + 4];
+                }
+                for (size_t w = 4 * q; w < W; w++) {
+                    const size_t pc = w + 1, j = pc % 4, tx = pc / 4;
+                    if (tx < TW)
+                        P[j * PS + tx] = xr[w];
+                    if (j < 2 && tx >= 1)
+                        P[(j + 4) * PS + tx - 1] = xr[w];
+                }
+            }
+            for (size_t j = 0; j < 6; j++) { /* rows: r[i][j] = sum_k B^T[i][k] d[k][j] */
+                const float *dj = ph + j * PS;
+                float *rj = r + j * T;
+                bt6(T, dj, dj + 6 * PS, dj + 12 * PS, dj + 18 * PS, dj + TW, dj + 6 * PS + TW, rj,
+                    rj + 6 * T, rj + 12 * T, rj + 18 * T, rj + 24 * T, rj + 30 * T);
+            }
+            float *vc = V + c * ldv + n * T;
+            for (size_t i = 0; i < 6; i++) { /* columns: V[6i + l] = sum_j r[i][j] B^T[l][j] */
+                const float *ri = r + i * 6 * T;
+                float *v = vc + i * 6 * es;
+                bt6(T, ri, ri + T, ri + 2 * T, ri + 3 * T, ri + 4 * T, ri + 5 * T, v, v + es,
+                    v + 2 * es, v + 3 * es, v + 4 * es, v + 5 * es);
+            }
+        }
+}
+
+/* dst[w] (+)= the w-th column of a row stored as its four phases s0..s3 (column 4k + b in
+ * sb[k]), w < W: the row is written front to back, not in four strided passes (each of
+ * which would touch all of its cache lines). */
+static void row_store4(size_t W, const float *restrict s0, const float *restrict s1,
+                       const float *restrict s2, const float *restrict s3, float *restrict dst,
+                       bool accumulate)
+{
+    const size_t h = W / 4;
+    const float *const s[4] = {s0, s1, s2, s3};
+    if (accumulate) {
+        for (size_t k = 0; k < h; k++) {
+            dst[4 * k] += s0[k];
+            dst[4 * k + 1] += s1[k];
+            dst[4 * k + 2] += s2[k];
+            dst[4 * k + 3] += s3[k];
+        }
+        for (size_t w = 4 * h; w < W; w++)
+            dst[w] += s[w % 4][h];
+    } else {
+        for (size_t k = 0; k < h; k++) {
+            dst[4 * k] = s0[k];
+            dst[4 * k + 1] = s1[k];
+            dst[4 * k + 2] = s2[k];
+            dst[4 * k + 3] = s3[k];
+        }
+        for (size_t w = 4 * h; w < W; w++)
+            dst[w] = s[w % 4][h];
+    }
+}
+
+/* y (+)= A^T M A for the m images of a chunk: A^T down the tile rows into r[a][j][t], along
+ * the columns into o[a][b][t], then scattered into the plane (only positions inside it). */
+static void output_transform4(size_t C, size_t H, size_t W, size_t m, const float *M, size_t ldm,
+                              float *y, bool accumulate, float *work)
+{
+    const size_t TH = (H + 3) / 4, TW = (W + 3) / 4, T = TH * TW;
+    float *r = work, *o = r + 24 * T; /* r [4][6][T], o [4][4][T] */
+    const size_t es = C * ldm;
+    for (size_t n = 0; n < m; n++)
+        for (size_t c = 0; c < C; c++) {
+            const float *mc = M + c * ldm + n * T;
+            for (size_t j = 0; j < 6; j++) {
+                const float *mj = mc + j * es;
+                float *rj = r + j * T;
+                at6(T, mj, mj + 6 * es, mj + 12 * es, mj + 18 * es, mj + 24 * es, mj + 30 * es, rj,
+                    rj + 6 * T, rj + 12 * T, rj + 18 * T);
+            }
+            for (size_t a = 0; a < 4; a++) {
+                const float *ra = r + a * 6 * T;
+                float *oa = o + a * 4 * T;
+                at6(T, ra, ra + T, ra + 2 * T, ra + 3 * T, ra + 4 * T, ra + 5 * T, oa, oa + T,
+                    oa + 2 * T, oa + 3 * T);
+            }
+            float *yc = y + (n * C + c) * H * W;
+            for (size_t ty = 0; ty < TH; ty++)
+                for (size_t a = 0; a < 4 && 4 * ty + a < H; a++) {
+                    const float *src = o + a * 4 * T + ty * TW;
+                    row_store4(W, src, src + T, src + 2 * T, src + 3 * T, yc + (4 * ty + a) * W,
+                               accumulate);
+                }
+        }
+}
+
+/* ---- entry points of both variants ------------------------------------------------------- */
+
+size_t eng_wino_pick(size_t H, size_t W)
+{
+    /* F(4x4) when its products (36 per 4x4 tile, partial edge tiles included) are fewer, on
+     * maps of at least 12x12: on 8x8 (resnet18's layer2 at 64x64 inputs) its 4 tiles per
+     * image made GEMMs too thin, about 10% slower per training step than F(2x2) */
+    return H >= 12 && W >= 12 && 36 * tiles4(H, W) < 16 * eng_wino_tiles_t(2, H, W) ? 4 : 2;
+}
+
+size_t eng_wino_tiles_t(size_t t, size_t H, size_t W)
+{
+    return t == 4 ? tiles4(H, W) : ((H + 1) / 2) * ((W + 1) / 2);
+}
+
+size_t eng_wino_chunk_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N)
+{
+    /* V and M of one image */
+    size_t per = eng_wino_npos(t) * (C_in + C_out) * eng_wino_tiles_t(t, H, W);
+    size_t nb = per ? ENG_WINO_CHUNK_FLOATS / per : N;
+    if (nb > N)
+        nb = N;
+    return nb ? nb : 1;
+}
+
+size_t eng_wino_scratch_floats_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t nb)
+{
+    return eng_wino_npos(t) * (C_in + C_out) * nb * eng_wino_tiles_t(t, H, W) +
+           (t == 4 ? work4_floats(H, W) : pad_floats(H, W));
+}
+
+size_t eng_wino_wgrad_scratch_floats_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W,
+                                       size_t nb)
+{
+    /* both variants compute the weight gradient by F(2x2) (see eng_wino_wgrad_t); the larger
+     * F(4x4) scratch of eng_wino_conv_t (and its weights) must fit as well */
+    size_t f2 = eng_wino_scratch_floats_t(2, C_in, C_out, H, W, nb) + 16 * C_out * C_in;
+    size_t ft =
+        eng_wino_scratch_floats_t(t, C_in, C_out, H, W, nb) + eng_wino_npos(t) * C_out * C_in;
+    return f2 > ft ? f2 : ft;
+}
+
+void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool transpose_flip,
+                        float *U)
+{
+    if (t == 4)
+        weights4(OC, IC, w, transpose_flip, U);
+    else
+        weights2(OC, IC, w, transpose_flip, U);
+}
+
+void eng_wino_conv_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+                     const float *x, const float *U, float *y, bool accumulate, float *scratch,
+                     size_t nb)
+{
+    const size_t T = eng_wino_tiles_t(t, H, W), E = eng_wino_npos(t);
+    if (nb == 0)
+        nb = 1;
+    for (size_t n0 = 0; n0 < N; n0 += nb) {
+        const size_t m = N - n0 < nb ? N - n0 : nb, ld = m * T;
+        float *V = scratch;                 /* [E][C_in][ld] */
+        float *M = scratch + E * C_in * ld; /* [E][C_out][ld] */
+        float *work = M + E * C_out * ld;   /* padded plane / transform rows */
+        if (t == 4)
+            input_transform4(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, work);
+        else
+            input_transform(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, work);
+        for (size_t e = 0; e < E; e++)
+            eng_sgemm(false, false, C_out, ld, C_in, 1.0f, U + e * C_out * C_in, C_in,
+                      V + e * C_in * ld, ld, 0.0f, M + e * C_out * ld, ld);
+        if (t == 4)
+            output_transform4(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work);
+        else
+            output_transform(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work);
+    }
+}
+
+void eng_wino_wgrad_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+                      const float *x, const float *dy, float *dw, bool accumulate, float *scratch,
+                      size_t nb)
+{
+    /* F(2x2) in both variants: F(4x4)'s weight gradient, with 36 GEMMs of K = its 4x fewer
+     * tiles per chunk into a 36 x C_out x C_in accumulator, measured no faster for M1 */
+    (void)t;
+    const size_t T = eng_wino_tiles_t(2, H, W);
+    if (nb == 0)
+        nb = 1;
+    /* [16][C_out][C_in] */
+    float *acc = scratch + eng_wino_scratch_floats_t(2, C_in, C_out, H, W, nb);
+    if (N == 0)
+        memset(acc, 0, 16 * C_out * C_in * sizeof(float));
+    for (size_t n0 = 0; n0 < N; n0 += nb) {
+        const size_t m = N - n0 < nb ? N - n0 : nb, ld = m * T;
+        float *V = scratch;                  /* [16][C_in][ld] */
+        float *D = scratch + 16 * C_in * ld; /* [16][C_out][ld] */
+        float *work = D + 16 * C_out * ld;   /* padded plane / transform rows */
+        input_transform(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, work);
+        grad_transform(C_out, H, W, m, dy + n0 * C_out * H * W, D, ld, work);
+        for (size_t e = 0; e < 16; e++)
+            eng_sgemm(false, true, C_out, C_in, ld, 1.0f, D + e * C_out * ld, ld, V + e * C_in * ld,
+                      ld, n0 == 0 ? 0.0f : 1.0f, acc + e * C_out * C_in, C_in);
+    }
+    wgrad_finish2(C_in, C_out, acc, dw, accumulate);
 }

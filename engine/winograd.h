@@ -1,7 +1,11 @@
 /*
- * winograd.h: Winograd F(2x2, 3x3) for 3x3, stride-1, padding-1 convolutions (private to
- * engine/; winograd.c explains the algorithm). All buffers are borrowed for the call,
- * float32 NCHW; the functions keep no state and allocate nothing.
+ * winograd.h: Winograd F(2x2, 3x3) and F(4x4, 3x3) for 3x3, stride-1, padding-1 convolutions
+ * (private to engine/; winograd.c explains the algorithm). All buffers are borrowed for the
+ * call, float32 NCHW; the functions keep no state and allocate nothing.
+ *
+ * The functions without a suffix are F(2x2, 3x3). The *_t functions take the variant as its
+ * output tile edge t: 2 for F(2x2, 3x3) (16 transformed positions), 4 for F(4x4, 3x3) (36);
+ * U, V and the scratch of one variant do not fit the other.
  */
 #pragma once
 
@@ -47,3 +51,42 @@ size_t eng_wino_wgrad_scratch_floats(size_t C_in, size_t C_out, size_t H, size_t
  * summed in order (deterministic). N = 0 gives 0. scratch: eng_wino_wgrad_scratch_floats. */
 void eng_wino_wgrad(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, const float *x,
                     const float *dy, float *dw, bool accumulate, float *scratch, size_t nb);
+
+/* ---- both variants: t = 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)) ------------------------------- */
+
+/* Transformed positions of variant t: (t + 2)^2. */
+static inline size_t eng_wino_npos(size_t t)
+{
+    return (t + 2) * (t + 2);
+}
+
+/* The variant for H x W maps: 4 where F(4x4) needs fewer multiplies on maps of at least
+ * 12x12, else 2. */
+size_t eng_wino_pick(size_t H, size_t W);
+
+/* t x t output tiles of one H x W image. */
+size_t eng_wino_tiles_t(size_t t, size_t H, size_t W);
+
+/* As eng_wino_chunk, for variant t. */
+size_t eng_wino_chunk_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N);
+
+/* As eng_wino_scratch_floats / eng_wino_wgrad_scratch_floats, for variant t. */
+size_t eng_wino_scratch_floats_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W,
+                                 size_t nb);
+size_t eng_wino_wgrad_scratch_floats_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W,
+                                       size_t nb);
+
+/* As eng_wino_weights: U [npos(t)][RO][RI]. */
+void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool transpose_flip,
+                        float *U);
+
+/* As eng_wino_conv and eng_wino_wgrad, with U from eng_wino_weights_t(t, ...) and the
+ * scratch of variant t. The weight gradient is computed by F(2x2, 3x3) for either t (F(4x4)
+ * measured no faster there); its scratch covers both variants' eng_wino_conv_t, so one
+ * scratch serves a layer's three passes. */
+void eng_wino_conv_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+                     const float *x, const float *U, float *y, bool accumulate, float *scratch,
+                     size_t nb);
+void eng_wino_wgrad_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+                      const float *x, const float *dy, float *dw, bool accumulate, float *scratch,
+                      size_t nb);

@@ -13,7 +13,8 @@
 #include "tap.h"
 #include "winograd.h"
 
-static void check(test_rng *r, size_t N, size_t IC, size_t OC, size_t H, size_t W, size_t nb)
+static void check_t(test_rng *r, size_t t, size_t N, size_t IC, size_t OC, size_t H, size_t W,
+                    size_t nb)
 {
     eng_conv2d_geom g;
     eng_conv2d_geom_init(&g, IC, H, W, OC, 3, 3, 1, 1, 1, 1);
@@ -21,38 +22,47 @@ static void check(test_rng *r, size_t N, size_t IC, size_t OC, size_t H, size_t 
     size_t in = N * IC * H * W, out = N * OC * H * W;
     float *x = test_alloc(in), *w = test_alloc(OC * IC * 9), *y = test_alloc(out);
     float *y_ref = test_alloc(out), *dy = test_alloc(out), *dx = test_alloc(in);
-    float *dx_ref = test_alloc(in), *U = test_alloc(16 * OC * IC);
+    float *dx_ref = test_alloc(in), *U = test_alloc(eng_wino_npos(t) * OC * IC);
     size_t big = IC > OC ? IC : OC;
-    float *s = test_alloc(eng_wino_wgrad_scratch_floats(big, big, H, W, nb));
+    float *s = test_alloc(eng_wino_wgrad_scratch_floats_t(t, big, big, H, W, nb));
     float *dw = test_alloc(OC * IC * 9), *dw_ref = test_alloc(OC * IC * 9);
     test_fill(r, x, in, -1, 1);
     test_fill(r, w, OC * IC * 9, -0.5f, 0.5f);
     test_fill(r, dy, out, -1, 1);
     eng_conv2d_ref_forward(&g, N, x, w, NULL, y_ref);
-    eng_wino_weights(OC, IC, w, false, U);
-    eng_wino_conv(IC, OC, H, W, N, x, U, y, false, s, nb);
-    CLOSE(y, y_ref, out, 1e-10, "forward N=%zu %zu->%zu %zux%zu nb=%zu", N, IC, OC, H, W, nb);
+    eng_wino_weights_t(t, OC, IC, w, false, U);
+    eng_wino_conv_t(t, IC, OC, H, W, N, x, U, y, false, s, nb);
+    CLOSE(y, y_ref, out, 1e-10, "F(%zu) forward N=%zu %zu->%zu %zux%zu nb=%zu", t, N, IC, OC, H, W,
+          nb);
     /* accumulate adds onto what is there */
     for (size_t i = 0; i < out; i++)
         y_ref[i] *= 2.0f;
-    eng_wino_conv(IC, OC, H, W, N, x, U, y, true, s, nb);
+    eng_wino_conv_t(t, IC, OC, H, W, N, x, U, y, true, s, nb);
     CLOSE(y, y_ref, out, 1e-10, "forward accumulate");
     eng_conv2d_ref_backward_input(&g, N, dy, w, dx_ref);
-    eng_wino_weights(OC, IC, w, true, U);
-    eng_wino_conv(OC, IC, H, W, N, dy, U, dx, false, s, nb);
-    CLOSE(dx, dx_ref, in, 1e-10, "input gradient N=%zu %zu->%zu %zux%zu", N, IC, OC, H, W);
+    eng_wino_weights_t(t, OC, IC, w, true, U);
+    eng_wino_conv_t(t, OC, IC, H, W, N, dy, U, dx, false, s, nb);
+    CLOSE(dx, dx_ref, in, 1e-10, "F(%zu) input gradient N=%zu %zu->%zu %zux%zu", t, N, IC, OC, H,
+          W);
     /* weight gradient over all images and chunks; then accumulated onto a previous value */
     eng_conv2d_ref_backward_weight(&g, N, x, dy, dw_ref, NULL);
     test_fill(r, dw, OC * IC * 9, -9, 9); /* overwritten */
-    eng_wino_wgrad(IC, OC, H, W, N, x, dy, dw, false, s, nb);
-    CLOSE(dw, dw_ref, OC * IC * 9, 1e-10, "weight gradient N=%zu %zu->%zu %zux%zu nb=%zu", N, IC,
-          OC, H, W, nb);
+    eng_wino_wgrad_t(t, IC, OC, H, W, N, x, dy, dw, false, s, nb);
+    CLOSE(dw, dw_ref, OC * IC * 9, 1e-10, "F(%zu) weight gradient N=%zu %zu->%zu %zux%zu nb=%zu", t,
+          N, IC, OC, H, W, nb);
     for (size_t i = 0; i < OC * IC * 9; i++)
         dw_ref[i] *= 2.0f;
-    eng_wino_wgrad(IC, OC, H, W, N, x, dy, dw, true, s, nb);
+    eng_wino_wgrad_t(t, IC, OC, H, W, N, x, dy, dw, true, s, nb);
     CLOSE(dw, dw_ref, OC * IC * 9, 1e-10, "weight gradient accumulate");
     free(x), free(w), free(y), free(y_ref), free(dy), free(dx), free(dx_ref), free(U), free(s);
     free(dw), free(dw_ref);
+}
+
+/* Both variants on the same shapes. */
+static void check(test_rng *r, size_t N, size_t IC, size_t OC, size_t H, size_t W, size_t nb)
+{
+    check_t(r, 2, N, IC, OC, H, W, nb);
+    check_t(r, 4, N, IC, OC, H, W, nb);
 }
 
 int main(void)
@@ -76,6 +86,13 @@ int main(void)
     check(&r, 5, 7, 3, 5, 6, 2);  /* odd rows, even columns; 3 chunks */
     check(&r, 3, 9, 10, 6, 3, 4); /* chunk larger than the batch */
     check(&r, 2, 32, 32, 28, 28, 1);
+    check(&r, 3, 64, 64, 14, 14, 2); /* M1's group2: F(4x4) with partial edge tiles */
+    check(&r, 2, 5, 4, 10, 11, 1);   /* two, three columns of the last F(4x4) tiles */
+    is_int(eng_wino_pick(28, 28), 4, "28x28: F(4x4)");
+    is_int(eng_wino_pick(14, 14), 4, "14x14: F(4x4) (576 products against 784)");
+    is_int(eng_wino_pick(6, 6), 2, "6x6: F(2x2) (a tie)");
+    is_int(eng_wino_pick(8, 8), 2, "8x8: F(2x2) (F(4x4)'s GEMMs too thin)");
+    is_int(eng_wino_tiles_t(4, 14, 14), 16, "14x14: 4x4 tiles of 4x4");
     /* no images: the weight gradient is 0 (or unchanged when accumulating) */
     {
         float *s = test_alloc(eng_wino_wgrad_scratch_floats(2, 3, 4, 4, 1));
