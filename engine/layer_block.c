@@ -31,6 +31,7 @@
 
 #include "kernels.h"
 #include "layers.h"
+#include "par.h"
 #include "util.h"
 
 enum { CH_CONV1, CH_BN1, CH_CONV2, CH_BN2, CH_DSCONV, CH_DSBN, CH_N };
@@ -306,6 +307,35 @@ static void block_forward(eng_layer *l, const eng_fwd_args *a)
     }
 }
 
+/* dx += the downsample conv's input gradient for dy (its BN's input gradient): the images
+ * split over the compute threads as conv2d splits them, each part in chunks of nb images
+ * per GEMM with its own column and gather buffers, as the conv2d layer lays its scratch out
+ * (one image per GEMM gave layer4.0's 1x1 conv GEMMs of 4 columns). */
+typedef struct ds_job {
+    eng_conv2d_geom g;
+    size_t N, nb;
+    const float *w, *dy;
+    float *dx, *scratch;
+} ds_job;
+
+/* Floats of one part's buffers. */
+static size_t ds_part_floats(const ds_job *j)
+{
+    return eng_conv2d_col_floats(&j->g, j->nb) + eng_conv2d_tmp_floats(&j->g, j->nb);
+}
+
+static void ds_dx_part(void *ctx, size_t p, size_t T)
+{
+    const ds_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->N, p, T, &lo, &hi);
+    const size_t in = j->g.IC * j->g.IH * j->g.IW, out = j->g.OC * j->g.OH * j->g.OW;
+    float *base = j->scratch + p * ds_part_floats(j);
+    eng_conv2d_scratch s = {
+        .col = base, .tmp = base + eng_conv2d_col_floats(&j->g, j->nb), .nb = j->nb};
+    eng_conv2d_backward_input(&j->g, hi - lo, j->w, j->dy + lo * out, j->dx + lo * in, true, &s);
+}
+
 static bool any_trainable(const eng_layer *l, size_t from, size_t to)
 {
     for (size_t i = from; i < to; i++)
@@ -375,17 +405,25 @@ static void block_backward(eng_layer *l, const eng_bwd_args *a)
         if (dsw)
             run_bwd(&c, N, a->x, b.t1, NULL); /* weight gradient only */
         if (a->dx) {
-            /* dx += the shortcut's input gradient, one image per GEMM (the chunked scratch
-             * laid out for this conv is at least the one-image size) */
-            eng_conv2d_geom g;
-            int rc = eng_conv2d_geom_init(&g, c.cfg.conv.IC, l->in_shape[1], l->in_shape[2],
+            ds_job j = {.N = N, .w = c.param[0], .dy = b.t1, .dx = a->dx, .scratch = b.conv};
+            int rc = eng_conv2d_geom_init(&j.g, c.cfg.conv.IC, l->in_shape[1], l->in_shape[2],
                                           c.cfg.conv.OC, 1, 1, c.cfg.conv.stride, c.cfg.conv.stride,
                                           0, 0);
             ENG_ASSERT(rc == 0);
-            eng_conv2d_scratch s = {.col = b.conv, .tmp = NULL, .nb = 1};
-            eng_conv2d_backward_input(&g, N, c.param[0], b.t1, a->dx, true, &s);
-            for (size_t n = 0; n < N; n++)
-                eng_stats_gemm(l->stats, eng_conv2d_kdim(&g), g.OH * g.OW, g.OC);
+            const size_t T = eng_par_threads() < N ? eng_par_threads() : (N ? N : 1);
+            const size_t P = j.g.OH * j.g.OW, Np = (N + T - 1) / T;
+            /* about 512 columns per GEMM, conv2d's chunk (its scratch holds T such parts) */
+            j.nb = P >= 512 ? 1 : (512 + P - 1) / P;
+            j.nb = j.nb < Np ? j.nb : (Np ? Np : 1);
+            ENG_ASSERT(T * ds_part_floats(&j) <= conv_scratch_size(l, N));
+            eng_par_run(T, ds_dx_part, &j);
+            for (size_t p = 0; p < T; p++) {
+                size_t lo, hi;
+                eng_par_range(N, p, T, &lo, &hi);
+                for (size_t n0 = lo; n0 < hi; n0 += j.nb)
+                    eng_stats_gemm(l->stats, eng_conv2d_kdim(&j.g),
+                                   (hi - n0 < j.nb ? hi - n0 : j.nb) * P, j.g.OC);
+            }
         }
     } else if (!ds && a->dx) {
         for (size_t i = 0; i < o; i++) /* identity shortcut */

@@ -14,6 +14,7 @@
 #include "dataset.h"
 #include "kernels.h"
 #include "model.h"
+#include "par.h"
 #include "safetensors.h"
 #include "tap.h"
 #include "train.h"
@@ -371,6 +372,59 @@ static void check_block_scratch(size_t IC, size_t OC, size_t stride, bool frozen
     blk_free(&b);
 }
 
+/* max |a - b| / max |b| */
+static double max_rel(const float *a, const float *b, size_t n)
+{
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)a[i] - (double)b[i]));
+        m = fmax(m, fabs((double)b[i]));
+    }
+    return m > 0 ? d / m : d;
+}
+
+/* The block on 3 compute threads (its parts' paths, one image each, including the
+ * downsample's input gradient) against 1 thread: every entry of the output, the input
+ * gradient and the parameter gradients (the finite-difference check samples a few, which on
+ * a strided 1x1 downsample can all miss the pixels it reads). */
+static void check_block_threads(size_t IC, size_t OC, size_t stride, const char *what)
+{
+    const size_t N = 3, H = 8;
+    blk a, b;
+    blk_make(&a, IC, OC, stride, H, N);
+    eng_par_set_threads(3); /* before b's aux is sized */
+    blk_make(&b, IC, OC, stride, H, N);
+    memcpy(b.w, a.w, a.n_floats * sizeof(float));
+    size_t in = N * a.l.in_size, out = N * a.l.out_size;
+    float *x = malloc(in * sizeof(float)), *dy = malloc(out * sizeof(float));
+    float *y[2], *dx[2];
+    fill(x, in, 1.0f);
+    fill(dy, out, 1.0f);
+    blk *bl[2] = {&a, &b};
+    for (int k = 0; k < 2; k++) {
+        eng_par_set_threads(k ? 3 : 1);
+        y[k] = malloc(out * sizeof(float));
+        dx[k] = malloc(in * sizeof(float));
+        eng_fwd_args fa = {N, x, y[k], true};
+        bl[k]->l.ops->forward(&bl[k]->l, &fa);
+        eng_bwd_args ba = {N, x, y[k], dy, dx[k]};
+        bl[k]->l.ops->backward(&bl[k]->l, &ba);
+    }
+    eng_par_set_threads(1);
+    double e = fmax(max_rel(y[1], y[0], out), max_rel(dx[1], dx[0], in));
+    e = fmax(e, max_rel(b.g, a.g, a.n_floats));
+    ok(e < 1e-5, "BasicBlock %s on 3 threads: output and all gradients as on 1 (rel diff %.2g)",
+       what, e);
+    for (int k = 0; k < 2; k++) {
+        free(y[k]);
+        free(dx[k]);
+    }
+    free(x);
+    free(dy);
+    blk_free(&a);
+    blk_free(&b);
+}
+
 /* ---- freezing saves work ---------------------------------------------------------------- */
 
 static void test_freeze_work(void)
@@ -609,6 +663,8 @@ int main(void)
     check_block(4, 4, 1, false, "identity shortcut");
     check_block(4, 6, 1, false, "downsample 4->6");
     check_block(4, 6, 1, true, "downsample 4->6, conv1+bn1 frozen");
+    check_block_threads(3, 4, 2, "with downsample (stride 2, 3->4)");
+    check_block_threads(8, 16, 2, "8->16 stride 2 (tap)");
     check_block_scratch(8, 8, 1, false, "8->8 (Winograd)");
     check_block_scratch(8, 8, 1, true, "8->8 (Winograd), convs frozen");
     check_block_scratch(8, 16, 2, false, "8->16 stride 2 (tap)");
