@@ -448,6 +448,25 @@ static void wino_weights_part(void *ctx, size_t p, size_t T)
         memcpy(j->U + (rc * OC + lo) * IC, tmp + rc * rows * IC, rows * IC * sizeof(float));
 }
 
+/* The input-gradient Winograd weights U [E][IC][OC] (the transposed, rotated kernel), split
+ * the same way: the layer's output channels [lo, hi), which are this U's input channels
+ * (its columns), transformed into the part's scratch and copied into place. */
+static void wino_weights_t_part(void *ctx, size_t p, size_t T)
+{
+    const conv_job *j = ctx;
+    size_t lo, hi;
+    eng_par_range(j->g.OC, p, T, &lo, &hi);
+    const size_t IC = j->g.IC, OC = j->g.OC, cols = hi - lo;
+    if (cols == 0)
+        return;
+    const size_t E = eng_wino_npos(wino_t(&j->g));
+    ENG_ASSERT(E * cols * IC <= part_floats(&j->g, j->nb, j->nbw));
+    float *tmp = part_base(j, p); /* [E][IC][cols] */
+    eng_wino_weights_t(wino_t(&j->g), cols, IC, j->l->param[0] + lo * IC * 9, true, tmp);
+    for (size_t r = 0; r < E * IC; r++)
+        memcpy(j->U + r * OC + lo, tmp + r * cols, cols * sizeof(float));
+}
+
 static void conv_forward(eng_layer *l, const eng_fwd_args *a)
 {
     conv_job j = conv_job_make(l, a->N);
@@ -497,7 +516,7 @@ static void conv_backward(eng_layer *l, const eng_bwd_args *a)
     j.want_dw = !tap && l->trainable[0];
     j.dw = l->grad[0];
     if (j.wino && j.dx)
-        eng_wino_weights_t(wino_t(&j.g), j.g.OC, j.g.IC, l->param[0], true, j.U);
+        eng_par_run(j.T, wino_weights_t_part, &j);
     if (j.want_dw || j.dx)
         eng_par_run(j.T, backward_part, &j);
     if (j.want_dw) {
