@@ -230,6 +230,86 @@ void eng_col2im(const eng_conv2d_geom *g, const float *col, size_t ldcol, float 
     }
 }
 
+/* The input row dst [IW] of a 3x3, stride-2, padding-1 convolution's col2im, written (not
+ * added) from its kernel rows: the row of input row 2k comes from kernel row kh = 1 of output
+ * row k only (p1 = its kw = 0, 1, 2 rows), that of row 2k + 1 from kh = 0 of output row k + 1
+ * (p0, or NULL past the last output row) and kh = 2 of output row k (p2, or NULL). Each
+ * element is the sum eng_col2im would add onto 0, in its order (kh = 0 before kh = 2; within
+ * a kernel row, kw = 2 then kw = 0), so the results are the same. */
+static void col2im_row_set_k3s2p1(size_t IW, size_t OW, size_t ldcol, const float *restrict p0,
+                                  const float *restrict p1, const float *restrict p2,
+                                  float *restrict dst)
+{
+    /* the kernel rows in eng_col2im's order (p1 never comes with p0 or p2) */
+    const float *a = p0 ? p0 : (p1 ? p1 : p2), *b = p0 ? p2 : NULL;
+    if (!a) {
+        memset(dst, 0, IW * sizeof(float));
+        return;
+    }
+    const float *a0 = a, *a1 = a + ldcol, *a2 = a + 2 * ldcol;
+    /* full pairs (2j, 2j + 1) inside the row with a0[j + 1] present */
+    size_t kmax = IW / 2 < OW - 1 ? IW / 2 : OW - 1, j = 0;
+    if (b) {
+        const float *b0 = b, *b1 = b + ldcol, *b2 = b + 2 * ldcol;
+        for (; j < kmax; j++) {
+            dst[2 * j] = a1[j] + b1[j];
+            dst[2 * j + 1] = (a2[j] + a0[j + 1]) + (b2[j] + b0[j + 1]);
+        }
+        for (size_t iw = 2 * j; iw < IW; iw++) {
+            const size_t k = iw / 2;
+            float v = 0.0f;
+            if (k < OW && iw % 2 == 0)
+                v = a1[k] + b1[k];
+            else if (k < OW)
+                v = (a2[k] + (k + 1 < OW ? a0[k + 1] : 0.0f)) +
+                    (b2[k] + (k + 1 < OW ? b0[k + 1] : 0.0f));
+            dst[iw] = v;
+        }
+        return;
+    }
+    for (; j < kmax; j++) {
+        dst[2 * j] = a1[j];
+        dst[2 * j + 1] = a2[j] + a0[j + 1];
+    }
+    for (size_t iw = 2 * j; iw < IW; iw++) {
+        const size_t k = iw / 2;
+        float v = 0.0f;
+        if (k < OW && iw % 2 == 0)
+            v = a1[k];
+        else if (k < OW)
+            v = a2[k] + (k + 1 < OW ? a0[k + 1] : 0.0f);
+        dst[iw] = v;
+    }
+}
+
+void eng_col2im_set(const eng_conv2d_geom *g, const float *col, size_t ldcol, float *dx)
+{
+    const size_t IH = g->IH, IW = g->IW, OH = g->OH, OW = g->OW;
+    if (!(g->KH == 3 && g->KW == 3 && g->SH == 2 && g->SW == 2 && g->PH == 1 && g->PW == 1)) {
+        memset(dx, 0, g->IC * IH * IW * sizeof(float));
+        eng_col2im(g, col, ldcol, dx);
+        return;
+    }
+    for (size_t ic = 0; ic < g->IC; ic++) {
+        const float *c = col + ic * 9 * ldcol; /* kernel row kh at c + 3 * kh * ldcol */
+        for (size_t ih = 0; ih < IH; ih++) {
+            /* ih = 2 * oh + kh - 1 */
+            const size_t k = ih / 2;
+            const float *p0 = NULL, *p1 = NULL, *p2 = NULL;
+            if (ih % 2 == 0) {
+                if (k < OH)
+                    p1 = c + 3 * ldcol + k * OW;
+            } else {
+                if (k + 1 < OH)
+                    p0 = c + (k + 1) * OW;
+                if (k < OH)
+                    p2 = c + 6 * ldcol + k * OW;
+            }
+            col2im_row_set_k3s2p1(IW, OW, ldcol, p0, p1, p2, dx + (ic * IH + ih) * IW);
+        }
+    }
+}
+
 /* ---- naive references -------------------------------------------------------------------- */
 
 /* Input position of output index o and kernel index k, or -1 when it falls in the padding. */

@@ -47,6 +47,11 @@ void eng_im2col(const eng_conv2d_geom *g, const float *x, float *col, size_t ldc
  * dx [IC, IH, IW] (entries that fall in the padding are dropped). ldcol >= OH*OW. */
 void eng_col2im(const eng_conv2d_geom *g, const float *col, size_t ldcol, float *dx);
 
+/* eng_col2im onto a zeroed dx: dx [IC, IH, IW] = col2im(col), every element written once (the
+ * 3x3 stride-2 padding-1 kernels of resnets and M1 without a separate zeroing pass, with the
+ * same sums as eng_col2im; other geometries zero dx and call it). ldcol >= OH*OW. */
+void eng_col2im_set(const eng_conv2d_geom *g, const float *col, size_t ldcol, float *dx);
+
 /* ---- naive references (direct loops, double accumulation; for tests) -------------------- */
 
 /* y [N, OC, OH, OW] = conv(x [N, IC, IH, IW], w [OC, IC, KH, KW]) + b [OC] (b may be NULL). */

@@ -166,10 +166,11 @@ void eng_conv2d_backward_input(const eng_conv2d_geom *g, size_t N, const float *
         }
         /* col [K, m*P] = w^T [K, OC] * dyc */
         eng_sgemm(true, false, K, m * P, OC, 1.0f, w, K, dyc, m * P, 0.0f, s->col, m * P);
-        if (!accumulate)
-            memset(dxn, 0, m * in * sizeof(float));
-        for (size_t i = 0; i < m; i++)
-            eng_col2im(g, s->col + i * P, m * P, dxn + i * in);
+        for (size_t i = 0; i < m; i++) /* _set: no zeroing pass over dx */
+            if (accumulate)
+                eng_col2im(g, s->col + i * P, m * P, dxn + i * in);
+            else
+                eng_col2im_set(g, s->col + i * P, m * P, dxn + i * in);
     }
 }
 
@@ -327,10 +328,10 @@ static size_t parts_floats(const eng_conv2d_geom *g, size_t N)
            (use_wino(g) ? eng_wino_npos(wino_t(g)) * g->OC * g->IC : 0);
 }
 
-/* Enough for every batch up to N: parts_floats grows with N, and where the tap kernel runs
- * (every batch from 2 images on) the parts run only for a single image. All of it is
- * scratch (scratch_size): nothing is kept from the forward to the backward pass. */
-static size_t conv_aux_size(const eng_layer *l, size_t N)
+/* The scratch (scratch_size), enough for every batch up to N: parts_floats grows with N, and
+ * where the tap kernel runs (every batch from 2 images on) the parts run only for a single
+ * image. */
+static size_t conv_scratch_size(const eng_layer *l, size_t N)
 {
     eng_conv2d_geom g = conv_geom(l);
     if (!use_tap(&g, N))
@@ -339,10 +340,59 @@ static size_t conv_aux_size(const eng_layer *l, size_t N)
     return f > tap ? f : tap;
 }
 
-/* The scratch: the trainer's shared region, else the layer's own aux. */
+/* The Winograd weights of a frozen weight, kept from call to call (aux before the scratch):
+ *   header [16]: forward U valid, input-gradient U valid, E, OC, IC (as floats) |
+ *   copy of w [OC, IC, 3, 3] | forward U [E][OC][IC] | input-gradient U [E][IC][OC].
+ * While the weight trains (it changes every step) the cache is not used nor touched. A
+ * frozen weight (fastai's freeze, inference) gives the same U every step: transforming it
+ * cost about 0.6 ms per 128x128 kernel and direction. A U is valid while the header
+ * matches and the copy equals w bit for bit (checked on every call: loading weights,
+ * unfreezing and training, or a reused arena invalidate it), so stale weights are never
+ * used. */
+#define CACHE_HEAD 16
+
+static size_t cache_floats(const eng_conv2d_geom *g)
+{
+    if (!use_wino(g))
+        return 0;
+    return CACHE_HEAD + g->OC * g->IC * 9 + 2 * eng_wino_npos(wino_t(g)) * g->OC * g->IC;
+}
+
+static size_t conv_aux_size(const eng_layer *l, size_t N)
+{
+    eng_conv2d_geom g = conv_geom(l);
+    return cache_floats(&g) + conv_scratch_size(l, N);
+}
+
+/* The scratch: the trainer's shared region, else aux after the cache. */
 static float *conv_scratch(const eng_layer *l)
 {
-    return l->scratch ? l->scratch : l->aux;
+    if (l->scratch)
+        return l->scratch;
+    eng_conv2d_geom g = conv_geom(l);
+    return l->aux + cache_floats(&g);
+}
+
+/* The cached U of one direction (transposed: the input gradient's) when the layer's weight is
+ * frozen, with *valid saying whether it holds the current weights' transform (if not, the
+ * caller computes it there and sets *valid = 1); NULL when not cached. */
+static float *cached_u(const eng_layer *l, const eng_conv2d_geom *g, bool transposed, float **valid)
+{
+    if (l->trainable[0] || !use_wino(g) || !l->aux)
+        return NULL;
+    const size_t E = eng_wino_npos(wino_t(g)), n = g->OC * g->IC * 9;
+    float *h = l->aux, *wc = h + CACHE_HEAD;
+    const float *w = l->param[0];
+    if (h[2] != (float)E || h[3] != (float)g->OC || h[4] != (float)g->IC ||
+        memcmp(wc, w, n * sizeof(float)) != 0) {
+        memcpy(wc, w, n * sizeof(float));
+        h[0] = h[1] = 0.0f;
+        h[2] = (float)E;
+        h[3] = (float)g->OC;
+        h[4] = (float)g->IC;
+    }
+    *valid = h + (transposed ? 1 : 0);
+    return wc + n + (transposed ? E * g->OC * g->IC : 0);
 }
 
 typedef struct conv_job {
@@ -476,8 +526,13 @@ static void conv_forward(eng_layer *l, const eng_fwd_args *a)
         eng_convtap_forward(&j.g, a->N, a->x, l->param[0], l->cfg.conv.bias ? l->param[1] : NULL,
                             a->y, j.base);
     else {
-        if (j.wino)
+        float *valid = NULL, *U = j.wino ? cached_u(l, &j.g, false, &valid) : NULL;
+        if (U)
+            j.U = U;
+        if (j.wino && (!U || *valid != 1.0f))
             eng_par_run(j.T, wino_weights_part, &j);
+        if (U)
+            *valid = 1.0f;
         eng_par_run(j.T, forward_part, &j);
     }
     /* Winograd does fewer multiplications; the counters keep the direct convolution's */
@@ -515,8 +570,15 @@ static void conv_backward(eng_layer *l, const eng_bwd_args *a)
     j.dx = tap ? NULL : a->dx;
     j.want_dw = !tap && l->trainable[0];
     j.dw = l->grad[0];
-    if (j.wino && j.dx)
-        eng_par_run(j.T, wino_weights_t_part, &j);
+    if (j.wino && j.dx) {
+        float *valid = NULL, *U = cached_u(l, &j.g, true, &valid);
+        if (U)
+            j.U = U;
+        if (!U || *valid != 1.0f)
+            eng_par_run(j.T, wino_weights_t_part, &j);
+        if (U)
+            *valid = 1.0f;
+    }
     if (j.want_dw || j.dx)
         eng_par_run(j.T, backward_part, &j);
     if (j.want_dw) {
@@ -548,7 +610,7 @@ const eng_layer_ops eng_layer_conv2d = {
     .param_info = conv_param_info,
     .init = conv_init,
     .aux_size = conv_aux_size,
-    .scratch_size = conv_aux_size,
+    .scratch_size = conv_scratch_size,
     .forward = conv_forward,
     .backward = conv_backward,
 };

@@ -66,6 +66,15 @@ static void check_im2col(test_rng *r, const eng_conv2d_geom *g, const char *name
     for (size_t i = 0; i < in; i++)
         rhs += (double)x[i] * ((double)dx[i] - (double)base[i]);
     is_near(lhs, rhs, 1e-5 * (scale + 1.0), "col2im %s: adjoint of im2col, accumulates", name);
+    /* eng_col2im_set == eng_col2im onto zeros, value for value, whatever dx held */
+    memset(base, 0, in * sizeof(float));
+    eng_col2im(g, c, P, base);
+    test_fill(r, dx, in, -9, 9);
+    eng_col2im_set(g, c, P, dx);
+    size_t same = 0;
+    for (size_t i = 0; i < in; i++)
+        same += dx[i] == base[i];
+    is_int(same, in, "col2im_set %s: overwrites with col2im's sums", name);
     free(x), free(col), free(want), free(c), free(dx), free(base);
 }
 
@@ -140,6 +149,9 @@ static const conv_case conv_cases[] = {
     {"1x1 s2 downsample", 3, 4, 9, 8, 6, 1, 1, 2, 2, 0, 0},
     {"3x3 s1 p1", 2, 3, 8, 8, 5, 3, 3, 1, 1, 1, 1},
     {"3x3 s2 p1 odd", 3, 2, 9, 7, 3, 3, 3, 2, 2, 1, 1},
+    {"3x3 s2 p1 28x28 (M1)", 2, 3, 28, 28, 4, 3, 3, 2, 2, 1, 1},
+    {"3x3 s2 p1 6x5", 2, 2, 6, 5, 3, 3, 3, 2, 2, 1, 1},
+    {"3x3 s2 p1 1x2", 2, 2, 1, 2, 3, 3, 3, 2, 2, 1, 1},
     {"7x7 s2 p3 stem", 2, 3, 13, 11, 4, 7, 7, 2, 2, 3, 3},
     {"kernel = padded input", 2, 2, 3, 4, 3, 5, 6, 1, 1, 1, 1},
     {"stride > kernel", 2, 2, 11, 10, 3, 3, 2, 4, 3, 0, 0},
