@@ -17,7 +17,8 @@
  * aux layout for a batch of N (each [N x out_size] unless said): what the backward pass
  * reads,
  *   c1 conv1 out | a1 relu(bn1) out | c2 conv2 out | cd downsample conv out (if any) |
- *   three BN areas of 2*OC+1 (batch statistics),
+ *   three BN areas of 2*OC+1 (batch statistics) | the three convs' own aux before their
+ *   scratch (the conv2d layer's cache of frozen Winograd weights, kept from call to call),
  * then the scratch (scratch_size; the trainer's shared region when l->scratch is set):
  *   g, t1, t2 backward temporaries (g also holds the downsample BN output during forward) |
  *   the conv scratch shared by the three convs.
@@ -109,20 +110,34 @@ static size_t conv_scratch_size(const eng_layer *l, size_t N)
             continue;
         int rc = child_make(l, k, &c, NULL);
         ENG_ASSERT(rc == 0);
-        size_t s = c.ops->aux_size(&c, N);
+        size_t s = c.ops->scratch_size(&c, N);
         best = s > best ? s : best;
     }
     return best;
 }
 
+/* Floats of conv child k's own aux before its scratch (its cache of frozen Winograd weights,
+ * kept in the block's aux); 0 for a downsample the block does not have. */
+static size_t conv_kept(const eng_layer *l, int k)
+{
+    eng_layer c;
+    if (k == CH_DSCONV && !has_ds(l))
+        return 0;
+    int rc = child_make(l, k, &c, NULL);
+    ENG_ASSERT(rc == 0);
+    return c.ops->aux_size(&c, 1) - c.ops->scratch_size(&c, 1);
+}
+
 typedef struct block_bufs {
     float *c1, *a1, *c2, *cd, *g, *t1, *t2, *bn[3], *conv;
+    float *cc[3]; /* conv1, conv2, downsample.0 caches */
 } block_bufs;
 
 /* Floats of aux before the scratch. */
 static size_t kept_floats(const eng_layer *l, size_t N)
 {
-    return (has_ds(l) ? 4 : 3) * block_out(l, N) + 3 * bn_scratch(l);
+    return (has_ds(l) ? 4 : 3) * block_out(l, N) + 3 * bn_scratch(l) + conv_kept(l, CH_CONV1) +
+           conv_kept(l, CH_CONV2) + conv_kept(l, CH_DSCONV);
 }
 
 /* Whether a1 lives in t1 (see the top comment). */
@@ -143,6 +158,9 @@ static block_bufs bufs(const eng_layer *l, size_t N)
         b.cd = p, p += o;
     for (int i = 0; i < 3; i++)
         b.bn[i] = p, p += bn_scratch(l);
+    b.cc[0] = p, p += conv_kept(l, CH_CONV1);
+    b.cc[1] = p, p += conv_kept(l, CH_CONV2);
+    b.cc[2] = p, p += conv_kept(l, CH_DSCONV);
     if (l->scratch)
         p = l->scratch;
     b.g = p, p += o;
@@ -165,8 +183,10 @@ static void child(const eng_layer *l, int k, const block_bufs *b, eng_layer *c)
         c->aux = b->bn[1];
     else if (k == CH_DSBN)
         c->aux = b->bn[2];
-    else
-        c->aux = b->conv;
+    else { /* a conv: its cache in the block's aux, the block's conv scratch */
+        c->aux = b->cc[k == CH_CONV1 ? 0 : k == CH_CONV2 ? 1 : 2];
+        c->scratch = b->conv;
+    }
 }
 
 static int block_setup(eng_layer *l, eng_error *err)

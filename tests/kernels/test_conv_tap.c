@@ -173,6 +173,66 @@ static void check_layer(test_rng *r, size_t Nmax, size_t IC, size_t OC, size_t H
     free(dx_ref), free(dw_ref), free(db_ref), free(aux);
 }
 
+/* The conv2d layer's cache of frozen Winograd weights (layer_conv2d.c): with the weight
+ * frozen, a forward and input gradient after every change to w (one weight, then all of them,
+ * then a training step in between, then frozen again) match the naive reference of the
+ * current w; F(4x4) (12x12 maps) and F(2x2) (8x8), on 2 threads, scratch in the trainer's
+ * separate region or at the end of aux. */
+static void check_wino_cache(test_rng *r, size_t H, bool shared)
+{
+    const size_t N = 3, IC = 8, OC = 12;
+    eng_layer l;
+    memset(&l, 0, sizeof l);
+    l.ops = &eng_layer_conv2d;
+    l.cfg.conv.IC = IC;
+    l.cfg.conv.OC = OC;
+    l.cfg.conv.KH = l.cfg.conv.KW = 3;
+    l.cfg.conv.stride = 1;
+    l.cfg.conv.pad = 1;
+    l.in_ndim = 3;
+    l.in_shape[0] = IC;
+    l.in_shape[1] = l.in_shape[2] = H;
+    l.in_size = IC * H * H;
+    eng_error err;
+    if (!ok(l.ops->setup(&l, &err) == 0, "cache %zux%zu: setup", H, H))
+        return;
+    eng_conv2d_geom g;
+    eng_conv2d_geom_init(&g, IC, H, H, OC, 3, 3, 1, 1, 1, 1);
+    const size_t nw = OC * IC * 9, in = N * l.in_size, out = N * l.out_size;
+    const size_t na = l.ops->aux_size(&l, N), ns = l.ops->scratch_size(&l, N);
+    float *w = test_alloc(nw), *dw = test_alloc(nw), *x = test_alloc(in), *y = test_alloc(out);
+    float *dy = test_alloc(out), *dx = test_alloc(in), *y_ref = test_alloc(out);
+    float *dx_ref = test_alloc(in), *aux = test_alloc(na), *scr = test_alloc(ns);
+    test_fill(r, w, nw, -0.5f, 0.5f);
+    test_fill(r, x, in, -1, 1);
+    test_fill(r, dy, out, -1, 1);
+    l.param[0] = w, l.grad[0] = dw, l.aux = aux, l.scratch = shared ? scr : NULL;
+    bool good = na > ns;
+    for (int round = 0; round < 6; round++) {
+        if (round == 2)
+            w[5] += 0.25f; /* one weight changes */
+        if (round == 3)
+            test_fill(r, w, nw, -0.5f, 0.5f); /* all of them */
+        l.trainable[0] = round == 4;          /* round 4 trains: no cache */
+        if (round == 4)
+            w[nw - 1] -= 0.5f; /* as an optimizer step would, then frozen again */
+        eng_conv2d_ref_forward(&g, N, x, w, NULL, y_ref);
+        eng_conv2d_ref_backward_input(&g, N, dy, w, dx_ref);
+        l.ops->forward(&l, &(eng_fwd_args){.N = N, .x = x, .y = y, .train = true});
+        l.ops->backward(&l, &(eng_bwd_args){.N = N, .x = x, .y = y, .dy = dy, .dx = dx});
+        double e1, e2;
+        bool f = test_close(y, y_ref, out, 1e-10, &e1), b = test_close(dx, dx_ref, in, 1e-10, &e2);
+        if (!f || !b)
+            diag("cache %zux%zu round %d: forward nmse %.2g, input gradient nmse %.2g", H, H, round,
+                 e1, e2);
+        good &= f && b;
+    }
+    ok(good, "conv2d %zux%zu%s: frozen Winograd weights cached, always those of the current w", H,
+       H, shared ? " (shared scratch)" : "");
+    free(w), free(dw), free(x), free(y), free(dy), free(dx), free(y_ref), free(dx_ref);
+    free(aux), free(scr);
+}
+
 /* Index of the max of window (oh, ow) of plane x, PyTorch's rule: scan rows then columns,
  * replace on strictly greater or on the first NaN. */
 static size_t nan_max_arg(const eng_pool2d_geom *g, const float *x, size_t oh, size_t ow)
@@ -240,7 +300,9 @@ int main(void)
     check_layer(&r, 5, 6, 8, 2, 1); /* 2x2 stride 1 */
     check_layer(&r, 4, 5, 7, 4, 1); /* 4x4 */
     check_layer(&r, 3, 4, 6, 7, 2); /* 7x7 -> 4x4 stride 2 */
-    eng_par_set_threads(8);         /* more threads than some layers' channels */
+    check_wino_cache(&r, 12, false);
+    check_wino_cache(&r, 8, true);
+    eng_par_set_threads(8); /* more threads than some layers' channels */
     check(&r, 3, 2, 5, 4, 4, 3, 1, 1);
     check(&r, 3, 5, 2, 4, 4, 3, 2, 1);
     /* no images: dw zeroed, or left when accumulating */
