@@ -127,10 +127,10 @@ static size_t pad_floats(size_t H, size_t W)
  * columns 2tx .. 2tx+3 = E[tx], O[tx], E[tx+1], O[tx+1]), gives positions v0..v3[tx].
  * Unit-stride loops, which the compiler vectorises; b is not stored (reloading a row just
  * written, shifted by one float, stalls on store forwarding). */
-static void row_tiles(size_t TW, const float *restrict pE, const float *restrict pO,
-                      const float *restrict qE, const float *restrict qO, bool add,
-                      float *restrict v0, float *restrict v1, float *restrict v2,
-                      float *restrict v3)
+WINO_SIMD static void row_tiles(size_t TW, const float *restrict pE, const float *restrict pO,
+                                const float *restrict qE, const float *restrict qO, bool add,
+                                float *restrict v0, float *restrict v1, float *restrict v2,
+                                float *restrict v3)
 {
     if (add)
         for (size_t tx = 0; tx < TW; tx++) {
