@@ -206,12 +206,18 @@ static void weights_rows(const tap_job *j, size_t lo, size_t hi, float *wb)
 }
 
 /* wb [t][oc][ic - lo] = w [oc][ic][t] for ic in [lo, hi): per oc, the contiguous run of w
- * holding those input channels. */
+ * holding those input channels. The runs are short (32 channels of layer4: 1152 bytes) and
+ * a row of w apart, which the hardware prefetchers miss: the run two rows ahead is fetched
+ * explicitly (measured 0.66 -> 0.49 ns per weight copying a 512x512x9 kernel from memory;
+ * one row ahead 0.52, four 0.58). */
 static void weights_cols(const tap_job *j, size_t lo, size_t hi, float *wb)
 {
     const size_t IC = j->g->IC, OC = j->g->OC, KK = taps(j->g), b = hi - lo;
     for (size_t oc = 0; oc < OC; oc++) {
         const float *src = j->w + (oc * IC + lo) * KK;
+        if (oc + 2 < OC)
+            for (size_t k = 0; k < b * KK; k += 16) /* one 64-byte line per 16 floats */
+                __builtin_prefetch(src + 2 * IC * KK + k);
         for (size_t t = 0; t < KK; t++) {
             float *dst = wb + (t * OC + oc) * b;
             for (size_t c = 0; c < b; c++)
