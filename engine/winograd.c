@@ -438,6 +438,19 @@ static size_t work4_floats(size_t H, size_t W)
     return 24 * (TH + 1) * TW + 36 * TH * TW;
 }
 
+/* u = G g for one column g0..g2 of the kernel; multiplies by 1/6 (no divisions: the weight
+ * transforms run every step). */
+static inline void g6(float g0, float g1, float g2, float *u)
+{
+    const float s6 = 1.0f / 6.0f;
+    u[0] = 0.25f * g0;
+    u[1] = -(g0 + g1 + g2) * s6;
+    u[2] = -(g0 - g1 + g2) * s6;
+    u[3] = (0.25f * g0 + 0.5f * g1 + g2) * s6;
+    u[4] = (0.25f * g0 - 0.5f * g1 + g2) * s6;
+    u[5] = g2;
+}
+
 static void weights4(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
 {
     const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
@@ -448,24 +461,12 @@ static void weights4(size_t OC, size_t IC, const float *w, bool transpose_flip, 
                 for (size_t kw = 0; kw < 3; kw++)
                     g[kh][kw] = transpose_flip ? w[((i * IC + o) * 3 + (2 - kh)) * 3 + (2 - kw)]
                                                : w[((o * IC + i) * 3 + kh) * 3 + kw];
-            float q[6][3]; /* G g */
-            for (size_t c = 0; c < 3; c++) {
-                const float g0 = g[0][c], g1 = g[1][c], g2 = g[2][c];
-                q[0][c] = g0 / 4.0f;
-                q[1][c] = -(g0 + g1 + g2) / 6.0f;
-                q[2][c] = -(g0 - g1 + g2) / 6.0f;
-                q[3][c] = g0 / 24.0f + g1 / 12.0f + g2 / 6.0f;
-                q[4][c] = g0 / 24.0f - g1 / 12.0f + g2 / 6.0f;
-                q[5][c] = g2;
-            }
-            for (size_t r = 0; r < 6; r++) { /* (G g) G^T */
-                const float g0 = q[r][0], g1 = q[r][1], g2 = q[r][2];
-                const float u[6] = {g0 / 4.0f,
-                                    -(g0 + g1 + g2) / 6.0f,
-                                    -(g0 - g1 + g2) / 6.0f,
-                                    g0 / 24.0f + g1 / 12.0f + g2 / 6.0f,
-                                    g0 / 24.0f - g1 / 12.0f + g2 / 6.0f,
-                                    g2};
+            float q[3][6]; /* (G g)^T: q[c] = G g[.][c] */
+            for (size_t c = 0; c < 3; c++)
+                g6(g[0][c], g[1][c], g[2][c], q[c]);
+            for (size_t r = 0; r < 6; r++) { /* (G g) G^T, row r */
+                float u[6];
+                g6(q[0][r], q[1][r], q[2][r], u);
                 for (size_t c = 0; c < 6; c++)
                     U[((r * 6 + c) * RO + o) * RI + i] = u[c];
             }
