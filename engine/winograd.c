@@ -35,6 +35,9 @@
 
 #include "gemm.h"
 
+/* Smallest map edge on which variant 4's weight gradient runs as F(4x4) (wgrad_variant). */
+#define WGRAD4_MIN 24
+
 /* The transforms are element-wise loops over short rows (7 to 64 tiles) that the compiler
  * vectorises; on x86-64 with GCC they are also built for AVX2 and picked at load time (ifunc):
  * about 5% less CPU per M1 frozen_bn step, 2% per training step, than SSE2 alone. Without FMA
@@ -381,9 +384,8 @@ static void wgrad_finish2(size_t C_in, size_t C_out, const float *acc, float *dw
  *          0 4 0 -5 0 1]
  *   G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
  *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
- * The forward and input-gradient convolutions use it where eng_wino_pick says; the weight
- * gradient stays F(2x2, 3x3) (36 GEMMs of 4x fewer tiles each, into a 36 x OC x IC
- * accumulator, measured no faster than F(2x2) on M1).
+ * The forward and input-gradient convolutions use it where eng_wino_pick says, the weight
+ * gradient only on maps of at least WGRAD4_MIN (wgrad_variant).
  * Each plane is first split into arrays over its tiles, one per position in the tile, so that
  * both halves of every transform (rows, then columns) are unit-stride loops over the tiles of
  * the plane. */
@@ -422,6 +424,25 @@ WINO_SIMD static void at6(size_t n, const float *restrict m0, const float *restr
         y1[t] = d1 + 2.0f * d2;
         y2[t] = s1 + 4.0f * s2;
         y3[t] = d1 + 8.0f * d2 + m5[t];
+    }
+}
+
+/* A (the adjoint of A^T) applied to four vectors: z0 = y0, z1, z2 = (y0 + y2) +- (y1 + y3),
+ * z3, z4 = (y0 + 4 y2) +- 2 (y1 + 4 y3), z5 = y3. */
+WINO_SIMD static void a4(size_t n, const float *restrict y0, const float *restrict y1,
+                         const float *restrict y2, const float *restrict y3, float *restrict z0,
+                         float *restrict z1, float *restrict z2, float *restrict z3,
+                         float *restrict z4, float *restrict z5)
+{
+    for (size_t t = 0; t < n; t++) {
+        const float p = y0[t] + y2[t], q = y1[t] + y3[t];
+        const float r = y0[t] + 4.0f * y2[t], s = 2.0f * (y1[t] + 4.0f * y3[t]);
+        z0[t] = y0[t];
+        z1[t] = p + q;
+        z2[t] = p - q;
+        z3[t] = r + s;
+        z4[t] = r - s;
+        z5[t] = y3[t];
     }
 }
 
@@ -591,6 +612,79 @@ WINO_SIMD static void output_transform4(size_t C, size_t H, size_t W, size_t m, 
         }
 }
 
+/* D[e][c][n*T + t] = (A dY A^T)[e] of the 4x4 tiles of the m images dy [C, H, W] of a chunk
+ * (the adjoint of output_transform4; dY is 0 outside the plane). */
+WINO_SIMD static void grad_transform4(size_t C, size_t H, size_t W, size_t m, const float *dy,
+                                      float *D, size_t ldd, float *work)
+{
+    const size_t TH = (H + 3) / 4, TW = (W + 3) / 4, T = TH * TW;
+    float *g = work, *r = g + 16 * T; /* g [4][4][T], r [6][4][T] */
+    const size_t es = C * ldd;
+    if (H % 4 || W % 4)
+        memset(g, 0, 16 * T * sizeof(float)); /* positions outside stay 0 */
+    for (size_t n = 0; n < m; n++)
+        for (size_t c = 0; c < C; c++) {
+            const float *pc = dy + (n * C + c) * H * W;
+            for (size_t ty = 0; ty < TH; ty++)
+                for (size_t a = 0; a < 4 && 4 * ty + a < H; a++) {
+                    const float *row = pc + (4 * ty + a) * W;
+                    for (size_t b = 0; b < 4; b++) {
+                        float *gb = g + (a * 4 + b) * T + ty * TW;
+                        const size_t nx = b < W ? (W - b + 3) / 4 : 0;
+                        for (size_t tx = 0; tx < nx; tx++)
+                            gb[tx] = row[4 * tx + b];
+                    }
+                }
+            for (size_t b = 0; b < 4; b++) { /* rows: r[k][b] = sum_a A[k][a] g[a][b] */
+                const float *gb = g + b * T;
+                float *rb = r + b * T;
+                a4(T, gb, gb + 4 * T, gb + 8 * T, gb + 12 * T, rb, rb + 4 * T, rb + 8 * T,
+                   rb + 12 * T, rb + 16 * T, rb + 20 * T);
+            }
+            float *dc = D + c * ldd + n * T;
+            for (size_t k = 0; k < 6; k++) { /* columns: D[6k + l] = sum_b r[k][b] A[l][b] */
+                const float *rk = r + k * 4 * T;
+                float *o = dc + k * 6 * es;
+                a4(T, rk, rk + T, rk + 2 * T, rk + 3 * T, o, o + es, o + 2 * es, o + 3 * es,
+                   o + 4 * es, o + 5 * es);
+            }
+        }
+}
+
+/* v = G^T u for one column u0..u5: G^T rows [1/4 -1/6 -1/6 1/24 1/24 0], [0 -1/6 1/6 1/12
+ * -1/12 0], [0 -1/6 -1/6 1/6 1/6 1], as multiplies by 1/4, 1/2 and 1/6. */
+static inline void gt3(const float *u, float *v)
+{
+    const float s6 = 1.0f / 6.0f;
+    v[0] = 0.25f * u[0] + (0.25f * (u[3] + u[4]) - (u[1] + u[2])) * s6;
+    v[1] = ((u[2] - u[1]) + 0.5f * (u[3] - u[4])) * s6;
+    v[2] = ((u[3] + u[4]) - (u[1] + u[2])) * s6 + u[5];
+}
+
+/* dw (+)= G^T acc G per (oc, ic), acc [36][C_out][C_in]. */
+static void wgrad_finish4(size_t C_in, size_t C_out, const float *acc, float *dw, bool accumulate)
+{
+    const size_t es = C_out * C_in;
+    for (size_t o = 0; o < C_out; o++)
+        for (size_t i = 0; i < C_in; i++) {
+            const float *a = acc + o * C_in + i;
+            float q[6][3]; /* (G^T acc)^T: q[c] = G^T acc[.][c] */
+            for (size_t c = 0; c < 6; c++) {
+                const float u[6] = {a[c * es],        a[(6 + c) * es],  a[(12 + c) * es],
+                                    a[(18 + c) * es], a[(24 + c) * es], a[(30 + c) * es]};
+                gt3(u, q[c]);
+            }
+            float *gw = dw + (o * C_in + i) * 9;
+            for (size_t r = 0; r < 3; r++) {
+                const float u[6] = {q[0][r], q[1][r], q[2][r], q[3][r], q[4][r], q[5][r]};
+                float v[3];
+                gt3(u, v);
+                for (size_t k = 0; k < 3; k++)
+                    gw[r * 3 + k] = accumulate ? gw[r * 3 + k] + v[k] : v[k];
+            }
+        }
+}
+
 /* ---- entry points of both variants ------------------------------------------------------- */
 
 size_t eng_wino_pick(size_t H, size_t W)
@@ -622,11 +716,19 @@ size_t eng_wino_scratch_floats_t(size_t t, size_t C_in, size_t C_out, size_t H, 
            (t == 4 ? work4_floats(H, W) : pad_floats(H, W));
 }
 
+/* The variant of the weight gradient for variant t's layers: F(4x4)'s 36 GEMMs per chunk
+ * have K = its tiles (4x fewer than F(2x2)'s) and a 36 x C_out x C_in accumulator, which paid
+ * off on 28x28 maps (K = 49 per image) and not on 14x14 (K = 16; resnet18's 16x16 likewise). */
+static size_t wgrad_variant(size_t t, size_t H, size_t W)
+{
+    return t == 4 && H >= WGRAD4_MIN && W >= WGRAD4_MIN ? 4 : 2;
+}
+
 size_t eng_wino_wgrad_scratch_floats_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W,
                                        size_t nb)
 {
-    /* both variants compute the weight gradient by F(2x2) (see eng_wino_wgrad_t); the larger
-     * F(4x4) scratch of eng_wino_conv_t (and its weights) must fit as well */
+    /* variant t's weight gradient may run as F(2x2) (wgrad_variant); the scratch fits both,
+     * and variant t's eng_wino_conv_t and weights */
     size_t f2 = eng_wino_scratch_floats_t(2, C_in, C_out, H, W, nb) + 16 * C_out * C_in;
     size_t ft =
         eng_wino_scratch_floats_t(t, C_in, C_out, H, W, nb) + eng_wino_npos(t) * C_out * C_in;
@@ -672,26 +774,32 @@ void eng_wino_wgrad_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, s
                       const float *x, const float *dy, float *dw, bool accumulate, float *scratch,
                       size_t nb)
 {
-    /* F(2x2) in both variants: F(4x4)'s weight gradient, with 36 GEMMs of K = its 4x fewer
-     * tiles per chunk into a 36 x C_out x C_in accumulator, measured no faster for M1 */
-    (void)t;
-    const size_t T = eng_wino_tiles_t(2, H, W);
+    t = wgrad_variant(t, H, W);
+    const size_t T = eng_wino_tiles_t(t, H, W), E = eng_wino_npos(t);
     if (nb == 0)
         nb = 1;
-    /* [16][C_out][C_in] */
-    float *acc = scratch + eng_wino_scratch_floats_t(2, C_in, C_out, H, W, nb);
+    /* [E][C_out][C_in] */
+    float *acc = scratch + eng_wino_scratch_floats_t(t, C_in, C_out, H, W, nb);
     if (N == 0)
-        memset(acc, 0, 16 * C_out * C_in * sizeof(float));
+        memset(acc, 0, E * C_out * C_in * sizeof(float));
     for (size_t n0 = 0; n0 < N; n0 += nb) {
         const size_t m = N - n0 < nb ? N - n0 : nb, ld = m * T;
-        float *V = scratch;                  /* [16][C_in][ld] */
-        float *D = scratch + 16 * C_in * ld; /* [16][C_out][ld] */
-        float *work = D + 16 * C_out * ld;   /* padded plane / transform rows */
-        input_transform(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, work);
-        grad_transform(C_out, H, W, m, dy + n0 * C_out * H * W, D, ld, work);
-        for (size_t e = 0; e < 16; e++)
+        float *V = scratch;                 /* [E][C_in][ld] */
+        float *D = scratch + E * C_in * ld; /* [E][C_out][ld] */
+        float *work = D + E * C_out * ld;   /* padded plane / transform rows */
+        if (t == 4) {
+            input_transform4(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, work);
+            grad_transform4(C_out, H, W, m, dy + n0 * C_out * H * W, D, ld, work);
+        } else {
+            input_transform(C_in, H, W, m, x + n0 * C_in * H * W, V, ld, work);
+            grad_transform(C_out, H, W, m, dy + n0 * C_out * H * W, D, ld, work);
+        }
+        for (size_t e = 0; e < E; e++)
             eng_sgemm(false, true, C_out, C_in, ld, 1.0f, D + e * C_out * ld, ld, V + e * C_in * ld,
                       ld, n0 == 0 ? 0.0f : 1.0f, acc + e * C_out * C_in, C_in);
     }
-    wgrad_finish2(C_in, C_out, acc, dw, accumulate);
+    if (t == 4)
+        wgrad_finish4(C_in, C_out, acc, dw, accumulate);
+    else
+        wgrad_finish2(C_in, C_out, acc, dw, accumulate);
 }

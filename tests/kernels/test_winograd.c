@@ -88,6 +88,7 @@ int main(void)
     check(&r, 2, 32, 32, 28, 28, 1);
     check(&r, 3, 64, 64, 14, 14, 2); /* M1's group2: F(4x4) with partial edge tiles */
     check(&r, 2, 5, 4, 10, 11, 1);   /* two, three columns of the last F(4x4) tiles */
+    check(&r, 3, 3, 4, 25, 26, 2);   /* F(4x4) weight gradient with partial edge tiles */
     is_int(eng_wino_pick(28, 28), 4, "28x28: F(4x4)");
     is_int(eng_wino_pick(14, 14), 4, "14x14: F(4x4) (576 products against 784)");
     is_int(eng_wino_pick(6, 6), 2, "6x6: F(2x2) (a tie)");
