@@ -143,6 +143,14 @@ static void max_one(const eng_pool2d_geom *g, const float *xp, size_t h0, size_t
     yr[ow] = plane_max(xp, g->IW, h0, h1, w0, w1, &ir[ow]);
 }
 
+/* The max-pooling forward loops are also built for AVX2 on x86-64 with GCC, picked at load
+ * time (ifunc), as im2col.c's: compares and selects in a fixed order, the same results. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define POOL_SIMD __attribute__((target_clones("avx2", "default")))
+#else
+#define POOL_SIMD
+#endif
+
 /* Largest IH*OW of a plane the row-max pass below keeps on the stack. */
 #define FLAT_MAX 4096
 
@@ -153,8 +161,8 @@ static void max_one(const eng_pool2d_geom *g, const float *xp, size_t h0, size_t
  * takes the maximum of those row maxima over its window rows. Both passes scan in plane_max's
  * order (rows, then columns within a row) with its update rule, so the results and indices
  * are plane_max's; the clipped border columns go through plane_max itself. */
-static void max_plane_flat(const eng_pool2d_geom *g, size_t c0, size_t c1, const float *xp,
-                           float *yp, int32_t *ip)
+POOL_SIMD static void max_plane_flat(const eng_pool2d_geom *g, size_t c0, size_t c1,
+                                     const float *xp, float *yp, int32_t *ip)
 {
     float hm[FLAT_MAX];
     int32_t hi[FLAT_MAX];
