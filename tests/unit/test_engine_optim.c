@@ -10,6 +10,7 @@
 #include "lrfind.h"
 #include "model.h"
 #include "optim.h"
+#include "par.h"
 #include "schedule.h"
 #include "tap.h"
 #include "train.h"
@@ -72,6 +73,69 @@ static void check_optim(void)
         ok(mm == 0 && v == 0 && step == 0 && o.h[0].lr == 0.1f,
            "clear_state zeroes moments and steps, keeps hypers");
     }
+}
+
+/* Adam over a tensor long enough to be split over the compute threads and to run the
+ * vectorised loop with a remainder: the same bits as the formula applied one element at a
+ * time in optim.h's order (decay, moments, step), with and without weight decay. */
+static void check_adam_long(void)
+{
+    enum { N = 70003, STEPS = 3 };
+    float *w = malloc(N * sizeof(float)), *g = malloc(N * sizeof(float));
+    float *mm = calloc(N, sizeof(float)), *v = calloc(N, sizeof(float));
+    float *rw = malloc(N * sizeof(float)), *rm = calloc(N, sizeof(float));
+    float *rv = calloc(N, sizeof(float));
+    if (!w || !g || !mm || !v || !rw || !rm || !rv)
+        abort();
+    eng_par_set_threads(2);
+    for (int no_wd = 0; no_wd < 2; no_wd++) {
+        for (size_t i = 0; i < N; i++) {
+            w[i] = rw[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+            mm[i] = rm[i] = v[i] = rv[i] = 0.0f;
+        }
+        eng_model m;
+        eng_param p;
+        uint32_t step = 0;
+        fake_model(&m, &p, w, g, mm, v, &step, no_wd);
+        p.count = N;
+        m.n_floats = N;
+        eng_opt_spec os;
+        eng_opt_spec_defaults(&os);
+        os.kind = ENG_OPT_ADAM;
+        os.wd = 0.01f;
+        eng_optim o;
+        eng_optim_init(&o, &os, 1);
+        o.h[0].lr = 3e-3f;
+        const eng_hypers *h = &o.h[0];
+        bool same = true;
+        for (uint32_t t = 1; t <= STEPS; t++) {
+            for (size_t i = 0; i < N; i++)
+                g[i] = i % 7 == 0 ? 0.0f : (float)((i * 40503u + t * 977u) % 1999) / 999.0f - 1.0f;
+            eng_optim_step(&o, &m);
+            const float d1 = (float)(1.0 - pow((double)h->mom, (double)t));
+            const float d2 = (float)(1.0 - pow((double)h->sqr_mom, (double)t));
+            const float a = -h->lr / d1;
+            for (size_t i = 0; i < N; i++) {
+                if (!no_wd)
+                    rw[i] *= 1.0f - h->lr * h->wd;
+                rm[i] = rm[i] * h->mom + g[i] * (1.0f - h->mom);
+                rv[i] = rv[i] * h->sqr_mom + g[i] * g[i] * (1.0f - h->sqr_mom);
+                rw[i] += a * rm[i] / (sqrtf(rv[i] / d2) + h->eps);
+            }
+            same = same && memcmp(w, rw, N * sizeof(float)) == 0 &&
+                   memcmp(mm, rm, N * sizeof(float)) == 0 && memcmp(v, rv, N * sizeof(float)) == 0;
+        }
+        ok(same && step == STEPS, "adam over %d floats, 2 threads%s: same bits as the formula",
+           (int)N, no_wd ? ", no wd" : "");
+    }
+    eng_par_set_threads(1);
+    free(w);
+    free(g);
+    free(mm);
+    free(v);
+    free(rw);
+    free(rm);
+    free(rv);
 }
 
 /* fastai SGD built with mom = 0 has no momentum callback: a scheduled mom (fit_one_cycle
@@ -258,6 +322,7 @@ static void check_job_schedule(void)
 int main(void)
 {
     check_optim();
+    check_adam_long();
     check_sgd_clip();
     check_sched();
     check_suggest();
