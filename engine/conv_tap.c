@@ -25,12 +25,14 @@
  * activations (resnet18's layer4 3x3: 9.4 MB of weights, 0.25 MB of input at batch 32), and
  * a whole tap-major copy went out to memory and was read back by every tap's GEMMs: about a
  * tenth of a fastai-frozen step's time. Each thread therefore copies a block of B output
- * channels (forward, weight gradient) or input channels (input gradient) at a time, about
- * WT_BLOCK_FLOATS, and runs every tap's GEMMs on it while it is in its cache.
+ * channels at a time, about WT_BLOCK_FLOATS, and runs every tap's GEMMs on it while it is in
+ * its cache: for the forward and the weight gradient the block's rows of W_t; for the input
+ * gradient, whose threads own input channels, the block's rows restricted to the part's
+ * input channels, the GEMMs summing over the block's output channels (K = B).
  *
  * Scratch: xt [IC*IH*IW*N] (phases one after the other, each [IC][Hu*Wv][N]) |
  * yt [OC][OH*OW][N] | dxt (as xt) | one weight block per compute thread,
- * [KH*KW][B][IC] or [KH*KW][OC][B]. The backward pass keeps dy in yt and computes
+ * [KH*KW][B][IC] (or the part's input channels). The backward pass keeps dy in yt and computes
  * dx_phase[:, i(o, t)] += W_t^T * dy[:, o] into dxt, then dW_t += dy[:, o] * x_phase[:,
  * i(o, t)]^T into the weight blocks, from which each block is added into dw.
  */
@@ -247,25 +249,13 @@ static void weights_rows(const tap_job *j, size_t lo, size_t hi, float *wb)
         row_untap(j->w + oc * IC * KK, IC, KK, wb + (oc - lo) * IC, b * IC);
 }
 
-/* wb [t][oc][ic - lo] = w [oc][ic][t] for ic in [lo, hi): per oc, the contiguous run of w
- * holding those input channels. The runs are short (32 channels of layer4: 1152 bytes) and
- * a row of w apart, which the hardware prefetchers miss: the run two rows ahead is fetched
- * explicitly (measured 0.66 -> 0.49 ns per weight copying a 512x512x9 kernel from memory;
- * one row ahead 0.52, four 0.58). */
-static void weights_cols(const tap_job *j, size_t lo, size_t hi, float *wb)
+/* wb [t][oc - o0][ic - lo] = w [oc][ic][t] for oc in [o0, o1), ic in [lo, hi): per oc the
+ * contiguous run of w holding the part's input channels (the whole row on one thread). */
+static void weights_runs(const tap_job *j, size_t o0, size_t o1, size_t lo, size_t hi, float *wb)
 {
-    const size_t IC = j->g->IC, OC = j->g->OC, KK = taps(j->g), b = hi - lo;
-    for (size_t oc = 0; oc < OC; oc++) {
-        const float *src = j->w + (oc * IC + lo) * KK;
-        if (oc + 2 < OC)
-            for (size_t k = 0; k < b * KK; k += 16) /* one 64-byte line per 16 floats */
-                __builtin_prefetch(src + 2 * IC * KK + k);
-        for (size_t t = 0; t < KK; t++) {
-            float *dst = wb + (t * OC + oc) * b;
-            for (size_t c = 0; c < b; c++)
-                dst[c] = src[c * KK + t];
-        }
-    }
+    const size_t IC = j->g->IC, KK = taps(j->g), n = hi - lo;
+    for (size_t oc = o0; oc < o1; oc++)
+        row_untap(j->w + (oc * IC + lo) * KK, n, KK, wb + (oc - o0) * n, (o1 - o0) * n);
 }
 
 /* Channels [lo, hi) of x [N, IC, IH, IW] into xt (every phase), and back (xt_to_input).
@@ -409,15 +399,19 @@ static void bwd_transpose_part(void *ctx, size_t p, size_t T)
     }
 }
 
-/* Input channels [lo, hi), a weight block at a time: dxt rows = sum over taps of W_t^T dy
- * blocks; then into dx. */
+/* Input channels [lo, hi): dxt rows = sum over taps of W_t^T dy blocks, summed over blocks
+ * of output channels (the GEMMs' K), then into dx. Blocking over output channels reads w in
+ * runs of whole rows (the part's input channels) and gives GEMMs as tall as the part's
+ * channels (M = 512, K = 32 ran at 101 GFLOPS against 86-91 for M = 32, K = 512 from input-
+ * channel blocks, whose weights were short runs a row of w apart). The block length does not
+ * depend on the thread count, so neither do the sums' order and the results. */
 static void bwd_input_part(void *ctx, size_t p, size_t T)
 {
     const tap_job *j = ctx;
     const eng_conv2d_geom *g = j->g;
-    const size_t N = j->N, OC = g->OC, IC = g->IC, PN = g->OH * g->OW * N;
+    const size_t N = j->N, OC = g->OC, PN = g->OH * g->OW * N;
     size_t lo, hi;
-    eng_par_range(IC, p, T, &lo, &hi);
+    eng_par_range(g->IC, p, T, &lo, &hi);
     if (lo == hi)
         return;
     for (size_t a = 0; a < g->SH; a++) /* rows lo.. of every phase: inputs no tap reads stay 0 */
@@ -427,16 +421,17 @@ static void bwd_input_part(void *ctx, size_t p, size_t T)
                    (hi - lo) * len * sizeof(float));
         }
     float *wb = block_of(j, p);
-    for (size_t i0 = lo, B = block_len(g); i0 < hi; i0 += B) {
-        const size_t b = hi - i0 < B ? hi - i0 : B;
-        weights_cols(j, i0, i0 + b, wb);
+    const size_t n = hi - lo;
+    for (size_t o0 = 0, B = block_len(g); o0 < OC; o0 += B) {
+        const size_t b = OC - o0 < B ? OC - o0 : B;
+        weights_runs(j, o0, o0 + b, lo, hi, wb);
         for (size_t t = 0; t < taps(g); t++) {
             const tap_span sp = tap_span_of(g, N, t / g->KW, t % g->KW);
-            const float *wt = wb + t * OC * b; /* columns i0.. of W_t [OC, IC] */
-            float *dxt = j->dxt + sp.phase_off + i0 * sp.ld_in;
+            const float *wt = wb + t * b * n; /* W_t [o0.., lo..hi) */
+            float *dxt = j->dxt + sp.phase_off + lo * sp.ld_in;
             for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
                 size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
-                eng_sgemm(true, false, b, nc, OC, 1.0f, wt, b, j->yt + oc_col, PN, 1.0f,
+                eng_sgemm(true, false, n, nc, b, 1.0f, wt, n, j->yt + o0 * PN + oc_col, PN, 1.0f,
                           dxt + ic_col, sp.ld_in);
             }
         }
