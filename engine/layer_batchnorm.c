@@ -34,46 +34,63 @@ static float lanes_total(float *a)
     return a[0];
 }
 
-/* The LANES partial sums are kept as LANES / 4 vectors of 4 floats (the GNU C vector
- * extension, which gcc and clang accept): partial sum k is element k % 4 of vector k / 4, so
- * the arithmetic and its order are those of a plain loop over k, but the code is straight
+/* The LANES partial sums are kept as LANES / VW vectors of VW floats (the GNU C vector
+ * extension, which gcc and clang accept): partial sum k is element k % VW of vector k / VW,
+ * so the arithmetic and its order are those of a plain loop over k, but the code is straight
  * vector adds (gcc vectorised that loop with shuffles, about 3x slower on these planes). */
-typedef float vf4 __attribute__((vector_size(16)));
-typedef int32_t vi4 __attribute__((vector_size(16)));
-#define VL (LANES / 4)
+#define VW 8
+typedef float vfw __attribute__((vector_size(VW * sizeof(float))));
+typedef int32_t viw __attribute__((vector_size(VW * sizeof(float))));
+#define VL (LANES / VW)
 
-static inline vf4 vload(const float *p)
+/* The plane kernels are element-wise loops and lane sums; on x86-64 with GCC they are also
+ * built for AVX2 and picked at load time (ifunc). The clone's target does not enable FMA
+ * (and C17 mode keeps GCC from contracting), so both clones compute the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define BN_SIMD __attribute__((target_clones("avx2", "default")))
+#else
+#define BN_SIMD
+#endif
+
+/* The helpers below take and return vectors by value: a 32-byte vector's calling convention
+ * differs with AVX, which GCC warns about (-Wpsabi); they are static and inlined into each
+ * clone, so no call crosses that boundary. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
+static inline vfw vload(const float *p)
 {
-    vf4 v;
+    vfw v;
     memcpy(&v, p, sizeof(v));
     return v;
 }
 
-static inline vf4 vsplat(float a)
+static inline vfw vsplat(float a)
 {
-    return (vf4){a, a, a, a};
+    return (vfw){a, a, a, a, a, a, a, a};
 }
 
 /* per element: v > 0 ? d : 0 (false for NaN, as the scalar test) */
-static inline vf4 vpos_select(vf4 v, vf4 d)
+static inline vfw vpos_select(vfw v, vfw d)
 {
-    return (vf4)((vi4)d & (v > vsplat(0.0f)));
+    return (vfw)((viw)d & (v > vsplat(0.0f)));
 }
 
 /* The partial sums as LANES floats, for the tail and lanes_total. */
-static inline void vspill(const vf4 *acc, float *a)
+static inline void vspill(const vfw *acc, float *a)
 {
     memcpy(a, acc, LANES * sizeof(float));
 }
 
 /* sum(x[0..S)) */
-static float plane_sum(const float *restrict x, size_t S)
+BN_SIMD static float plane_sum(const float *restrict x, size_t S)
 {
-    vf4 acc[VL] = {0};
+    vfw acc[VL] = {0};
     size_t s = 0;
     for (; s + LANES <= S; s += LANES)
         for (size_t i = 0; i < VL; i++)
-            acc[i] += vload(x + s + 4 * i);
+            acc[i] += vload(x + s + VW * i);
     float a[LANES];
     vspill(acc, a);
     for (size_t k = 0; s < S; s++, k++)
@@ -82,14 +99,14 @@ static float plane_sum(const float *restrict x, size_t S)
 }
 
 /* sum((x - mu)^2) */
-static float plane_sqdev(const float *restrict x, float mu, size_t S)
+BN_SIMD static float plane_sqdev(const float *restrict x, float mu, size_t S)
 {
-    vf4 acc[VL] = {0};
-    const vf4 vmu = vsplat(mu);
+    vfw acc[VL] = {0};
+    const vfw vmu = vsplat(mu);
     size_t s = 0;
     for (; s + LANES <= S; s += LANES)
         for (size_t i = 0; i < VL; i++) {
-            vf4 t = vload(x + s + 4 * i) - vmu;
+            vfw t = vload(x + s + VW * i) - vmu;
             acc[i] += t * t;
         }
     float a[LANES];
@@ -102,17 +119,17 @@ static float plane_sqdev(const float *restrict x, float mu, size_t S)
 }
 
 /* sum(g) into *sg and sum(g * (x - mu)) into *sgx */
-static void plane_gsums(const float *restrict x, const float *restrict g, float mu, size_t S,
-                        float *sg, float *sgx)
+BN_SIMD static void plane_gsums(const float *restrict x, const float *restrict g, float mu,
+                                size_t S, float *sg, float *sgx)
 {
-    vf4 va[VL] = {0}, vb[VL] = {0};
-    const vf4 vmu = vsplat(mu);
+    vfw va[VL] = {0}, vb[VL] = {0};
+    const vfw vmu = vsplat(mu);
     size_t s = 0;
     for (; s + LANES <= S; s += LANES)
         for (size_t i = 0; i < VL; i++) {
-            vf4 gv = vload(g + s + 4 * i);
+            vfw gv = vload(g + s + VW * i);
             va[i] += gv;
-            vb[i] += gv * (vload(x + s + 4 * i) - vmu);
+            vb[i] += gv * (vload(x + s + VW * i) - vmu);
         }
     float a[LANES], b[LANES];
     vspill(va, a);
@@ -525,8 +542,8 @@ static void channel_affine(const eng_layer *l, size_t c, bool train, float *a, f
 }
 
 /* y = max(0, x * a + b) */
-static void plane_affine_relu(const float *restrict x, float *restrict y, float a, float b,
-                              size_t S)
+BN_SIMD static void plane_affine_relu(const float *restrict x, float *restrict y, float a, float b,
+                                      size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = x[s] * a + b;
@@ -536,7 +553,7 @@ static void plane_affine_relu(const float *restrict x, float *restrict y, float 
 
 /* x = max(0, x * a + b) in place: the cache lines just read are written back, no fresh
  * output buffer is pulled into the cache */
-static void plane_affine_relu_inplace(float *x, float a, float b, size_t S)
+BN_SIMD static void plane_affine_relu_inplace(float *x, float a, float b, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = x[s] * a + b;
@@ -545,8 +562,8 @@ static void plane_affine_relu_inplace(float *x, float a, float b, size_t S)
 }
 
 /* y = max(0, (x * a + b) + r) */
-static void plane_affine_add_relu(const float *restrict x, const float *restrict r,
-                                  float *restrict y, float a, float b, size_t S)
+BN_SIMD static void plane_affine_add_relu(const float *restrict x, const float *restrict r,
+                                          float *restrict y, float a, float b, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = (x[s] * a + b) + r[s];
@@ -556,16 +573,16 @@ static void plane_affine_add_relu(const float *restrict x, const float *restrict
 
 /* g = (x * a + b > 0 ? dy : 0): sum(g) into *sg and sum(g * (x - mu)) into *sgx, in the lanes
  * of plane_gsums. */
-static void plane_gsums_relu_x(const float *restrict x, const float *restrict dy, float a, float b,
-                               float mu, size_t S, float *sg, float *sgx)
+BN_SIMD static void plane_gsums_relu_x(const float *restrict x, const float *restrict dy, float a,
+                                       float b, float mu, size_t S, float *sg, float *sgx)
 {
-    vf4 vs[VL] = {0}, vx[VL] = {0};
-    const vf4 va = vsplat(a), vb = vsplat(b), vmu = vsplat(mu);
+    vfw vs[VL] = {0}, vx[VL] = {0};
+    const vfw va = vsplat(a), vb = vsplat(b), vmu = vsplat(mu);
     size_t s = 0;
     for (; s + LANES <= S; s += LANES)
         for (size_t i = 0; i < VL; i++) {
-            const vf4 xv = vload(x + s + 4 * i);
-            const vf4 g = vpos_select(xv * va + vb, vload(dy + s + 4 * i));
+            const vfw xv = vload(x + s + VW * i);
+            const vfw g = vpos_select(xv * va + vb, vload(dy + s + VW * i));
             vs[i] += g;
             vx[i] += g * (xv - vmu);
         }
@@ -584,20 +601,20 @@ static void plane_gsums_relu_x(const float *restrict x, const float *restrict dy
 }
 
 /* The same with g = (y > 0 ? dy : 0), also stored into gout when it is not NULL. */
-static void plane_gsums_relu_y(const float *restrict x, const float *restrict y,
-                               const float *restrict dy, float *restrict gout, float mu, size_t S,
-                               float *sg, float *sgx)
+BN_SIMD static void plane_gsums_relu_y(const float *restrict x, const float *restrict y,
+                                       const float *restrict dy, float *restrict gout, float mu,
+                                       size_t S, float *sg, float *sgx)
 {
-    vf4 vs[VL] = {0}, vx[VL] = {0};
-    const vf4 vmu = vsplat(mu);
+    vfw vs[VL] = {0}, vx[VL] = {0};
+    const vfw vmu = vsplat(mu);
     size_t s = 0;
     for (; s + LANES <= S; s += LANES)
         for (size_t i = 0; i < VL; i++) {
-            const vf4 g = vpos_select(vload(y + s + 4 * i), vload(dy + s + 4 * i));
+            const vfw g = vpos_select(vload(y + s + VW * i), vload(dy + s + VW * i));
             if (gout)
-                memcpy(gout + s + 4 * i, &g, sizeof(g));
+                memcpy(gout + s + VW * i, &g, sizeof(g));
             vs[i] += g;
-            vx[i] += g * (vload(x + s + 4 * i) - vmu);
+            vx[i] += g * (vload(x + s + VW * i) - vmu);
         }
     float ps[LANES], px[LANES];
     vspill(vs, ps);
@@ -616,8 +633,9 @@ static void plane_gsums_relu_y(const float *restrict x, const float *restrict y,
 
 /* dx = k * g - k0 - (x - mu) * k1 with g = (x * a + b > 0 ? dy : 0); eval (constant
  * statistics): dx = k * g. */
-static void plane_dx_relu_x(const float *restrict x, const float *restrict dy, float *restrict dx,
-                            float a, float b, float mu, float k, float k0, float k1, size_t S)
+BN_SIMD static void plane_dx_relu_x(const float *restrict x, const float *restrict dy,
+                                    float *restrict dx, float a, float b, float mu, float k,
+                                    float k0, float k1, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = x[s] * a + b;
@@ -627,8 +645,8 @@ static void plane_dx_relu_x(const float *restrict x, const float *restrict dy, f
     }
 }
 
-static void plane_dx_relu_x_eval(const float *restrict x, const float *restrict dy,
-                                 float *restrict dx, float a, float b, float k, size_t S)
+BN_SIMD static void plane_dx_relu_x_eval(const float *restrict x, const float *restrict dy,
+                                         float *restrict dx, float a, float b, float k, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = x[s] * a + b;
@@ -638,9 +656,9 @@ static void plane_dx_relu_x_eval(const float *restrict x, const float *restrict 
 }
 
 /* The same with g = (y > 0 ? dy : 0) */
-static void plane_dx_relu_y(const float *restrict x, const float *restrict y,
-                            const float *restrict dy, float *restrict dx, float mu, float k,
-                            float k0, float k1, size_t S)
+BN_SIMD static void plane_dx_relu_y(const float *restrict x, const float *restrict y,
+                                    const float *restrict dy, float *restrict dx, float mu, float k,
+                                    float k0, float k1, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float d = dy[s];
@@ -649,8 +667,8 @@ static void plane_dx_relu_y(const float *restrict x, const float *restrict y,
     }
 }
 
-static void plane_dx_relu_y_eval(const float *restrict y, const float *restrict dy,
-                                 float *restrict dx, float k, size_t S)
+BN_SIMD static void plane_dx_relu_y_eval(const float *restrict y, const float *restrict dy,
+                                         float *restrict dx, float k, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float d = dy[s];
