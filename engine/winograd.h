@@ -14,10 +14,14 @@
 
 #include "im2col.h"
 
-/* Floats of V and M (16 x (C_in + C_out) x tiles) per chunk the chunking aims for: about
- * 400 KB, so that a chunk's transforms and GEMMs stay in a core's L2 cache (measured: 64 ->
- * 64 channels on 14x14 maps ran 20% faster forward with 1 image per chunk than with 11). */
-#define ENG_WINO_CHUNK_FLOATS (100 * 1024)
+/* Floats of V and M (npos x (C_in + C_out) x tiles) per chunk the chunking aims for: about
+ * 1.6 MB, several images per chunk, so that the npos GEMMs per chunk are not too thin
+ * (OpenBLAS: 77 GFLOPS on M1's 64 -> 64 F(4x4) GEMMs of one 14x14 image, 16 columns, 91 on
+ * four images). Measured on M1 (1 thread, batch 128): F(4x4) 64 -> 64 on 14x14 maps 11.1 ->
+ * 10.0 ms per direction with 5 images per chunk instead of 1; 32 -> 32 on 28x28 (1 -> 3
+ * images) about the same; 800 K floats no better, 1600 K worse. (Earlier, with F(2x2) only,
+ * 1 image per chunk had been the fastest.) */
+#define ENG_WINO_CHUNK_FLOATS (400 * 1024)
 
 /* True for the geometries eng_wino_conv computes: 3x3 kernel, stride 1, padding 1. */
 bool eng_wino_applies(const eng_conv2d_geom *g);

@@ -74,8 +74,12 @@ int main(void)
     eng_conv2d_geom_init(&g, 2, 8, 8, 2, 3, 3, 1, 1, 0, 0);
     ok(!eng_wino_applies(&g), "padding 0 does not apply");
     is_int(eng_wino_tiles(7, 8), 16, "7x8 image: 4x4 tiles");
-    is_int(eng_wino_chunk(32, 32, 28, 28, 100), 1, "32 channels 28x28: 1 image per chunk");
-    is_int(eng_wino_chunk(8, 8, 14, 14, 100), 8, "8 channels 14x14: 8 images (12544 floats each)");
+    is_int(eng_wino_chunk(32, 32, 28, 28, 100), ENG_WINO_CHUNK_FLOATS / 200704,
+           "32 channels 28x28: chunks of whole images of 200704 floats");
+    is_int(eng_wino_chunk(8, 8, 14, 14, 100), ENG_WINO_CHUNK_FLOATS / 12544,
+           "8 channels 14x14: chunks of whole images of 12544 floats");
+    is_int(eng_wino_chunk_t(4, 64, 64, 14, 14, 128), ENG_WINO_CHUNK_FLOATS / 73728,
+           "F(4x4), 64 channels 14x14: chunks of whole images of 73728 floats");
     is_int(eng_wino_chunk(8, 8, 14, 14, 2), 2, "chunk never above the batch");
     is_int(eng_wino_chunk(512, 512, 64, 64, 5), 1, "at least one image");
     check(&r, 3, 4, 5, 8, 8, 1);
