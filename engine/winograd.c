@@ -31,6 +31,7 @@
  */
 #include "winograd.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "gemm.h"
@@ -448,6 +449,40 @@ WINO_SIMD static void a4(size_t n, const float *restrict y0, const float *restri
     }
 }
 
+/* Four floats as one vector (the GNU C vector extension) for the 4x4 transposes that split a
+ * row into its four phases (columns 4k + b) and interleave them back: a stride-4 scatter or
+ * gather as whole-vector loads, shuffles and stores. */
+typedef float wv4 __attribute__((vector_size(16)));
+typedef int32_t wi4 __attribute__((vector_size(16)));
+#if defined(__clang__)
+#define SHUF(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
+#else
+#define SHUF(a, b, i, j, k, l) __builtin_shuffle(a, b, (wi4){i, j, k, l})
+#endif
+
+static inline wv4 wload(const float *p)
+{
+    wv4 v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline void wstore(float *p, wv4 v)
+{
+    memcpy(p, &v, sizeof(v));
+}
+
+/* r[b][k] = v[k][b] for the 4x4 block v[0..3] */
+static inline void transpose4(const wv4 *v, wv4 *r)
+{
+    const wv4 t0 = SHUF(v[0], v[1], 0, 4, 1, 5), t1 = SHUF(v[2], v[3], 0, 4, 1, 5);
+    const wv4 t2 = SHUF(v[0], v[1], 2, 6, 3, 7), t3 = SHUF(v[2], v[3], 2, 6, 3, 7);
+    r[0] = SHUF(t0, t1, 0, 1, 4, 5);
+    r[1] = SHUF(t0, t1, 2, 3, 6, 7);
+    r[2] = SHUF(t2, t3, 0, 1, 4, 5);
+    r[3] = SHUF(t2, t3, 2, 3, 6, 7);
+}
+
 static size_t tiles4(size_t H, size_t W)
 {
     return ((H + 3) / 4) * ((W + 3) / 4);
@@ -519,6 +554,27 @@ WINO_SIMD static void input_transform4(size_t C, size_t H, size_t W, size_t m, c
                 float *P = ph + ((h + 1) % 4) * 6 * PS + ((h + 1) / 4) * TW;
                 const float *xr = xc + h * W;
                 size_t q = 0;
+                /* blocks of 4 tiles: x columns 4q .. 4q + 15 are padded phases 1, 2, 3, 0
+                 * (the latter of the next tile) of tiles q .. q + 3; phase 1 is also phase 5
+                 * of the tile before, phase 0 phase 4 */
+                for (; 4 * q + 16 <= W && q + 4 < TW; q += 4) {
+                    wv4 v[4], ph4[4];
+                    for (size_t i = 0; i < 4; i++)
+                        v[i] = wload(xr + 4 * q + 4 * i);
+                    transpose4(v, ph4);
+                    wstore(P + PS + q, ph4[0]);
+                    wstore(P + 2 * PS + q, ph4[1]);
+                    wstore(P + 3 * PS + q, ph4[2]);
+                    wstore(P + q + 1, ph4[3]);
+                    wstore(P + 4 * PS + q, ph4[3]);
+                    if (q > 0)
+                        wstore(P + 5 * PS + q - 1, ph4[0]);
+                    else
+                        for (size_t i = 1; i < 4; i++)
+                            P[5 * PS + i - 1] = ph4[0][i];
+                }
+                if (q > 0 && q < TW) /* phase 5 of tile q - 1: column 4q, when it exists */
+                    P[5 * PS + q - 1] = 4 * q < W ? xr[4 * q] : 0.0f;
                 for (; 4 * q + 4 < W && q + 1 < TW; q++) {
                     P[PS + q] = xr[4 * q];
                     P[2 * PS + q] = xr[4 * q + 1];
@@ -570,7 +626,15 @@ WINO_SIMD static void row_store4(size_t W, const float *restrict s0, const float
         for (size_t w = 4 * h; w < W; w++)
             dst[w] += s[w % 4][h];
     } else {
-        for (size_t k = 0; k < h; k++) {
+        size_t k = 0;
+        for (; k + 4 <= h; k += 4) { /* 16 columns: a 4x4 transpose */
+            const wv4 v[4] = {wload(s0 + k), wload(s1 + k), wload(s2 + k), wload(s3 + k)};
+            wv4 r[4];
+            transpose4(v, r);
+            for (size_t i = 0; i < 4; i++)
+                wstore(dst + 4 * k + 4 * i, r[i]);
+        }
+        for (; k < h; k++) {
             dst[4 * k] = s0[k];
             dst[4 * k + 1] = s1[k];
             dst[4 * k + 2] = s2[k];

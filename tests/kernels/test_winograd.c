@@ -92,6 +92,8 @@ int main(void)
     check(&r, 2, 32, 32, 28, 28, 1);
     check(&r, 3, 64, 64, 14, 14, 2); /* M1's group2: F(4x4) with partial edge tiles */
     check(&r, 2, 5, 4, 10, 11, 1);   /* two, three columns of the last F(4x4) tiles */
+    check(&r, 2, 3, 4, 9, 37, 1);    /* F(4x4) rows with two 4-tile blocks, then single tiles */
+    check(&r, 2, 3, 2, 6, 32, 2);    /* one 4-tile block, the last tile's phases by the tail */
     check(&r, 3, 3, 4, 25, 26, 2);   /* F(4x4) weight gradient with partial edge tiles */
     is_int(eng_wino_pick(28, 28), 4, "28x28: F(4x4)");
     is_int(eng_wino_pick(14, 14), 4, "14x14: F(4x4) (576 products against 784)");
