@@ -86,9 +86,8 @@ void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool tra
 
 /* As eng_wino_conv and eng_wino_wgrad, with U from eng_wino_weights_t(t, ...) and the
  * scratch of variant t. For t = 4 the weight gradient runs as F(4x4) on maps of at least
- * 24x24 and as F(2x2) below (where F(4x4)'s GEMMs over 4x fewer tiles measured slower); its
- * scratch covers both and variant t's eng_wino_conv_t, so one scratch serves a layer's three
- * passes. */
+ * 12x12 (all of variant 4's) and as F(2x2) below; its scratch covers both and variant t's
+ * eng_wino_conv_t, so one scratch serves a layer's three passes. */
 void eng_wino_conv_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
                      const float *x, const float *U, float *y, bool accumulate, float *scratch,
                      size_t nb);
