@@ -165,8 +165,10 @@ static void channel_stats(const eng_bn_dims *d, size_t c, const float *x, float 
         sum += (double)plane_sum(PLANE(x, d, n, c), S);
     }
     const float mu = (float)(sum / (double)M);
+    /* the second pass runs backwards: the planes read last are still in the cache (a channel
+     * of a large batch does not fit in L2), and the output pass then starts on them */
     double ss = 0.0;
-    for (size_t n = 0; n < N; n++) {
+    for (size_t n = N; n-- > 0;) {
         ss += (double)plane_sqdev(PLANE(x, d, n, c), mu, S);
     }
     const double var = ss / (double)M;
