@@ -311,7 +311,7 @@ static void weights_runs(const tap_job *j, size_t o0, size_t o1, size_t lo, size
     const size_t IC = j->g->IC, KK = taps(j->g), n = hi - lo;
     for (size_t oc = o0; oc < o1; oc++) {
         const float *src = j->w + (oc * IC + lo) * KK;
-        if (n < IC && oc + 2 < o1) /* runs a row apart: the one two rows ahead fetched */
+        if (oc + 2 < o1) /* the run two rows ahead fetched (also for whole rows) */
             for (size_t k = 0; k < n * KK; k += 16)
                 __builtin_prefetch(src + 2 * IC * KK + k);
         row_untap(src, n, KK, wb + (oc - o0) * n, (o1 - o0) * n);
