@@ -53,9 +53,9 @@ typedef int32_t viw __attribute__((vector_size(VW * sizeof(float))));
 #endif
 
 /* The helpers below take and return vectors by value: a 32-byte vector's calling convention
- * differs with AVX, which GCC warns about (-Wpsabi); they are static and inlined into each
- * clone, so no call crosses that boundary. */
-#if defined(__GNUC__) && !defined(__clang__)
+ * differs with AVX, which GCC and clang warn about (-Wpsabi); they are static and inlined into
+ * each clone, so no call crosses that boundary. */
+#if defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
@@ -71,11 +71,9 @@ static inline vfw vsplat(float a)
     return (vfw){a, a, a, a, a, a, a, a};
 }
 
-/* per element: v > 0 ? d : 0 (false for NaN, as the scalar test) */
-static inline vfw vpos_select(vfw v, vfw d)
-{
-    return (vfw)((viw)d & (v > vsplat(0.0f)));
-}
+/* per element: v > 0 ? d : 0 (false for NaN, as the scalar test); a macro, as GCC notes a
+ * changed ABI for any function taking 32-byte vectors */
+#define VPOS_SELECT(v, d) ((vfw)((viw)(d) & ((v) > vsplat(0.0f))))
 
 /* The partial sums as LANES floats, for the tail and lanes_total. */
 static inline void vspill(const vfw *acc, float *a)
@@ -595,7 +593,7 @@ BN_SIMD static void plane_gsums_relu_x(const float *restrict x, const float *res
     for (; s + LANES <= S; s += LANES)
         for (size_t i = 0; i < VL; i++) {
             const vfw xv = vload(x + s + VW * i);
-            const vfw g = vpos_select(xv * va + vb, vload(dy + s + VW * i));
+            const vfw g = VPOS_SELECT(xv * va + vb, vload(dy + s + VW * i));
             vs[i] += g;
             vx[i] += g * (xv - vmu);
         }
@@ -623,7 +621,7 @@ BN_SIMD static void plane_gsums_relu_y(const float *restrict x, const float *res
     size_t s = 0;
     for (; s + LANES <= S; s += LANES)
         for (size_t i = 0; i < VL; i++) {
-            const vfw g = vpos_select(vload(y + s + VW * i), vload(dy + s + VW * i));
+            const vfw g = VPOS_SELECT(vload(y + s + VW * i), vload(dy + s + VW * i));
             if (gout)
                 memcpy(gout + s + VW * i, &g, sizeof(g));
             vs[i] += g;
