@@ -55,6 +55,7 @@ typedef struct req_state {
     bool too_large;
     bool too_slow; /* the body took longer than --request-timeout */
     bool answered; /* a response was queued on the first call */
+    bool counted;  /* in /metrics' request counts already (send_reply) */
     unsigned status;
     uint64_t bytes;
     struct timespec start;
@@ -245,6 +246,9 @@ static enum MHD_Result send_reply(srv_http *h, struct MHD_Connection *conn, req_
     if (!ok)
         srv_log(SRV_LOG_WARN, "could not add a response header path=%s", st->path);
     st->status = rep->status;
+    /* counted before the client can have the answer, so a /metrics it sends next sees it */
+    srv_prom_request(h->app->prom, st->method, st->route, st->status);
+    st->counted = true;
     enum MHD_Result r = MHD_queue_response(conn, rep->status, resp);
     MHD_destroy_response(resp);
     reply_reset(rep);
@@ -444,7 +448,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     *con_cls = NULL;
     srv_http *h = cls;
-    srv_prom_request(h->app->prom, st->method, st->route, st->status);
+    if (!st->counted) /* ended without a queued response */
+        srv_prom_request(h->app->prom, st->method, st->route, st->status);
     srv_log(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? SRV_LOG_INFO : SRV_LOG_WARN,
             "request method=%s path=%s status=%u bytes=%llu ms=%.1f%s", st->method, st->path,
             st->status, (unsigned long long)st->bytes, ms_since(&st->start),
