@@ -13,6 +13,8 @@
 #   THAWD_BENCH  thawd's engine benchmark binary (default: built with meson --buildtype=release
 #                into THAWD_BUILD, default <repo>/build-bench-release)
 #   PYTORCH      python with torch (default /usr/bin/python3)
+#   OPENBLAS_CORETYPE, when set, pins OpenBLAS's kernels for every side (the report names the
+#                core in use); `env -u OPENBLAS_CORETYPE bench/run.sh` lets OpenBLAS choose
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
