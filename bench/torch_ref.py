@@ -327,6 +327,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layers", action="store_true", help="include per-layer FLOP counts")
+    ap.add_argument("--malloc-default", action="store_true",
+                    help="leave glibc malloc's adaptive mmap threshold on (PyTorch's rate then "
+                         "varies up to 4.6x between processes)")
     ap.add_argument("--child", nargs=3, metavar=("MODEL", "BATCH", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.repeats < 1 or args.iters < 1 or args.warmup < 0 or args.threads < 1:
@@ -346,6 +349,14 @@ def main():
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = str(args.threads)
+    if not args.malloc_default:
+        # PyTorch allocates and frees its per-op buffers (oneDNN's reorders, activations) on
+        # every step. With glibc's adaptive mmap threshold, some processes get them from fresh
+        # mmaps and page-fault through them every step: up to 4.6x slower, decided per process
+        # (BENCHMARKS.md). A fixed threshold of 32 MiB and no heap trimming keep them in the
+        # heap and PyTorch at its best; the environment's own values win.
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20))
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", str(1 << 40))
     import torch  # only for the version string; children import their own
 
     doc = {
