@@ -194,6 +194,11 @@ def run_torch(a, r, env):
     js = os.path.join(d, "stages.json")
     cmd = [a.pytorch, os.path.join(HERE, "t1_torch.py"), "--json", js, "--out", d,
            "--threads", str(a.threads)] + (["--quick"] if a.quick else [])
+    # PyTorch at its best, as in torch_ref.py: per-op buffers stay in glibc's heap instead
+    # of fresh mmaps that page-fault every step (BENCHMARKS.md, "PyTorch at its best")
+    env = dict(env)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 << 20))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(1 << 40))
     cpu = [0.0]
     wall = run(cmd, os.path.join(d, "log"), env, cpu)
     with open(js) as f:
