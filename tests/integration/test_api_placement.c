@@ -1,6 +1,7 @@
 /*
- * test_api_placement: --http-cpus and --worker-cpus. A daemon pinned to CPU 0 serves and
- * trains as usual, and its HTTP and worker threads really are restricted to CPU 0 (read
+ * test_api_placement: --http-cpus and --worker-cpus. A daemon pinned to one CPU (the first
+ * this test may run on, CPU 0 unless the test itself is pinned elsewhere) serves and trains
+ * as usual, and its HTTP and worker threads really are restricted to that CPU (read
  * from /proc/PID/task/TID/status); a list naming no usable CPU, or not a list at all, stops
  * the start with a message naming the option.
  */
@@ -17,7 +18,23 @@ static const char SPEC_SMALL[] =
     "\"data\":{\"source\":\"synthetic\",\"n_train\":256,\"n_valid\":64,\"features\":8},"
     "\"stages\":[{\"op\":\"fit\",\"epochs\":1,\"lr\":0.01},{\"op\":\"save\"}]}";
 
-/* Counts the daemon's threads named `comm` and how many of them may run only on CPU 0. */
+/* The first CPU in this process's affinity list (/proc/self/status), or 0. */
+static int first_cpu(void)
+{
+    char buf[256];
+    int cpu = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    while (f && fgets(buf, sizeof buf, f))
+        if (strncmp(buf, "Cpus_allowed_list:", 18) == 0)
+            cpu = atoi(buf + 18 + strspn(buf + 18, " \t"));
+    if (f)
+        fclose(f);
+    return cpu;
+}
+
+static char cpu_list[16]; /* the CPU the daemon is pinned to, as a list of one: "0" */
+
+/* Counts the daemon's threads named `comm` and how many of them may run only on cpu_list. */
 static void count_threads(const th_daemon *d, const char *comm, int *n, int *on0)
 {
     char path[400], buf[256];
@@ -44,7 +61,7 @@ static void count_threads(const th_daemon *d, const char *comm, int *n, int *on0
             if (strncmp(buf, "Cpus_allowed_list:", 18) == 0) {
                 char *v = buf + 18;
                 v += strspn(v, " \t");
-                if (strcmp(v, "0\n") == 0)
+                if (strncmp(v, cpu_list, strlen(cpu_list)) == 0 && v[strlen(cpu_list)] == '\n')
                     (*on0)++;
             }
         }
@@ -76,24 +93,27 @@ int main(void)
     ok(rc != 0 && th_daemon_log_contains(&d, "--worker-cpus 1023: names no CPU"),
        "--worker-cpus 1023 is refused (exit %d)", rc);
 
-    /* ---- pinned to CPU 0: works, and the threads are where they were asked to be ---- */
-    static const char *const args[] = {"--workers",
-                                       "1",
-                                       "--blas-threads",
-                                       "1",
-                                       "--http-threads",
-                                       "1",
-                                       "--http-cpus",
-                                       "0",
-                                       "--worker-cpus",
-                                       "0",
-                                       NULL};
+    /* ---- pinned to one CPU: works, and the threads are where they were asked to be ---- */
+    snprintf(cpu_list, sizeof cpu_list, "%d", first_cpu());
+    const char *const args[] = {"--workers",
+                                "1",
+                                "--blas-threads",
+                                "1",
+                                "--http-threads",
+                                "1",
+                                "--http-cpus",
+                                cpu_list,
+                                "--worker-cpus",
+                                cpu_list,
+                                NULL};
     if (th_daemon_start(&d, args, 20) != 0) {
-        ok(0, "daemon starts with --http-cpus 0 --worker-cpus 0");
+        ok(0, "daemon starts with --http-cpus %s --worker-cpus %s", cpu_list, cpu_list);
         th_daemon_fini(&d, true);
         return done_testing();
     }
-    ok(th_daemon_log_contains(&d, "http_cpus=0 worker_cpus=0"), "the start-up line shows both");
+    char startup[64];
+    snprintf(startup, sizeof startup, "http_cpus=%s worker_cpus=%s", cpu_list, cpu_list);
+    ok(th_daemon_log_contains(&d, startup), "the start-up line shows both");
     long long id = th_job_submit(&d, SPEC_SMALL, NULL);
     json_t *job = id > 0 ? th_job_wait(&d, id, "succeeded|failed|cancelled", 60, NULL) : NULL;
     is_str(th_json_str(job, "state"), "succeeded", "a job runs and succeeds");
@@ -107,11 +127,12 @@ int main(void)
     int n = 0, on0 = 0;
     count_threads(&d, "MHD-", &n, &on0); /* MHD-single with one thread */
     is_int(n, 1, "found the HTTP thread");
-    is_int(on0, 1, "it is restricted to CPU 0");
+    is_int(on0, 1, "it is restricted to CPU %s", cpu_list);
     /* the worker thread carries the process name; the others named thawd are main and the
      * engine's threads, which are not pinned: at least the worker must be */
     count_threads(&d, "thawd", &n, &on0);
-    ok(on0 >= 1, "a thread named thawd (the worker) is restricted to CPU 0 (%d of %d)", on0, n);
+    ok(on0 >= 1, "a thread named thawd (the worker) is restricted to CPU %s (%d of %d)", cpu_list,
+       on0, n);
 
     is_int(th_daemon_stop(&d, 30), 0, "SIGTERM -> exit 0");
     ok(th_daemon_fini(&d, tap_failed > 0), "no sanitizer report in the daemon's log");
