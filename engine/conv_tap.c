@@ -216,11 +216,6 @@ static float *block_of(const tap_job *j, size_t p)
 
 /* The re-layout loops are also built for AVX2 on x86-64 with GCC, picked at load time
  * (ifunc), as im2col.c's: they only move and add floats, so both bodies give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TAP_SIMD __attribute__((target_clones("avx2", "default")))
-#else
-#define TAP_SIMD
-#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
 /* Four floats as one GCC vector (16 bytes: SSE2 in the default body, VEX in the AVX2 one),
@@ -256,8 +251,9 @@ static inline void transpose4(tap_v4 r[4])
  * of four elements are two 4x4 transposes (four loads and four stores each), tap 8 is
  * copied alone (measured on a 512x512x9 kernel: 1.02 ms one tap at a time, 0.45-1.0 with the
  * taps of an element innermost, 0.62-0.72 with the transposes). */
-TAP_SIMD
-static void row_untap(const float *restrict src, size_t n, size_t KK, float *restrict dst, size_t ld)
+ENG_SIMD_AVX2
+static void row_untap(const float *restrict src, size_t n, size_t KK, float *restrict dst,
+                      size_t ld)
 {
     size_t i = 0;
 #if TAP_VEC4
@@ -282,9 +278,9 @@ static void row_untap(const float *restrict src, size_t n, size_t KK, float *res
 
 /* The inverse, into a kernel row: dst [i][t] (+)= src [t][i] (rows ld apart); the writes
  * contiguous (dw's scatter: 1.0 -> 0.4 ms on a 512x512x9 kernel). */
-TAP_SIMD
-static void row_retap(const float *restrict src, size_t ld, size_t n, size_t KK, float *restrict dst,
-                      bool accumulate)
+ENG_SIMD_AVX2
+static void row_retap(const float *restrict src, size_t ld, size_t n, size_t KK,
+                      float *restrict dst, bool accumulate)
 {
     if (KK == 9 && accumulate)
         for (size_t i = 0; i < n; i++)

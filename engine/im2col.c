@@ -16,14 +16,10 @@
 #include <string.h>
 
 #include "engine.h"
+#include "util.h"
 
 /* The unfolding loops are also built for AVX2 on x86-64 with GCC, picked at load time (ifunc);
  * they only move and add floats in a fixed order, so both bodies give the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define IM2COL_SIMD __attribute__((target_clones("avx2", "default")))
-#else
-#define IM2COL_SIMD
-#endif
 
 /* Upper bound on any one buffer we agree to describe, in floats (2^40 = 4 TiB). */
 #define GEOM_MAX_FLOATS ((size_t)1 << 40)
@@ -110,7 +106,7 @@ static void im2col_row_k3s2p1(size_t IW, size_t OW, const float *restrict src, f
     copy_stride2(OW - 1, src + 1, d0 + 1);
 }
 
-IM2COL_SIMD void eng_im2col(const eng_conv2d_geom *g, const float *x, float *col, size_t ldcol)
+ENG_SIMD_AVX2 void eng_im2col(const eng_conv2d_geom *g, const float *x, float *col, size_t ldcol)
 {
     const size_t IH = g->IH, IW = g->IW, OH = g->OH, OW = g->OW;
     const size_t SH = g->SH, SW = g->SW, PH = g->PH, PW = g->PW;
@@ -193,7 +189,7 @@ static void col2im_row_k3s2p1(size_t IW, size_t OW, const float *restrict c0,
     }
 }
 
-IM2COL_SIMD void eng_col2im(const eng_conv2d_geom *g, const float *col, size_t ldcol, float *dx)
+ENG_SIMD_AVX2 void eng_col2im(const eng_conv2d_geom *g, const float *col, size_t ldcol, float *dx)
 {
     const size_t IH = g->IH, IW = g->IW, OH = g->OH, OW = g->OW;
     const size_t SH = g->SH, SW = g->SW, PH = g->PH, PW = g->PW;
@@ -244,9 +240,9 @@ IM2COL_SIMD void eng_col2im(const eng_conv2d_geom *g, const float *col, size_t l
  * (p0, or NULL past the last output row) and kh = 2 of output row k (p2, or NULL). Each
  * element is the sum eng_col2im would add onto 0, in its order (kh = 0 before kh = 2; within
  * a kernel row, kw = 2 then kw = 0), so the results are the same. */
-IM2COL_SIMD static void col2im_row_set_k3s2p1(size_t IW, size_t OW, size_t ldcol,
-                                              const float *restrict p0, const float *restrict p1,
-                                              const float *restrict p2, float *restrict dst)
+ENG_SIMD_AVX2 static void col2im_row_set_k3s2p1(size_t IW, size_t OW, size_t ldcol,
+                                                const float *restrict p0, const float *restrict p1,
+                                                const float *restrict p2, float *restrict dst)
 {
     /* the kernel rows in eng_col2im's order (p1 never comes with p0 or p2) */
     const float *a = p0 ? p0 : (p1 ? p1 : p2), *b = p0 ? p2 : NULL;

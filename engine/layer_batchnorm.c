@@ -46,11 +46,6 @@ typedef int32_t viw __attribute__((vector_size(VW * sizeof(float))));
 /* The plane kernels are element-wise loops and lane sums; on x86-64 with GCC they are also
  * built for AVX2 and picked at load time (ifunc). The clone's target does not enable FMA
  * (and C17 mode keeps GCC from contracting), so both clones compute the same bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define BN_SIMD __attribute__((target_clones("avx2", "default")))
-#else
-#define BN_SIMD
-#endif
 
 /* The helpers below take and return vectors by value: a 32-byte vector's calling convention
  * differs with AVX, which GCC and clang warn about (-Wpsabi); they are static and inlined into
@@ -91,7 +86,7 @@ static inline void prefetch_plane(const float *p, size_t S)
 }
 
 /* sum(x[0..S)) */
-BN_SIMD static float plane_sum(const float *restrict x, size_t S)
+ENG_SIMD_AVX2 static float plane_sum(const float *restrict x, size_t S)
 {
     vfw acc[VL] = {0};
     size_t s = 0;
@@ -106,7 +101,7 @@ BN_SIMD static float plane_sum(const float *restrict x, size_t S)
 }
 
 /* sum((x - mu)^2) */
-BN_SIMD static float plane_sqdev(const float *restrict x, float mu, size_t S)
+ENG_SIMD_AVX2 static float plane_sqdev(const float *restrict x, float mu, size_t S)
 {
     vfw acc[VL] = {0};
     const vfw vmu = vsplat(mu);
@@ -126,8 +121,8 @@ BN_SIMD static float plane_sqdev(const float *restrict x, float mu, size_t S)
 }
 
 /* sum(g) into *sg and sum(g * (x - mu)) into *sgx */
-BN_SIMD static void plane_gsums(const float *restrict x, const float *restrict g, float mu,
-                                size_t S, float *sg, float *sgx)
+ENG_SIMD_AVX2 static void plane_gsums(const float *restrict x, const float *restrict g, float mu,
+                                      size_t S, float *sg, float *sgx)
 {
     vfw va[VL] = {0}, vb[VL] = {0};
     const vfw vmu = vsplat(mu);
@@ -553,8 +548,8 @@ static void channel_affine(const eng_layer *l, size_t c, bool train, float *a, f
 }
 
 /* y = max(0, x * a + b) */
-BN_SIMD static void plane_affine_relu(const float *restrict x, float *restrict y, float a, float b,
-                                      size_t S)
+ENG_SIMD_AVX2 static void plane_affine_relu(const float *restrict x, float *restrict y, float a,
+                                            float b, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = x[s] * a + b;
@@ -564,7 +559,7 @@ BN_SIMD static void plane_affine_relu(const float *restrict x, float *restrict y
 
 /* x = max(0, x * a + b) in place: the cache lines just read are written back, no fresh
  * output buffer is pulled into the cache */
-BN_SIMD static void plane_affine_relu_inplace(float *x, float a, float b, size_t S)
+ENG_SIMD_AVX2 static void plane_affine_relu_inplace(float *x, float a, float b, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = x[s] * a + b;
@@ -573,8 +568,8 @@ BN_SIMD static void plane_affine_relu_inplace(float *x, float a, float b, size_t
 }
 
 /* y = max(0, (x * a + b) + r) */
-BN_SIMD static void plane_affine_add_relu(const float *restrict x, const float *restrict r,
-                                          float *restrict y, float a, float b, size_t S)
+ENG_SIMD_AVX2 static void plane_affine_add_relu(const float *restrict x, const float *restrict r,
+                                                float *restrict y, float a, float b, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = (x[s] * a + b) + r[s];
@@ -584,8 +579,9 @@ BN_SIMD static void plane_affine_add_relu(const float *restrict x, const float *
 
 /* g = (x * a + b > 0 ? dy : 0): sum(g) into *sg and sum(g * (x - mu)) into *sgx, in the lanes
  * of plane_gsums. */
-BN_SIMD static void plane_gsums_relu_x(const float *restrict x, const float *restrict dy, float a,
-                                       float b, float mu, size_t S, float *sg, float *sgx)
+ENG_SIMD_AVX2 static void plane_gsums_relu_x(const float *restrict x, const float *restrict dy,
+                                             float a, float b, float mu, size_t S, float *sg,
+                                             float *sgx)
 {
     vfw vs[VL] = {0}, vx[VL] = {0};
     const vfw va = vsplat(a), vb = vsplat(b), vmu = vsplat(mu);
@@ -612,9 +608,9 @@ BN_SIMD static void plane_gsums_relu_x(const float *restrict x, const float *res
 }
 
 /* The same with g = (y > 0 ? dy : 0), also stored into gout when it is not NULL. */
-BN_SIMD static void plane_gsums_relu_y(const float *restrict x, const float *restrict y,
-                                       const float *restrict dy, float *restrict gout, float mu,
-                                       size_t S, float *sg, float *sgx)
+ENG_SIMD_AVX2 static void plane_gsums_relu_y(const float *restrict x, const float *restrict y,
+                                             const float *restrict dy, float *restrict gout,
+                                             float mu, size_t S, float *sg, float *sgx)
 {
     vfw vs[VL] = {0}, vx[VL] = {0};
     const vfw vmu = vsplat(mu);
@@ -644,9 +640,9 @@ BN_SIMD static void plane_gsums_relu_y(const float *restrict x, const float *res
 
 /* dx = k * g - k0 - (x - mu) * k1 with g = (x * a + b > 0 ? dy : 0); eval (constant
  * statistics): dx = k * g. */
-BN_SIMD static void plane_dx_relu_x(const float *restrict x, const float *restrict dy,
-                                    float *restrict dx, float a, float b, float mu, float k,
-                                    float k0, float k1, size_t S)
+ENG_SIMD_AVX2 static void plane_dx_relu_x(const float *restrict x, const float *restrict dy,
+                                          float *restrict dx, float a, float b, float mu, float k,
+                                          float k0, float k1, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = x[s] * a + b;
@@ -656,8 +652,9 @@ BN_SIMD static void plane_dx_relu_x(const float *restrict x, const float *restri
     }
 }
 
-BN_SIMD static void plane_dx_relu_x_eval(const float *restrict x, const float *restrict dy,
-                                         float *restrict dx, float a, float b, float k, size_t S)
+ENG_SIMD_AVX2 static void plane_dx_relu_x_eval(const float *restrict x, const float *restrict dy,
+                                               float *restrict dx, float a, float b, float k,
+                                               size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float v = x[s] * a + b;
@@ -667,9 +664,9 @@ BN_SIMD static void plane_dx_relu_x_eval(const float *restrict x, const float *r
 }
 
 /* The same with g = (y > 0 ? dy : 0) */
-BN_SIMD static void plane_dx_relu_y(const float *restrict x, const float *restrict y,
-                                    const float *restrict dy, float *restrict dx, float mu, float k,
-                                    float k0, float k1, size_t S)
+ENG_SIMD_AVX2 static void plane_dx_relu_y(const float *restrict x, const float *restrict y,
+                                          const float *restrict dy, float *restrict dx, float mu,
+                                          float k, float k0, float k1, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float d = dy[s];
@@ -678,8 +675,8 @@ BN_SIMD static void plane_dx_relu_y(const float *restrict x, const float *restri
     }
 }
 
-BN_SIMD static void plane_dx_relu_y_eval(const float *restrict y, const float *restrict dy,
-                                         float *restrict dx, float k, size_t S)
+ENG_SIMD_AVX2 static void plane_dx_relu_y_eval(const float *restrict y, const float *restrict dy,
+                                               float *restrict dx, float k, size_t S)
 {
     for (size_t s = 0; s < S; s++) {
         const float d = dy[s];

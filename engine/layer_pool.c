@@ -145,11 +145,6 @@ static void max_one(const eng_pool2d_geom *g, const float *xp, size_t h0, size_t
 
 /* The max-pooling forward loops are also built for AVX2 on x86-64 with GCC, picked at load
  * time (ifunc), as im2col.c's: compares and selects in a fixed order, the same results. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define POOL_SIMD __attribute__((target_clones("avx2", "default")))
-#else
-#define POOL_SIMD
-#endif
 
 /* Largest IH*OW of a plane the row-max pass below keeps on the stack. */
 #define FLAT_MAX 4096
@@ -161,8 +156,8 @@ static void max_one(const eng_pool2d_geom *g, const float *xp, size_t h0, size_t
  * takes the maximum of those row maxima over its window rows. Both passes scan in plane_max's
  * order (rows, then columns within a row) with its update rule, so the results and indices
  * are plane_max's; the clipped border columns go through plane_max itself. */
-POOL_SIMD static void max_plane_flat(const eng_pool2d_geom *g, size_t c0, size_t c1,
-                                     const float *xp, float *yp, int32_t *ip)
+ENG_SIMD_AVX2 static void max_plane_flat(const eng_pool2d_geom *g, size_t c0, size_t c1,
+                                         const float *xp, float *yp, int32_t *ip)
 {
     float hm[FLAT_MAX];
     int32_t hi[FLAT_MAX];

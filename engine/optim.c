@@ -31,11 +31,6 @@ void eng_optim_init(eng_optim *o, const eng_opt_spec *spec, size_t n_groups)
  * order in both bodies (no FMA contraction: c17 keeps -ffp-contract=off, and the AVX2 clone
  * has no FMA), so they give the same bits; the engine builds with -fno-math-errno so that
  * sqrtf becomes one vector instruction instead of a call that may set errno. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define OPTIM_SIMD __attribute__((target_clones("avx2", "default")))
-#else
-#define OPTIM_SIMD
-#endif
 
 /* One Adam update over elements [lo, hi) of a tensor: decay, moments and step in a single
  * pass (each element goes through the same operations in the same order as three separate
@@ -48,7 +43,7 @@ typedef struct adam_job {
     size_t n;
 } adam_job;
 
-OPTIM_SIMD
+ENG_SIMD_AVX2
 static void adam_range(float *restrict p, const float *restrict g, float *restrict m,
                        float *restrict v, size_t n, const adam_job *j)
 {

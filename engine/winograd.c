@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "util.h"
 
 /* Smallest map edge on which variant 4's weight gradient runs as F(4x4) (wgrad_variant): that
  * of eng_wino_pick, so variant 4's layers take F(4x4) for all three passes. */
@@ -47,11 +48,6 @@
  * M1's 64 -> 64 convolution at batch 128. Without FMA (in neither clone's target; C17 mode
  * also keeps GCC from contracting) and without reassociation, every clone computes the same
  * bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define WINO_SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define WINO_SIMD
-#endif
 
 bool eng_wino_applies(const eng_conv2d_geom *g)
 {
@@ -134,10 +130,10 @@ static size_t pad_floats(size_t H, size_t W)
  * columns 2tx .. 2tx+3 = E[tx], O[tx], E[tx+1], O[tx+1]), gives positions v0..v3[tx].
  * Unit-stride loops, which the compiler vectorises; b is not stored (reloading a row just
  * written, shifted by one float, stalls on store forwarding). */
-WINO_SIMD static void row_tiles(size_t TW, const float *restrict pE, const float *restrict pO,
-                                const float *restrict qE, const float *restrict qO, bool add,
-                                float *restrict v0, float *restrict v1, float *restrict v2,
-                                float *restrict v3)
+ENG_SIMD_AVX512 static void row_tiles(size_t TW, const float *restrict pE, const float *restrict pO,
+                                      const float *restrict qE, const float *restrict qO, bool add,
+                                      float *restrict v0, float *restrict v1, float *restrict v2,
+                                      float *restrict v3)
 {
     if (add)
         for (size_t tx = 0; tx < TW; tx++) {
@@ -164,8 +160,8 @@ WINO_SIMD static void row_tiles(size_t TW, const float *restrict pE, const float
  * de-interleaved: its TW+1 even columns, then its TW+1 odd columns. The transform then has no
  * bounds tests and no strided reads: per row of tiles, the 4 rows of B^T d are row sums or
  * differences of the plane, and each gives 4 of the 16 positions (row_tiles). */
-WINO_SIMD static void input_transform(size_t C, size_t H, size_t W, size_t m, const float *x,
-                                      float *V, size_t ldv, float *pad)
+ENG_SIMD_AVX512 static void input_transform(size_t C, size_t H, size_t W, size_t m, const float *x,
+                                            float *V, size_t ldv, float *pad)
 {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, PW = 2 * TW + 2, HW = TW + 1;
     memset(pad, 0, (2 * TH + 2) * PW * sizeof(float));
@@ -263,8 +259,8 @@ static void row_store(size_t W, const float *restrict E, const float *restrict O
 /* y (+)= A^T M A for the m images x [C, H, W] of a chunk, one row of tiles at a time into
  * the 2*TH x 2*TW plane `buf` (rows de-interleaved, reads of M contiguous across tiles), then
  * interleaved into y. */
-WINO_SIMD static void output_transform(size_t C, size_t H, size_t W, size_t m, const float *M,
-                                       size_t ldm, float *y, bool accumulate, float *buf)
+ENG_SIMD_AVX512 static void output_transform(size_t C, size_t H, size_t W, size_t m, const float *M,
+                                             size_t ldm, float *y, bool accumulate, float *buf)
 {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, BW = 2 * TW;
     for (size_t n = 0; n < m; n++)
@@ -317,8 +313,8 @@ static void deinterleave(size_t n, const float *restrict src, float *restrict E,
  * plane `buf`, whose last row/column then stays 0; even planes are read in place. Each pair
  * of rows is de-interleaved into rows after the plane in buf, then transformed with
  * unit-stride loops (grad_cols). buf: pad_floats(H, W). */
-WINO_SIMD static void grad_transform(size_t C, size_t H, size_t W, size_t m, const float *dy,
-                                     float *D, size_t ldd, float *buf)
+ENG_SIMD_AVX512 static void grad_transform(size_t C, size_t H, size_t W, size_t m, const float *dy,
+                                           float *D, size_t ldd, float *buf)
 {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, BW = 2 * TW;
     const bool even = H % 2 == 0 && W % 2 == 0;
@@ -396,11 +392,11 @@ static void wgrad_finish2(size_t C_in, size_t C_out, const float *acc, float *dw
 
 /* B^T applied to six vectors of n tiles: o0 = 4 d0 - 5 d2 + d4; o1, o2 = (d4 - 4 d2) +- (d3 -
  * 4 d1); o3, o4 = (d4 - d2) +- 2 (d3 - d1); o5 = 4 d1 - 5 d3 + d5. */
-WINO_SIMD static void bt6(size_t n, const float *restrict d0, const float *restrict d1,
-                          const float *restrict d2, const float *restrict d3,
-                          const float *restrict d4, const float *restrict d5, float *restrict o0,
-                          float *restrict o1, float *restrict o2, float *restrict o3,
-                          float *restrict o4, float *restrict o5)
+ENG_SIMD_AVX512 static void bt6(size_t n, const float *restrict d0, const float *restrict d1,
+                                const float *restrict d2, const float *restrict d3,
+                                const float *restrict d4, const float *restrict d5,
+                                float *restrict o0, float *restrict o1, float *restrict o2,
+                                float *restrict o3, float *restrict o4, float *restrict o5)
 {
     for (size_t t = 0; t < n; t++) {
         const float a = d4[t] - 4.0f * d2[t], b = d3[t] - 4.0f * d1[t];
@@ -416,10 +412,11 @@ WINO_SIMD static void bt6(size_t n, const float *restrict d0, const float *restr
 
 /* A^T applied to six vectors: y0 = m0 + (m1 + m2) + (m3 + m4); y1 = (m1 - m2) + 2 (m3 - m4);
  * y2 = (m1 + m2) + 4 (m3 + m4); y3 = (m1 - m2) + 8 (m3 - m4) + m5. */
-WINO_SIMD static void at6(size_t n, const float *restrict m0, const float *restrict m1,
-                          const float *restrict m2, const float *restrict m3,
-                          const float *restrict m4, const float *restrict m5, float *restrict y0,
-                          float *restrict y1, float *restrict y2, float *restrict y3)
+ENG_SIMD_AVX512 static void at6(size_t n, const float *restrict m0, const float *restrict m1,
+                                const float *restrict m2, const float *restrict m3,
+                                const float *restrict m4, const float *restrict m5,
+                                float *restrict y0, float *restrict y1, float *restrict y2,
+                                float *restrict y3)
 {
     for (size_t t = 0; t < n; t++) {
         const float s1 = m1[t] + m2[t], d1 = m1[t] - m2[t];
@@ -433,10 +430,10 @@ WINO_SIMD static void at6(size_t n, const float *restrict m0, const float *restr
 
 /* A (the adjoint of A^T) applied to four vectors: z0 = y0, z1, z2 = (y0 + y2) +- (y1 + y3),
  * z3, z4 = (y0 + 4 y2) +- 2 (y1 + 4 y3), z5 = y3. */
-WINO_SIMD static void a4(size_t n, const float *restrict y0, const float *restrict y1,
-                         const float *restrict y2, const float *restrict y3, float *restrict z0,
-                         float *restrict z1, float *restrict z2, float *restrict z3,
-                         float *restrict z4, float *restrict z5)
+ENG_SIMD_AVX512 static void a4(size_t n, const float *restrict y0, const float *restrict y1,
+                               const float *restrict y2, const float *restrict y3,
+                               float *restrict z0, float *restrict z1, float *restrict z2,
+                               float *restrict z3, float *restrict z4, float *restrict z5)
 {
     for (size_t t = 0; t < n; t++) {
         const float p = y0[t] + y2[t], q = y1[t] + y3[t];
@@ -538,8 +535,8 @@ static void weights4(size_t OC, size_t IC, const float *w, bool transpose_flip, 
  * arrays d[k][j] [TH][TW] are then ph[k % 4][j] shifted by k / 4 tile rows, with no gather of
  * the overlapping tiles; B^T is applied down the tile rows (k) into r[i][j], then along the
  * columns (j) straight into V: 12 unit-stride passes over the T tiles of the plane. */
-WINO_SIMD static void input_transform4(size_t C, size_t H, size_t W, size_t m, const float *x,
-                                       float *V, size_t ldv, float *work)
+ENG_SIMD_AVX512 static void input_transform4(size_t C, size_t H, size_t W, size_t m, const float *x,
+                                             float *V, size_t ldv, float *work)
 {
     const size_t TH = (H + 3) / 4, TW = (W + 3) / 4, T = TH * TW;
     const size_t PS = (TH + 1) * TW;     /* floats of one ph[k][j] */
@@ -611,9 +608,9 @@ WINO_SIMD static void input_transform4(size_t C, size_t H, size_t W, size_t m, c
 /* dst[w] (+)= the w-th column of a row stored as its four phases s0..s3 (column 4k + b in
  * sb[k]), w < W: the row is written front to back, not in four strided passes (each of
  * which would touch all of its cache lines). */
-WINO_SIMD static void row_store4(size_t W, const float *restrict s0, const float *restrict s1,
-                                 const float *restrict s2, const float *restrict s3,
-                                 float *restrict dst, bool accumulate)
+ENG_SIMD_AVX512 static void row_store4(size_t W, const float *restrict s0, const float *restrict s1,
+                                       const float *restrict s2, const float *restrict s3,
+                                       float *restrict dst, bool accumulate)
 {
     const size_t h = W / 4;
     const float *const s[4] = {s0, s1, s2, s3};
@@ -648,8 +645,9 @@ WINO_SIMD static void row_store4(size_t W, const float *restrict s0, const float
 
 /* y (+)= A^T M A for the m images of a chunk: A^T down the tile rows into r[a][j][t], along
  * the columns into o[a][b][t], then scattered into the plane (only positions inside it). */
-WINO_SIMD static void output_transform4(size_t C, size_t H, size_t W, size_t m, const float *M,
-                                        size_t ldm, float *y, bool accumulate, float *work)
+ENG_SIMD_AVX512 static void output_transform4(size_t C, size_t H, size_t W, size_t m,
+                                              const float *M, size_t ldm, float *y, bool accumulate,
+                                              float *work)
 {
     const size_t TH = (H + 3) / 4, TW = (W + 3) / 4, T = TH * TW;
     float *r = work, *o = r + 24 * T; /* r [4][6][T], o [4][4][T] */
@@ -681,8 +679,8 @@ WINO_SIMD static void output_transform4(size_t C, size_t H, size_t W, size_t m, 
 
 /* D[e][c][n*T + t] = (A dY A^T)[e] of the 4x4 tiles of the m images dy [C, H, W] of a chunk
  * (the adjoint of output_transform4; dY is 0 outside the plane). */
-WINO_SIMD static void grad_transform4(size_t C, size_t H, size_t W, size_t m, const float *dy,
-                                      float *D, size_t ldd, float *work)
+ENG_SIMD_AVX512 static void grad_transform4(size_t C, size_t H, size_t W, size_t m, const float *dy,
+                                            float *D, size_t ldd, float *work)
 {
     const size_t TH = (H + 3) / 4, TW = (W + 3) / 4, T = TH * TW;
     float *g = work, *r = g + 16 * T; /* g [4][4][T], r [6][4][T] */
