@@ -5,10 +5,19 @@
  * "Address already in use") and hand it to MHD with MHD_OPTION_LISTEN_SOCKET. MHD runs its
  * own polling threads (MHD_USE_AUTO_INTERNAL_THREAD + a pool of --http-threads). Per request:
  * the first access-handler call allocates a req_state (in *con_cls) and rejects an announced
- * Content-Length above --max-body with 413 before any body is read; body chunks are copied
+ * Content-Length above --max-body with 413 before keeping any body; body chunks are copied
  * into a buffer that grows up to the cap (a chunked body past the cap is discarded and then
  * answered 413); the final call builds a srv_request, dispatches it and queues the reply.
  * MHD_OPTION_NOTIFY_COMPLETED logs one line per request and frees the state.
+ *
+ * An answer decided before the body is read (413, 401, 422, 503) is sent at once only when the
+ * client is not sending the body yet (it waits for "100 Continue", which the answer replaces)
+ * or has none. Otherwise the client is mid-upload, and if we answered and closed, the bytes
+ * still arriving would make our TCP stack reset the connection, which can destroy the answer
+ * before the client reads it (curl: "Failed sending data to the peer"; RFC 9112 section 9.6
+ * asks for a lingering close). So the answer waits in req_state while the body, up to
+ * LINGER_MAX bytes, is read and dropped, and goes out on the final call; a longer body is
+ * cut off by closing the connection.
  */
 #include "http.h"
 
@@ -38,6 +47,8 @@
 /* MHD accepts this many connections beyond --max-connections, so that requests on them can
  * be answered 503 instead of the connection being refused without a word. */
 #define EXTRA_CONNECTIONS 16
+/* The most request body read and dropped to deliver an early answer cleanly (above). */
+#define LINGER_MAX        ((uint64_t)64 << 20)
 #define CORS_ALLOW_ORIGIN "*"
 #define CORS_EXPOSE                                                                          \
     "ETag, Location, Link, Retry-After, Idempotent-Replayed, Content-Range, Accept-Ranges, " \
@@ -53,9 +64,11 @@ typedef struct req_state {
     char *body;
     size_t len, cap;
     bool too_large;
-    bool too_slow; /* the body took longer than --request-timeout */
-    bool answered; /* a response was queued on the first call */
-    bool counted;  /* in /metrics' request counts already (send_reply) */
+    bool too_slow;    /* the body took longer than --request-timeout */
+    bool answered;    /* decided on the first call: the body is dropped */
+    srv_reply *early; /* that answer, held until the body has been read (LINGER_MAX) */
+    uint64_t dropped; /* body bytes dropped since */
+    bool counted;     /* in /metrics' request counts already (send_reply) */
     unsigned status;
     uint64_t bytes;
     struct timespec start;
@@ -280,6 +293,47 @@ static const char *header_lookup(const srv_request *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+/* The announced Content-Length: 1 with *n, 0 when none is announced, -1 when it is no number. */
+static int content_length(struct MHD_Connection *conn, unsigned long long *n)
+{
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return 0;
+    char *end;
+    errno = 0;
+    *n = strtoull(cl, &end, 10);
+    return errno || *end || end == cl ? -1 : 1;
+}
+
+/* Is the client sending a body right now, one it does not wait for "100 Continue" to send
+ * and short enough to read and drop (LINGER_MAX)? */
+static bool body_to_linger(struct MHD_Connection *conn)
+{
+    const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    if (expect && strncasecmp(expect, "100-continue", 12) == 0)
+        return false; /* the answer takes the place of "100 Continue" */
+    unsigned long long n = 0;
+    int announced = content_length(conn, &n);
+    if (announced != 0)
+        return announced > 0 && n > 0 && n <= LINGER_MAX;
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) !=
+           NULL;
+}
+
+/* Answers with `rep`, decided on the first call: at once, or after the body (DESIGN above). */
+static enum MHD_Result answer_early(srv_http *h, struct MHD_Connection *conn, req_state *st,
+                                    srv_reply *rep)
+{
+    st->answered = true;
+    if (body_to_linger(conn) && (st->early = malloc(sizeof *st->early)) != NULL) {
+        *st->early = *rep; /* takes over what rep owns */
+        st->status = rep->status;
+        return MHD_YES;
+    }
+    return send_reply(h, conn, st, rep);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -307,8 +361,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             srv_request req = {.path = st->path};
             srv_reply_problem(&rep, &req, 503, "too many connections; retry later");
             srv_reply_header(&rep, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-            st->answered = true;
-            return send_reply(h, conn, st, &rep);
+            return answer_early(h, conn, st, &rep);
         }
 
         if (srv_upload_route(method, url)) { /* streamed upload: its own cap and checks */
@@ -328,31 +381,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             st->route = req.route;
             if (srv_upload_begin(&req, &st->upload, &rep) == 0)
                 return MHD_YES;
-            st->answered = true;
-            return send_reply(h, conn, st, &rep);
+            return answer_early(h, conn, st, &rep);
         }
         /* Reject an announced oversized body before reading any of it. */
-        const char *cl =
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl) {
-            char *end;
-            errno = 0;
-            unsigned long long n = strtoull(cl, &end, 10);
-            if (errno || *end || n > h->app->cfg->max_body) {
-                char detail[128];
-                snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
-                         h->app->cfg->max_body);
-                srv_request req = {.path = st->path};
-                srv_reply_problem(&rep, &req, 413, detail);
-                st->answered = true;
-                return send_reply(h, conn, st, &rep);
-            }
+        unsigned long long n = 0;
+        int announced = content_length(conn, &n);
+        if (announced < 0 || (announced > 0 && n > h->app->cfg->max_body)) {
+            char detail[128];
+            snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
+                     h->app->cfg->max_body);
+            srv_request req = {.path = st->path};
+            srv_reply_problem(&rep, &req, 413, detail);
+            return answer_early(h, conn, st, &rep);
         }
         return MHD_YES;
     }
     if (st->answered) {
-        *upload_data_size = 0; /* MHD discards the rest of the body */
-        return MHD_YES;
+        if (st->early && *upload_data_size == 0) { /* the body is in: answer now */
+            rep = *st->early;
+            free(st->early);
+            st->early = NULL;
+            return send_reply(h, conn, st, &rep);
+        }
+        st->dropped += *upload_data_size;
+        *upload_data_size = 0; /* answered at once: MHD discards the rest itself */
+        return st->dropped > LINGER_MAX ? MHD_NO : MHD_YES; /* too long: cut it off */
     }
     if (st->upload && *upload_data_size > 0) {
         srv_upload_write(st->upload, upload_data, *upload_data_size);
@@ -454,6 +507,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             "request method=%s path=%s status=%u bytes=%llu ms=%.1f%s", st->method, st->path,
             st->status, (unsigned long long)st->bytes, ms_since(&st->start),
             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+    if (st->early) { /* the client left before its body was in */
+        reply_reset(st->early);
+        free(st->early);
+    }
     srv_upload_destroy(st->upload); /* removes what an aborted or failed upload left */
     free(st->body);
     free(st);
