@@ -47,6 +47,12 @@ size_t eng_conv2d_tmp_floats(const eng_conv2d_geom *g, size_t nb);
 void eng_conv2d_forward(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
                         const float *b, float *y, const eng_conv2d_scratch *s);
 
+/* eng_conv2d_forward with the epilogue epi (borrowed, NULL: none; layers.h) run on each output
+ * plane after its bias, image n counted from the call's first. */
+void eng_conv2d_forward_epi(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
+                            const float *b, float *y, const eng_conv2d_scratch *s,
+                            const eng_epilogue *epi);
+
 /* dw [OC, IC, KH, KW] (+)= dy (x) unfolded x, for x [N, IC, IH, IW], dy [N, OC, OH, OW].
  * The im2col of x is recomputed. */
 void eng_conv2d_backward_weight(const eng_conv2d_geom *g, size_t N, const float *x, const float *dy,

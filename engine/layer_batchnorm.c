@@ -693,6 +693,11 @@ typedef struct bnrelu_job {
     bool train;
 } bnrelu_job;
 
+void eng_epilogue_plane(const eng_epilogue *e, size_t c, float *p, size_t S)
+{
+    plane_affine_relu_inplace(p, e->scale[c], e->shift[c], S);
+}
+
 static void bnrelu_forward_part(void *ctx, size_t p, size_t T)
 {
     const bnrelu_job *j = ctx;
@@ -733,6 +738,23 @@ void eng_bn_relu_forward(eng_layer *bn, const eng_fwd_args *a, const float *res)
     if (j.train)
         bn->param[BN_NUM_BATCHES][0] += 1.0f;
     bn->aux[2 * j.d.C] = j.train ? 1.0f : 0.0f;
+}
+
+size_t eng_bn_relu_epilogue_floats(const eng_layer *bn)
+{
+    return 2 * bn->cfg.norm.C;
+}
+
+bool eng_bn_relu_epilogue(eng_layer *bn, size_t N, bool train, eng_epilogue *epi, float *buf)
+{
+    const eng_bn_dims d = bn_dims(bn, N);
+    if (train && d.N * d.S >= 2) /* batch statistics, as bn_forward decides */
+        return false;
+    for (size_t c = 0; c < d.C; c++)
+        channel_affine(bn, c, false, &buf[c], &buf[d.C + c]);
+    *epi = (eng_epilogue){.scale = buf, .shift = buf + d.C};
+    bn->aux[2 * d.C] = 0.0f; /* as eng_bn_relu_forward in eval mode */
+    return true;
 }
 
 static void bnrelu_backward_part(void *ctx, size_t p, size_t T)

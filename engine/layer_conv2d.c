@@ -63,6 +63,13 @@ static void gather_chunk(size_t OC, size_t P, size_t m, const float *dy, float *
 void eng_conv2d_forward(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
                         const float *b, float *y, const eng_conv2d_scratch *s)
 {
+    eng_conv2d_forward_epi(g, N, x, w, b, y, s, NULL);
+}
+
+void eng_conv2d_forward_epi(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
+                            const float *b, float *y, const eng_conv2d_scratch *s,
+                            const eng_epilogue *epi)
+{
     const size_t K = eng_conv2d_kdim(g), P = g->OH * g->OW, OC = g->OC;
     const size_t in = g->IC * g->IH * g->IW, out = OC * P;
     const size_t nb = s->nb ? s->nb : 1;
@@ -77,10 +84,13 @@ void eng_conv2d_forward(const eng_conv2d_geom *g, size_t N, const float *x, cons
                 col = s->col;
             }
             eng_sgemm(false, false, OC, P, K, 1.0f, w, K, col, P, 0.0f, yn, P);
-            if (b)
-                for (size_t oc = 0; oc < OC; oc++)
+            for (size_t oc = 0; oc < OC && (b || epi); oc++) {
+                if (b)
                     for (size_t p = 0; p < P; p++)
                         yn[oc * P + p] += b[oc];
+                if (epi)
+                    eng_epilogue_plane(epi, oc, yn + oc * P, P);
+            }
             continue;
         }
         unfold_chunk(g, m, xn, s->col);
@@ -93,6 +103,8 @@ void eng_conv2d_forward(const eng_conv2d_geom *g, size_t N, const float *x, cons
                 const float bias = b ? b[oc] : 0.0f;
                 for (size_t p = 0; p < P; p++)
                     dst[p] = src[p] + bias;
+                if (epi) /* while dst is in the cache */
+                    eng_epilogue_plane(epi, oc, dst, P);
             }
     }
 }
@@ -405,6 +417,7 @@ typedef struct conv_job {
     const float *x, *dy;
     float *y, *dx, *dw;
     bool want_dw;
+    const eng_epilogue *epi; /* forward: on each output plane, or NULL */
 } conv_job;
 
 static float *part_base(const conv_job *j, size_t p)
@@ -440,6 +453,12 @@ static conv_job conv_job_make(const eng_layer *l, size_t N)
     return j;
 }
 
+static void epi_hook(const void *ctx, size_t n, size_t c, float *plane, size_t S)
+{
+    (void)n; /* the same for every image */
+    eng_epilogue_plane(ctx, c, plane, S);
+}
+
 static void forward_part(void *ctx, size_t p, size_t T)
 {
     const conv_job *j = ctx;
@@ -450,16 +469,23 @@ static void forward_part(void *ctx, size_t p, size_t T)
     const float *b = j->l->cfg.conv.bias ? j->l->param[1] : NULL;
     if (!j->wino) {
         eng_conv2d_scratch s = part_scratch(j, p);
-        eng_conv2d_forward(g, hi - lo, j->x + lo * in, j->l->param[0], b, j->y + lo * out, &s);
+        eng_conv2d_forward_epi(g, hi - lo, j->x + lo * in, j->l->param[0], b, j->y + lo * out, &s,
+                               j->epi);
         return;
     }
-    eng_wino_conv_t(wino_t(g), g->IC, g->OC, g->OH, g->OW, hi - lo, j->x + lo * in, j->U,
-                    j->y + lo * out, false, part_base(j, p), j->nbw);
+    /* with a bias the epilogue follows it, in the same pass over each plane */
+    eng_wino_hook hook = {.fn = epi_hook, .ctx = j->epi};
+    eng_wino_conv_hook_t(wino_t(g), g->IC, g->OC, g->OH, g->OW, hi - lo, j->x + lo * in, j->U,
+                         j->y + lo * out, part_base(j, p), j->nbw, j->epi && !b ? &hook : NULL);
     if (b)
         for (size_t n = lo; n < hi; n++)
-            for (size_t oc = 0; oc < g->OC; oc++)
+            for (size_t oc = 0; oc < g->OC; oc++) {
+                float *yp = j->y + n * out + oc * P;
                 for (size_t i = 0; i < P; i++)
-                    j->y[n * out + oc * P + i] += b[oc];
+                    yp[i] += b[oc];
+                if (j->epi)
+                    eng_epilogue_plane(j->epi, oc, yp, P);
+            }
 }
 
 /* One eng_stats_gemm per chunk GEMM, as the kernels issue them: M x (images*P) x K. */
@@ -522,10 +548,15 @@ static void conv_forward(eng_layer *l, const eng_fwd_args *a)
     conv_job j = conv_job_make(l, a->N);
     j.x = a->x;
     j.y = a->y;
-    if (use_tap(&j.g, a->N))
+    j.epi = a->epi;
+    if (use_tap(&j.g, a->N)) {
         eng_convtap_forward(&j.g, a->N, a->x, l->param[0], l->cfg.conv.bias ? l->param[1] : NULL,
                             a->y, j.base);
-    else {
+        const size_t P = j.g.OH * j.g.OW; /* the tap kernel's maps are small: a pass after it */
+        for (size_t n = 0; a->epi && n < a->N; n++)
+            for (size_t oc = 0; oc < j.g.OC; oc++)
+                eng_epilogue_plane(a->epi, oc, a->y + (n * j.g.OC + oc) * P, P);
+    } else {
         float *valid = NULL, *U = j.wino ? cached_u(l, &j.g, false, &valid) : NULL;
         if (U)
             j.U = U;

@@ -70,11 +70,24 @@ typedef union eng_layer_cfg {
     } block;
 } eng_layer_cfg;
 
+/* A per-channel step run on each output plane of a layer while the plane is still in the
+ * cache, instead of a later pass over the whole output: y = max(0, y * scale[c] + shift[c]),
+ * the BatchNorm (running statistics) + ReLU pair that follows a convolution
+ * (eng_bn_relu_epilogue). Only conv2d honours it. */
+typedef struct eng_epilogue {
+    const float *scale; /* [C] */
+    const float *shift; /* [C] */
+} eng_epilogue;
+
+/* The epilogue on plane p [S] of channel c (layer_batchnorm.c). */
+void eng_epilogue_plane(const eng_epilogue *e, size_t c, float *p, size_t S);
+
 typedef struct eng_fwd_args {
-    size_t N;       /* batch size, <= the N that aux was sized for */
-    const float *x; /* [N x in_size] */
-    float *y;       /* [N x out_size] */
-    bool train;     /* training mode (dropout active, BN batch stats) */
+    size_t N;                /* batch size, <= the N that aux was sized for */
+    const float *x;          /* [N x in_size] */
+    float *y;                /* [N x out_size] */
+    bool train;              /* training mode (dropout active, BN batch stats) */
+    const eng_epilogue *epi; /* borrowed, or NULL: run on y's planes (kinds that support it) */
 } eng_fwd_args;
 
 typedef struct eng_bwd_args {
@@ -157,6 +170,17 @@ extern const eng_layer_ops eng_layer_dropout;
 bool eng_bn_relu_pair(const eng_layer *bn, const eng_layer *next);
 void eng_bn_relu_forward(eng_layer *bn, const eng_fwd_args *a, const float *res);
 void eng_bn_relu_backward(eng_layer *bn, const eng_bwd_args *a, float *g);
+
+/* The pair's work moved into the output pass of the convolution that feeds it (the trainer's
+ * conv + BN + ReLU triples). When a forward of N images in mode `train` normalises with the
+ * running statistics (decided as eng_bn_relu_forward does), eng_bn_relu_epilogue fills *epi,
+ * its arrays in buf (eng_bn_relu_epilogue_floats floats), and returns true: the conv's output
+ * with epi is then the pair's output, bit for bit, and the pair's forward is not called (no
+ * backward may follow). With batch statistics it returns false and leaves *epi alone: the
+ * statistics need the whole output first (computing the plane sums in the conv's output pass
+ * measured no faster; the reductions are not bound by memory). */
+size_t eng_bn_relu_epilogue_floats(const eng_layer *bn);
+bool eng_bn_relu_epilogue(eng_layer *bn, size_t N, bool train, eng_epilogue *epi, float *buf);
 
 /* Counts one GEMM of op(A)[M x K] * op(B)[K x N] in `s` (may be NULL). */
 static inline void eng_stats_gemm(eng_stats *s, size_t M, size_t N, size_t K)

@@ -31,6 +31,24 @@ float eng_smooth_add(eng_smooth *s, float loss)
     return (float)(s->val / (1.0 - pow(SMOOTH_BETA, (double)s->count)));
 }
 
+/* Whether layers i, i+1 are a BatchNorm + ReLU pair run as one step (eng_bn_relu_forward).
+ * The forward and backward loops both ask this, so they always agree; the pair's middle
+ * activation act[i+1] is then never written nor read. */
+static bool fused_at(const eng_model *m, size_t i)
+{
+    return i + 1 < m->n_layers && eng_bn_relu_pair(&m->layers[i], &m->layers[i + 1]);
+}
+
+/* Whether layer i is a convolution feeding a fused BatchNorm + ReLU pair at i+1, i+2 that
+ * can run in the convolution's output pass (eng_bn_relu_epilogue): with running statistics
+ * the three layers are one step writing act[i+3]. Not on the reference path
+ * (`unfused` on the conv or the BN). */
+static bool conv_bn_at(const eng_model *m, size_t i)
+{
+    return i + 2 < m->n_layers && m->layers[i].ops == &eng_layer_conv2d && !m->layers[i].unfused &&
+           fused_at(m, i + 1);
+}
+
 /* The arena: act[0..L], each layer's aux without its scratch part, the two gradient buffers,
  * the labels, and one scratch region shared by all layers (layers.h, scratch_size): the
  * layers run one at a time and keep nothing in it between calls, so the largest need
@@ -39,7 +57,7 @@ float eng_smooth_add(eng_smooth *s, float loss)
 static void layout(eng_trainer *t)
 {
     eng_model *m = t->model;
-    size_t N = t->max_batch, maxsz = m->in_size, scratch = 0;
+    size_t N = t->max_batch, maxsz = m->in_size, scratch = 0, epi = 0;
     eng_arena_reset(&t->arena);
     t->act[0] = eng_arena_floats(&t->arena, N * m->in_size);
     for (size_t i = 0; i < m->n_layers; i++) {
@@ -52,10 +70,15 @@ static void layout(eng_trainer *t)
         scratch = s > scratch ? s : scratch;
         if (l->out_size > maxsz)
             maxsz = l->out_size;
+        if (conv_bn_at(m, i)) {
+            size_t e = eng_bn_relu_epilogue_floats(&m->layers[i + 1]);
+            epi = e > epi ? e : epi;
+        }
     }
     t->grad_buf[0] = eng_arena_floats(&t->arena, N * maxsz);
     t->grad_buf[1] = eng_arena_floats(&t->arena, N * maxsz);
     t->labels = (int32_t *)(void *)eng_arena_floats(&t->arena, N);
+    t->epi_buf = epi ? eng_arena_floats(&t->arena, epi) : NULL;
     float *shared = scratch ? eng_arena_floats(&t->arena, scratch) : NULL;
     for (size_t i = 0; i < m->n_layers; i++) {
         eng_layer *l = &m->layers[i];
@@ -114,14 +137,6 @@ void eng_trainer_fini(eng_trainer *t)
     free(t->act);
     free(t->perm);
     memset(t, 0, sizeof(*t));
-}
-
-/* Whether layers i, i+1 are a BatchNorm + ReLU pair run as one step (eng_bn_relu_forward).
- * The forward and backward loops both ask this, so they always agree; the pair's middle
- * activation act[i+1] is then never written nor read. */
-static bool fused_at(const eng_model *m, size_t i)
-{
-    return i + 1 < m->n_layers && eng_bn_relu_pair(&m->layers[i], &m->layers[i + 1]);
 }
 
 /* Kinds whose backward reads neither x nor y: the pools (max pooling keeps its argmax in
@@ -191,13 +206,19 @@ const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool 
     size_t pp = 0; /* the ping-pong buffer written next */
     for (size_t i = 0; i < L; i++) {
         const bool fuse = fused_at(m, i);
-        const size_t last = fuse ? i + 1 : i; /* the layer whose output this writes */
+        /* with running statistics (then no backward follows) a conv writes the output of the
+         * BatchNorm + ReLU after it */
+        eng_epilogue epi;
+        const bool whole = !fuse && conv_bn_at(m, i) &&
+                           eng_bn_relu_epilogue(&m->layers[i + 1], N, train, &epi, t->epi_buf);
+        /* the layer whose output this writes */
+        const size_t last = whole ? i + 2 : fuse ? i + 1 : i;
         float *y = kept(m, last + 1, lo, ref) ? t->act[last + 1] : t->grad_buf[pp];
         if (fuse && y == t->grad_buf[pp] && in == t->grad_buf[1 - pp])
             y = t->grad_buf[1 - pp]; /* a fused pair in place: its input is not kept either */
         else if (y == t->grad_buf[pp])
             pp = 1 - pp;
-        eng_fwd_args a = {.N = N, .x = in, .y = y, .train = train};
+        eng_fwd_args a = {.N = N, .x = in, .y = y, .train = train, .epi = whole ? &epi : NULL};
         if (fuse)
             eng_bn_relu_forward(&m->layers[i], &a, NULL);
         else

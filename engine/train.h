@@ -33,6 +33,7 @@ typedef struct eng_trainer {
     float **act;        /* [n_layers + 1] activation buffers [max_batch x size] */
     float *grad_buf[2]; /* ping-pong input-gradient buffers */
     int32_t *labels;    /* [max_batch] (arena floats reused as int32) */
+    float *epi_buf;     /* the conv + BN + ReLU epilogues' arrays (eng_bn_relu_epilogue) */
     uint32_t *perm;     /* [n_train] */
     eng_rng rng;        /* dropout stream */
     eng_smooth smooth;

@@ -260,7 +260,8 @@ static void row_store(size_t W, const float *restrict E, const float *restrict O
  * the 2*TH x 2*TW plane `buf` (rows de-interleaved, reads of M contiguous across tiles), then
  * interleaved into y. */
 ENG_SIMD_AVX512 static void output_transform(size_t C, size_t H, size_t W, size_t m, const float *M,
-                                             size_t ldm, float *y, bool accumulate, float *buf)
+                                             size_t ldm, float *y, bool accumulate, float *buf,
+                                             const eng_wino_hook *hook, size_t n0)
 {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, BW = 2 * TW;
     for (size_t n = 0; n < m; n++)
@@ -271,14 +272,16 @@ ENG_SIMD_AVX512 static void output_transform(size_t C, size_t H, size_t W, size_
             if (!accumulate && H % 2 == 0 && W % 2 == 0) {
                 for (size_t ty = 0; ty < TH; ty++)
                     out_tiles_y(TW, mc + ty * TW, es, yc + 2 * ty * W, yc + (2 * ty + 1) * W);
-                continue;
+            } else {
+                for (size_t ty = 0; ty < TH; ty++) {
+                    float *o0 = buf + 2 * ty * BW, *o1 = o0 + BW;
+                    out_tiles(TW, mc + ty * TW, es, o0, o0 + TW, o1, o1 + TW);
+                }
+                for (size_t h = 0; h < H; h++)
+                    row_store(W, buf + h * BW, buf + h * BW + TW, yc + h * W, accumulate);
             }
-            for (size_t ty = 0; ty < TH; ty++) {
-                float *o0 = buf + 2 * ty * BW, *o1 = o0 + BW;
-                out_tiles(TW, mc + ty * TW, es, o0, o0 + TW, o1, o1 + TW);
-            }
-            for (size_t h = 0; h < H; h++)
-                row_store(W, buf + h * BW, buf + h * BW + TW, yc + h * W, accumulate);
+            if (hook)
+                hook->fn(hook->ctx, n0 + n, c, yc, H * W);
         }
 }
 
@@ -647,7 +650,7 @@ ENG_SIMD_AVX512 static void row_store4(size_t W, const float *restrict s0, const
  * the columns into o[a][b][t], then scattered into the plane (only positions inside it). */
 ENG_SIMD_AVX512 static void output_transform4(size_t C, size_t H, size_t W, size_t m,
                                               const float *M, size_t ldm, float *y, bool accumulate,
-                                              float *work)
+                                              float *work, const eng_wino_hook *hook, size_t n0)
 {
     const size_t TH = (H + 3) / 4, TW = (W + 3) / 4, T = TH * TW;
     float *r = work, *o = r + 24 * T; /* r [4][6][T], o [4][4][T] */
@@ -674,6 +677,8 @@ ENG_SIMD_AVX512 static void output_transform4(size_t C, size_t H, size_t W, size
                     row_store4(W, src, src + T, src + 2 * T, src + 3 * T, yc + (4 * ty + a) * W,
                                accumulate);
                 }
+            if (hook)
+                hook->fn(hook->ctx, n0 + n, c, yc, H * W);
         }
 }
 
@@ -812,9 +817,10 @@ void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool tra
         weights2(OC, IC, w, transpose_flip, U);
 }
 
-void eng_wino_conv_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
-                     const float *x, const float *U, float *y, bool accumulate, float *scratch,
-                     size_t nb)
+/* eng_wino_conv_t with the hook (NULL: none, else accumulate is false) */
+static void wino_conv(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+                      const float *x, const float *U, float *y, bool accumulate, float *scratch,
+                      size_t nb, const eng_wino_hook *hook)
 {
     const size_t T = eng_wino_tiles_t(t, H, W), E = eng_wino_npos(t);
     if (nb == 0)
@@ -832,10 +838,26 @@ void eng_wino_conv_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, si
             eng_sgemm(false, false, C_out, ld, C_in, 1.0f, U + e * C_out * C_in, C_in,
                       V + e * C_in * ld, ld, 0.0f, M + e * C_out * ld, ld);
         if (t == 4)
-            output_transform4(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work);
+            output_transform4(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work, hook,
+                              n0);
         else
-            output_transform(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work);
+            output_transform(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work, hook,
+                             n0);
     }
+}
+
+void eng_wino_conv_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+                     const float *x, const float *U, float *y, bool accumulate, float *scratch,
+                     size_t nb)
+{
+    wino_conv(t, C_in, C_out, H, W, N, x, U, y, accumulate, scratch, nb, NULL);
+}
+
+void eng_wino_conv_hook_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+                          const float *x, const float *U, float *y, float *scratch, size_t nb,
+                          const eng_wino_hook *hook)
+{
+    wino_conv(t, C_in, C_out, H, W, N, x, U, y, false, scratch, nb, hook);
 }
 
 void eng_wino_wgrad_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,

@@ -94,3 +94,16 @@ void eng_wino_conv_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, si
 void eng_wino_wgrad_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
                       const float *x, const float *dy, float *dw, bool accumulate, float *scratch,
                       size_t nb);
+
+/* A step run on each output plane of eng_wino_conv_hook_t as soon as the output transform has
+ * written it (still in the cache): fn(ctx, n, c, plane [H*W], H*W) for image n of the call's
+ * batch and output channel c. */
+typedef struct eng_wino_hook {
+    void (*fn)(const void *ctx, size_t n, size_t c, float *plane, size_t S);
+    const void *ctx;
+} eng_wino_hook;
+
+/* eng_wino_conv_t (accumulate = false) with hook (borrowed, NULL: none) run on each plane. */
+void eng_wino_conv_hook_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+                          const float *x, const float *U, float *y, float *scratch, size_t nb,
+                          const eng_wino_hook *hook);

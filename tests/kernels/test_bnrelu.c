@@ -8,7 +8,9 @@
  * lanes, and sizes on both sides of the threshold where the work is split. Then whole models
  * (cnn-small, resnet18): training steps in the three training modes and eval forwards with
  * the pairs fused must give the same weights, statistics and logits as with every layer's
- * `unfused` flag set. The fused arithmetic is the unfused one, so the tolerances are tight.
+ * `unfused` flag set (which also keeps a convolution from running the pair in its output
+ * pass, eng_bn_relu_epilogue, in eval mode; that is checked on its own first, on each of the
+ * convolution's paths). The fused arithmetic is the unfused one, so the tolerances are tight.
  * Prints TAP.
  */
 #include <math.h>
@@ -257,6 +259,72 @@ static void test_offset_stats(void)
     }
 }
 
+/* ---- conv2d with the BatchNorm + ReLU epilogue ------------------------------------------- */
+
+/* A conv2d forward with an epilogue (running statistics, eng_bn_relu_epilogue) against the
+ * conv's plain output followed by the pair's forward, on each of the conv's paths: im2col
+ * with one image per GEMM (the stem's 28x28) and with several (the stride-2 6x6), Winograd
+ * F(4x4) and F(2x2), the per-tap kernel of small maps, with and without a bias, frozen
+ * (Winograd weight cache) and trainable. Bit for bit: the same expression per element. */
+static void check_conv_epilogue(test_rng *r, size_t IC, size_t OC, size_t H, size_t S, bool bias,
+                                bool frozen)
+{
+    const size_t N = 5;
+    const size_t ishape[3] = {IC, H, H};
+    lay cv;
+    make(&cv, &eng_layer_conv2d,
+         (eng_layer_cfg){
+             .conv = {.IC = IC, .OC = OC, .KH = 3, .KW = 3, .stride = S, .pad = 1, .bias = bias}},
+         3, ishape, N);
+    cv.l.trainable[0] = !frozen;
+    const size_t oshape[3] = {OC, cv.l.out_shape[1], cv.l.out_shape[2]};
+    lay bn;
+    make(&bn, &eng_layer_batchnorm2d,
+         (eng_layer_cfg){.norm = {.C = OC, .eps = 1e-5f, .momentum = 0.1f}}, 3, oshape, N);
+    test_fill(r, cv.l.param[0], cv.cnt[0], -0.5f, 0.5f);
+    if (bias)
+        test_fill(r, cv.l.param[1], cv.cnt[1], -1, 1);
+    test_fill(r, bn.l.param[0], OC, 0.5f, 1.5f);
+    test_fill(r, bn.l.param[1], OC, -0.5f, 0.5f);
+    test_fill(r, bn.l.param[2], OC, -0.3f, 0.3f);
+    test_fill(r, bn.l.param[3], OC, 0.2f, 2.0f);
+    const size_t in = N * cv.l.in_size, out = N * cv.l.out_size;
+    float *x = test_alloc(in), *z = test_alloc(out), *y_ref = test_alloc(out);
+    float *y = test_alloc(out), *buf = test_alloc(eng_bn_relu_epilogue_floats(&bn.l));
+    test_fill(r, x, in, -1, 1);
+    eng_fwd_args fa = {.N = N, .x = x, .y = z, .train = false};
+    cv.l.ops->forward(&cv.l, &fa);
+    fa = (eng_fwd_args){.N = N, .x = z, .y = y_ref, .train = false};
+    eng_bn_relu_forward(&bn.l, &fa, NULL);
+    eng_epilogue epi;
+    const bool whole = eng_bn_relu_epilogue(&bn.l, N, false, &epi, buf);
+    test_fill(r, y, out, -9, 9);
+    for (int k = 0; k < 2; k++) { /* twice: the second call on a frozen weight uses the cache */
+        fa = (eng_fwd_args){.N = N, .x = x, .y = y, .train = false, .epi = &epi};
+        cv.l.ops->forward(&cv.l, &fa);
+    }
+    ok(whole && same(y, y_ref, out),
+       "conv %zu->%zu %zux%zu s%zu bias %d frozen %d + BN + ReLU epilogue: bit-exact", IC, OC, H, H,
+       S, bias, frozen);
+    ok(!eng_bn_relu_epilogue(&bn.l, N, true, &epi, buf),
+       "batch statistics: no epilogue (the pair runs after the conv)");
+    free(x), free(z), free(y_ref), free(y), free(buf);
+    destroy(&cv);
+    destroy(&bn);
+}
+
+static void test_conv_epilogue(void)
+{
+    test_rng r = {0xe9170c0eull};
+    for (int bias = 0; bias < 2; bias++) {
+        check_conv_epilogue(&r, 1, 8, 28, 1, bias, false);  /* im2col, one image per GEMM */
+        check_conv_epilogue(&r, 8, 16, 12, 2, bias, false); /* im2col, images side by side */
+        check_conv_epilogue(&r, 16, 12, 12, 1, bias, bias); /* Winograd F(4x4) */
+        check_conv_epilogue(&r, 12, 16, 6, 1, bias, !bias); /* Winograd F(2x2) */
+        check_conv_epilogue(&r, 8, 8, 4, 1, bias, false);   /* per-tap kernel */
+    }
+}
+
 /* ---- whole models ------------------------------------------------------------------------ */
 
 typedef struct run {
@@ -356,6 +424,7 @@ int main(void)
     eng_par_set_threads(3);
     test_kernels();
     test_offset_stats();
+    test_conv_epilogue();
     static const char *const modes[] = {"train", "frozen_bn", "frozen_nograd"};
     for (int i = 0; i < 3; i++) {
         check_model("cnn-small", 1, 12, modes[i]);

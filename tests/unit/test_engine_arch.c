@@ -229,7 +229,7 @@ static void blk_free(blk *b)
 
 static double blk_loss(blk *b, size_t N, const float *x, float *y, const float *R)
 {
-    eng_fwd_args f = {N, x, y, true};
+    eng_fwd_args f = {.N = N, .x = x, .y = y, .train = true};
     b->l.ops->forward(&b->l, &f);
     double s = 0;
     for (size_t i = 0; i < N * b->l.out_size; i++)
@@ -346,7 +346,7 @@ static void check_block_scratch(size_t IC, size_t OC, size_t stride, bool frozen
     for (int k = 0; k < 2; k++) {
         y[k] = malloc(out * sizeof(float));
         dx[k] = malloc(in * sizeof(float));
-        eng_fwd_args fa = {N, x, y[k], true};
+        eng_fwd_args fa = {.N = N, .x = x, .y = y[k], .train = true};
         bl[k]->l.ops->forward(&bl[k]->l, &fa);
         eng_bwd_args ba = {N, x, y[k], dy, dx[k]};
         bl[k]->l.ops->backward(&bl[k]->l, &ba);
@@ -405,7 +405,7 @@ static void check_block_threads(size_t IC, size_t OC, size_t stride, const char 
         eng_par_set_threads(k ? 3 : 1);
         y[k] = malloc(out * sizeof(float));
         dx[k] = malloc(in * sizeof(float));
-        eng_fwd_args fa = {N, x, y[k], true};
+        eng_fwd_args fa = {.N = N, .x = x, .y = y[k], .train = true};
         bl[k]->l.ops->forward(&bl[k]->l, &fa);
         eng_bwd_args ba = {N, x, y[k], dy, dx[k]};
         bl[k]->l.ops->backward(&bl[k]->l, &ba);

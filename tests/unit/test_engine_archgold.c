@@ -194,7 +194,7 @@ static void test_block(const char *dir)
     const size_t in = N * l.in_size, outn = N * l.out_size;
     float *x = get(f, "__x", in), *r = get(f, "__r", outn);
     float *y = calloc(outn, sizeof(float)), *dx = calloc(in, sizeof(float));
-    eng_fwd_args fa = {N, x, y, false};
+    eng_fwd_args fa = {.N = N, .x = x, .y = y, .train = false};
     l.ops->forward(&l, &fa);
     compare("block eval output", y, f, "__eval_y", outn);
     fa.train = true;

@@ -50,7 +50,7 @@ static void check_dense(bool bias)
     fill(B, 4, 0.5f);
     fill(x, 15, 1.0f);
     fill(R, 12, 1.0f);
-    eng_fwd_args f = {N, x, y, true};
+    eng_fwd_args f = {.N = N, .x = x, .y = y, .train = true};
     l.ops->forward(&l, &f);
     eng_bwd_args b = {N, x, y, R, dx};
     l.ops->backward(&l, &b);
@@ -91,7 +91,7 @@ static void check_relu(void)
         if (fabsf(x[i]) < 0.05f)
             x[i] = 0.5f; /* stay away from the kink */
     fill(R, 20, 1.0f);
-    eng_fwd_args f = {1, x, y, true};
+    eng_fwd_args f = {.N = 1, .x = x, .y = y, .train = true};
     l.ops->forward(&l, &f);
     eng_bwd_args b = {1, x, y, R, dx};
     l.ops->backward(&l, &b);
