@@ -693,9 +693,12 @@ typedef struct bnrelu_job {
     bool train;
 } bnrelu_job;
 
-void eng_epilogue_plane(const eng_epilogue *e, size_t c, float *p, size_t S)
+void eng_epilogue_plane(const eng_epilogue *e, size_t c, const float *src, float *dst, size_t S)
 {
-    plane_affine_relu_inplace(p, e->scale[c], e->shift[c], S);
+    if (src == dst)
+        plane_affine_relu_inplace(dst, e->scale[c], e->shift[c], S);
+    else
+        plane_affine_relu(src, dst, e->scale[c], e->shift[c], S);
 }
 
 static void bnrelu_forward_part(void *ctx, size_t p, size_t T)

@@ -89,7 +89,7 @@ void eng_conv2d_forward_epi(const eng_conv2d_geom *g, size_t N, const float *x, 
                     for (size_t p = 0; p < P; p++)
                         yn[oc * P + p] += b[oc];
                 if (epi)
-                    eng_epilogue_plane(epi, oc, yn + oc * P, P);
+                    eng_epilogue_plane(epi, oc, yn + oc * P, yn + oc * P, P);
             }
             continue;
         }
@@ -100,11 +100,15 @@ void eng_conv2d_forward_epi(const eng_conv2d_geom *g, size_t N, const float *x, 
             for (size_t oc = 0; oc < OC; oc++) {
                 const float *src = s->tmp + oc * m * P + i * P;
                 float *dst = yn + (i * OC + oc) * P;
+                if (epi && !b) { /* the epilogue as the copy */
+                    eng_epilogue_plane(epi, oc, src, dst, P);
+                    continue;
+                }
                 const float bias = b ? b[oc] : 0.0f;
                 for (size_t p = 0; p < P; p++)
                     dst[p] = src[p] + bias;
                 if (epi) /* while dst is in the cache */
-                    eng_epilogue_plane(epi, oc, dst, P);
+                    eng_epilogue_plane(epi, oc, dst, dst, P);
             }
     }
 }
@@ -453,12 +457,6 @@ static conv_job conv_job_make(const eng_layer *l, size_t N)
     return j;
 }
 
-static void epi_hook(const void *ctx, size_t n, size_t c, float *plane, size_t S)
-{
-    (void)n; /* the same for every image */
-    eng_epilogue_plane(ctx, c, plane, S);
-}
-
 static void forward_part(void *ctx, size_t p, size_t T)
 {
     const conv_job *j = ctx;
@@ -474,9 +472,10 @@ static void forward_part(void *ctx, size_t p, size_t T)
         return;
     }
     /* with a bias the epilogue follows it, in the same pass over each plane */
-    eng_wino_hook hook = {.fn = epi_hook, .ctx = j->epi};
-    eng_wino_conv_hook_t(wino_t(g), g->IC, g->OC, g->OH, g->OW, hi - lo, j->x + lo * in, j->U,
-                         j->y + lo * out, part_base(j, p), j->nbw, j->epi && !b ? &hook : NULL);
+    const bool epi = j->epi && !b; /* in the output transform, else after the bias */
+    eng_wino_conv_relu_t(wino_t(g), g->IC, g->OC, g->OH, g->OW, hi - lo, j->x + lo * in, j->U,
+                         j->y + lo * out, part_base(j, p), j->nbw, epi ? j->epi->scale : NULL,
+                         epi ? j->epi->shift : NULL);
     if (b)
         for (size_t n = lo; n < hi; n++)
             for (size_t oc = 0; oc < g->OC; oc++) {
@@ -484,7 +483,7 @@ static void forward_part(void *ctx, size_t p, size_t T)
                 for (size_t i = 0; i < P; i++)
                     yp[i] += b[oc];
                 if (j->epi)
-                    eng_epilogue_plane(j->epi, oc, yp, P);
+                    eng_epilogue_plane(j->epi, oc, yp, yp, P);
             }
 }
 
@@ -555,7 +554,8 @@ static void conv_forward(eng_layer *l, const eng_fwd_args *a)
         const size_t P = j.g.OH * j.g.OW; /* the tap kernel's maps are small: a pass after it */
         for (size_t n = 0; a->epi && n < a->N; n++)
             for (size_t oc = 0; oc < j.g.OC; oc++)
-                eng_epilogue_plane(a->epi, oc, a->y + (n * j.g.OC + oc) * P, P);
+                eng_epilogue_plane(a->epi, oc, a->y + (n * j.g.OC + oc) * P,
+                                   a->y + (n * j.g.OC + oc) * P, P);
     } else {
         float *valid = NULL, *U = j.wino ? cached_u(l, &j.g, false, &valid) : NULL;
         if (U)

@@ -70,17 +70,20 @@ typedef union eng_layer_cfg {
     } block;
 } eng_layer_cfg;
 
-/* A per-channel step run on each output plane of a layer while the plane is still in the
- * cache, instead of a later pass over the whole output: y = max(0, y * scale[c] + shift[c]),
- * the BatchNorm (running statistics) + ReLU pair that follows a convolution
- * (eng_bn_relu_epilogue). Only conv2d honours it. */
+/* A per-channel step run on a layer's output as it is produced (in registers in the Winograd
+ * output transform, else on each plane while it is in the cache) instead of a later pass over
+ * the whole output: y = max(0, y * scale[c] + shift[c]), the BatchNorm (running statistics) +
+ * ReLU pair that follows a convolution (eng_bn_relu_epilogue), evaluated as the pair does
+ * (v * scale, + shift, then > 0 ? : 0), so the results are the same bits. Only conv2d honours
+ * it. */
 typedef struct eng_epilogue {
     const float *scale; /* [C] */
     const float *shift; /* [C] */
 } eng_epilogue;
 
-/* The epilogue on plane p [S] of channel c (layer_batchnorm.c). */
-void eng_epilogue_plane(const eng_epilogue *e, size_t c, float *p, size_t S);
+/* dst [S] = the epilogue of channel c on src [S] (layer_batchnorm.c); src is dst (in place)
+ * or does not overlap it. */
+void eng_epilogue_plane(const eng_epilogue *e, size_t c, const float *src, float *dst, size_t S);
 
 typedef struct eng_fwd_args {
     size_t N;                /* batch size, <= the N that aux was sized for */

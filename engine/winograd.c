@@ -193,6 +193,14 @@ ENG_SIMD_AVX512 static void input_transform(size_t C, size_t H, size_t W, size_t
         }
 }
 
+/* The output map of eng_wino_conv_relu_t on one value: v * a + b, then the ReLU (written as
+ * in the BatchNorm kernel, so that both give the same bits). */
+static inline float affine_relu(float v, float a, float b)
+{
+    const float z = v * a + b;
+    return z > 0.0f ? z : 0.0f;
+}
+
 /* A^T M A for one row of TW tiles: m points at position 0 of the row's first tile, positions
  * es apart, tiles contiguous. Writes the two output rows de-interleaved: even columns of row
  * 0 in o0E[tx], odd in o0O[tx], likewise o1E/o1O (unit-stride, vectorised). */
@@ -215,9 +223,10 @@ static void out_tiles(size_t TW, const float *restrict m, size_t es, float *rest
 }
 
 /* out_tiles for even planes written without accumulation: the two output rows go straight
- * to y0 and y1 (2*TW floats each), interleaved in registers. */
-static void out_tiles_y(size_t TW, const float *restrict m, size_t es, float *restrict y0,
-                        float *restrict y1)
+ * to y0 and y1 (2*TW floats each), interleaved in registers; with `aff`, mapped by
+ * affine_relu(., a, b). */
+static inline void out_tiles_y(size_t TW, const float *restrict m, size_t es, float *restrict y0,
+                               float *restrict y1, bool aff, float a, float b)
 {
     for (size_t tx = 0; tx < TW; tx++) {
         float a0[4], a1[4]; /* A^T M */
@@ -227,16 +236,22 @@ static void out_tiles_y(size_t TW, const float *restrict m, size_t es, float *re
             a0[k] = m0 + m1 + m2;
             a1[k] = m1 - m2 - m3;
         }
-        y0[2 * tx] = a0[0] + a0[1] + a0[2];
-        y0[2 * tx + 1] = a0[1] - a0[2] - a0[3];
-        y1[2 * tx] = a1[0] + a1[1] + a1[2];
-        y1[2 * tx + 1] = a1[1] - a1[2] - a1[3];
+        float v[4] = {a0[0] + a0[1] + a0[2], a0[1] - a0[2] - a0[3], a1[0] + a1[1] + a1[2],
+                      a1[1] - a1[2] - a1[3]};
+        if (aff)
+            for (size_t k = 0; k < 4; k++)
+                v[k] = affine_relu(v[k], a, b);
+        y0[2 * tx] = v[0];
+        y0[2 * tx + 1] = v[1];
+        y1[2 * tx] = v[2];
+        y1[2 * tx + 1] = v[3];
     }
 }
 
-/* dst[w] (+)= the w-th column of a row stored de-interleaved as E[TW], O[TW], w < W. */
-static void row_store(size_t W, const float *restrict E, const float *restrict O,
-                      float *restrict dst, bool accumulate)
+/* dst[w] (+)= the w-th column of a row stored de-interleaved as E[TW], O[TW], w < W; with
+ * `aff` (not accumulating) mapped by affine_relu(., a, b). */
+static inline void row_store(size_t W, const float *restrict E, const float *restrict O,
+                             float *restrict dst, bool accumulate, bool aff, float a, float b)
 {
     const size_t h = W / 2;
     if (accumulate) {
@@ -246,6 +261,13 @@ static void row_store(size_t W, const float *restrict E, const float *restrict O
         }
         if (W % 2)
             dst[W - 1] += E[h];
+    } else if (aff) {
+        for (size_t k = 0; k < h; k++) {
+            dst[2 * k] = affine_relu(E[k], a, b);
+            dst[2 * k + 1] = affine_relu(O[k], a, b);
+        }
+        if (W % 2)
+            dst[W - 1] = affine_relu(E[h], a, b);
     } else {
         for (size_t k = 0; k < h; k++) {
             dst[2 * k] = E[k];
@@ -258,30 +280,31 @@ static void row_store(size_t W, const float *restrict E, const float *restrict O
 
 /* y (+)= A^T M A for the m images x [C, H, W] of a chunk, one row of tiles at a time into
  * the 2*TH x 2*TW plane `buf` (rows de-interleaved, reads of M contiguous across tiles), then
- * interleaved into y. */
+ * interleaved into y; with scale (not accumulating), mapped as eng_wino_conv_relu_t says. */
 ENG_SIMD_AVX512 static void output_transform(size_t C, size_t H, size_t W, size_t m, const float *M,
                                              size_t ldm, float *y, bool accumulate, float *buf,
-                                             const eng_wino_hook *hook, size_t n0)
+                                             const float *scale, const float *shift)
 {
     const size_t TH = (H + 1) / 2, TW = (W + 1) / 2, T = TH * TW, BW = 2 * TW;
+    const bool aff = scale != NULL;
     for (size_t n = 0; n < m; n++)
         for (size_t c = 0; c < C; c++) {
             float *yc = y + (n * C + c) * H * W;
             const float *mc = M + c * ldm + n * T;
             const size_t es = C * ldm; /* stride between the 16 positions */
+            const float a = aff ? scale[c] : 1.0f, b = aff ? shift[c] : 0.0f;
             if (!accumulate && H % 2 == 0 && W % 2 == 0) {
                 for (size_t ty = 0; ty < TH; ty++)
-                    out_tiles_y(TW, mc + ty * TW, es, yc + 2 * ty * W, yc + (2 * ty + 1) * W);
-            } else {
-                for (size_t ty = 0; ty < TH; ty++) {
-                    float *o0 = buf + 2 * ty * BW, *o1 = o0 + BW;
-                    out_tiles(TW, mc + ty * TW, es, o0, o0 + TW, o1, o1 + TW);
-                }
-                for (size_t h = 0; h < H; h++)
-                    row_store(W, buf + h * BW, buf + h * BW + TW, yc + h * W, accumulate);
+                    out_tiles_y(TW, mc + ty * TW, es, yc + 2 * ty * W, yc + (2 * ty + 1) * W, aff,
+                                a, b);
+                continue;
             }
-            if (hook)
-                hook->fn(hook->ctx, n0 + n, c, yc, H * W);
+            for (size_t ty = 0; ty < TH; ty++) {
+                float *o0 = buf + 2 * ty * BW, *o1 = o0 + BW;
+                out_tiles(TW, mc + ty * TW, es, o0, o0 + TW, o1, o1 + TW);
+            }
+            for (size_t h = 0; h < H; h++)
+                row_store(W, buf + h * BW, buf + h * BW + TW, yc + h * W, accumulate, aff, a, b);
         }
 }
 
@@ -428,6 +451,23 @@ ENG_SIMD_AVX512 static void at6(size_t n, const float *restrict m0, const float 
         y1[t] = d1 + 2.0f * d2;
         y2[t] = s1 + 4.0f * s2;
         y3[t] = d1 + 8.0f * d2 + m5[t];
+    }
+}
+
+/* at6, each output then mapped by affine_relu(., a, b) (eng_wino_conv_relu_t) */
+ENG_SIMD_AVX512 static void at6_relu(size_t n, const float *restrict m0, const float *restrict m1,
+                                     const float *restrict m2, const float *restrict m3,
+                                     const float *restrict m4, const float *restrict m5,
+                                     float *restrict y0, float *restrict y1, float *restrict y2,
+                                     float *restrict y3, float a, float b)
+{
+    for (size_t t = 0; t < n; t++) {
+        const float s1 = m1[t] + m2[t], d1 = m1[t] - m2[t];
+        const float s2 = m3[t] + m4[t], d2 = m3[t] - m4[t];
+        y0[t] = affine_relu(m0[t] + s1 + s2, a, b);
+        y1[t] = affine_relu(d1 + 2.0f * d2, a, b);
+        y2[t] = affine_relu(s1 + 4.0f * s2, a, b);
+        y3[t] = affine_relu(d1 + 8.0f * d2 + m5[t], a, b);
     }
 }
 
@@ -647,12 +687,14 @@ ENG_SIMD_AVX512 static void row_store4(size_t W, const float *restrict s0, const
 }
 
 /* y (+)= A^T M A for the m images of a chunk: A^T down the tile rows into r[a][j][t], along
- * the columns into o[a][b][t], then scattered into the plane (only positions inside it). */
+ * the columns into o[a][b][t], then scattered into the plane (only positions inside it);
+ * with scale (not accumulating), mapped as eng_wino_conv_relu_t says. */
 ENG_SIMD_AVX512 static void output_transform4(size_t C, size_t H, size_t W, size_t m,
                                               const float *M, size_t ldm, float *y, bool accumulate,
-                                              float *work, const eng_wino_hook *hook, size_t n0)
+                                              float *work, const float *scale, const float *shift)
 {
     const size_t TH = (H + 3) / 4, TW = (W + 3) / 4, T = TH * TW;
+    const bool aff = scale != NULL;
     float *r = work, *o = r + 24 * T; /* r [4][6][T], o [4][4][T] */
     const size_t es = C * ldm;
     for (size_t n = 0; n < m; n++)
@@ -667,8 +709,12 @@ ENG_SIMD_AVX512 static void output_transform4(size_t C, size_t H, size_t W, size
             for (size_t a = 0; a < 4; a++) {
                 const float *ra = r + a * 6 * T;
                 float *oa = o + a * 4 * T;
-                at6(T, ra, ra + T, ra + 2 * T, ra + 3 * T, ra + 4 * T, ra + 5 * T, oa, oa + T,
-                    oa + 2 * T, oa + 3 * T);
+                if (aff) /* the final values, in registers */
+                    at6_relu(T, ra, ra + T, ra + 2 * T, ra + 3 * T, ra + 4 * T, ra + 5 * T, oa,
+                             oa + T, oa + 2 * T, oa + 3 * T, scale[c], shift[c]);
+                else
+                    at6(T, ra, ra + T, ra + 2 * T, ra + 3 * T, ra + 4 * T, ra + 5 * T, oa, oa + T,
+                        oa + 2 * T, oa + 3 * T);
             }
             float *yc = y + (n * C + c) * H * W;
             for (size_t ty = 0; ty < TH; ty++)
@@ -677,8 +723,6 @@ ENG_SIMD_AVX512 static void output_transform4(size_t C, size_t H, size_t W, size
                     row_store4(W, src, src + T, src + 2 * T, src + 3 * T, yc + (4 * ty + a) * W,
                                accumulate);
                 }
-            if (hook)
-                hook->fn(hook->ctx, n0 + n, c, yc, H * W);
         }
 }
 
@@ -817,10 +861,10 @@ void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool tra
         weights2(OC, IC, w, transpose_flip, U);
 }
 
-/* eng_wino_conv_t with the hook (NULL: none, else accumulate is false) */
+/* eng_wino_conv_t, with eng_wino_conv_relu_t's map when scale is not NULL */
 static void wino_conv(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
                       const float *x, const float *U, float *y, bool accumulate, float *scratch,
-                      size_t nb, const eng_wino_hook *hook)
+                      size_t nb, const float *scale, const float *shift)
 {
     const size_t T = eng_wino_tiles_t(t, H, W), E = eng_wino_npos(t);
     if (nb == 0)
@@ -838,11 +882,11 @@ static void wino_conv(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, s
             eng_sgemm(false, false, C_out, ld, C_in, 1.0f, U + e * C_out * C_in, C_in,
                       V + e * C_in * ld, ld, 0.0f, M + e * C_out * ld, ld);
         if (t == 4)
-            output_transform4(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work, hook,
-                              n0);
+            output_transform4(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work,
+                              scale, shift);
         else
-            output_transform(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work, hook,
-                             n0);
+            output_transform(C_out, H, W, m, M, ld, y + n0 * C_out * H * W, accumulate, work, scale,
+                             shift);
     }
 }
 
@@ -850,14 +894,14 @@ void eng_wino_conv_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, si
                      const float *x, const float *U, float *y, bool accumulate, float *scratch,
                      size_t nb)
 {
-    wino_conv(t, C_in, C_out, H, W, N, x, U, y, accumulate, scratch, nb, NULL);
+    wino_conv(t, C_in, C_out, H, W, N, x, U, y, accumulate, scratch, nb, NULL, NULL);
 }
 
-void eng_wino_conv_hook_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+void eng_wino_conv_relu_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
                           const float *x, const float *U, float *y, float *scratch, size_t nb,
-                          const eng_wino_hook *hook)
+                          const float *scale, const float *shift)
 {
-    wino_conv(t, C_in, C_out, H, W, N, x, U, y, false, scratch, nb, hook);
+    wino_conv(t, C_in, C_out, H, W, N, x, U, y, false, scratch, nb, scale, shift);
 }
 
 void eng_wino_wgrad_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,

@@ -95,15 +95,11 @@ void eng_wino_wgrad_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, s
                       const float *x, const float *dy, float *dw, bool accumulate, float *scratch,
                       size_t nb);
 
-/* A step run on each output plane of eng_wino_conv_hook_t as soon as the output transform has
- * written it (still in the cache): fn(ctx, n, c, plane [H*W], H*W) for image n of the call's
- * batch and output channel c. */
-typedef struct eng_wino_hook {
-    void (*fn)(const void *ctx, size_t n, size_t c, float *plane, size_t S);
-    const void *ctx;
-} eng_wino_hook;
-
-/* eng_wino_conv_t (accumulate = false) with hook (borrowed, NULL: none) run on each plane. */
-void eng_wino_conv_hook_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
+/* eng_wino_conv_t (accumulate = false) with a per-channel affine map and a ReLU applied as
+ * the output transform stores each value v of channel c, in registers:
+ * y = max(0, v * scale[c] + shift[c]), evaluated as v * scale[c], then + shift[c], then
+ * (> 0 ? : 0) (NaN gives 0); scale, shift [C_out] borrowed. The BatchNorm + ReLU after a
+ * convolution (layers.h, eng_epilogue), bit for bit as it computes them. */
+void eng_wino_conv_relu_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
                           const float *x, const float *U, float *y, float *scratch, size_t nb,
-                          const eng_wino_hook *hook);
+                          const float *scale, const float *shift);
