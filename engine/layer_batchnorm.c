@@ -748,15 +748,15 @@ size_t eng_bn_relu_epilogue_floats(const eng_layer *bn)
     return 2 * bn->cfg.norm.C;
 }
 
-bool eng_bn_relu_epilogue(eng_layer *bn, size_t N, bool train, eng_epilogue *epi, float *buf)
+bool eng_bn_relu_epilogue(eng_layer *bn, bool train, eng_epilogue *epi, float *buf)
 {
-    const eng_bn_dims d = bn_dims(bn, N);
-    if (train && d.N * d.S >= 2) /* batch statistics, as bn_forward decides */
+    const size_t C = bn->cfg.norm.C;
+    if (train) /* batch statistics; or running ones for a single value, but a backward follows */
         return false;
-    for (size_t c = 0; c < d.C; c++)
-        channel_affine(bn, c, false, &buf[c], &buf[d.C + c]);
-    *epi = (eng_epilogue){.scale = buf, .shift = buf + d.C};
-    bn->aux[2 * d.C] = 0.0f; /* as eng_bn_relu_forward in eval mode */
+    for (size_t c = 0; c < C; c++)
+        channel_affine(bn, c, false, &buf[c], &buf[C + c]);
+    *epi = (eng_epilogue){.scale = buf, .shift = buf + C};
+    bn->aux[2 * C] = 0.0f; /* as eng_bn_relu_forward in eval mode */
     return true;
 }
 

@@ -175,15 +175,15 @@ void eng_bn_relu_forward(eng_layer *bn, const eng_fwd_args *a, const float *res)
 void eng_bn_relu_backward(eng_layer *bn, const eng_bwd_args *a, float *g);
 
 /* The pair's work moved into the output pass of the convolution that feeds it (the trainer's
- * conv + BN + ReLU triples). When a forward of N images in mode `train` normalises with the
- * running statistics (decided as eng_bn_relu_forward does), eng_bn_relu_epilogue fills *epi,
- * its arrays in buf (eng_bn_relu_epilogue_floats floats), and returns true: the conv's output
- * with epi is then the pair's output, bit for bit, and the pair's forward is not called (no
- * backward may follow). With batch statistics it returns false and leaves *epi alone: the
- * statistics need the whole output first (computing the plane sums in the conv's output pass
- * measured no faster; the reductions are not bound by memory). */
+ * conv + BN + ReLU triples, the residual block's conv1 + bn1 + ReLU). In eval mode (`train`
+ * false: running statistics, and no backward follows) eng_bn_relu_epilogue fills *epi, its
+ * arrays in buf (eng_bn_relu_epilogue_floats floats), and returns true: the conv's output
+ * with epi is then the pair's output, bit for bit, and the pair's forward is not called. In
+ * training mode it returns false and leaves *epi alone: batch statistics need the whole
+ * output first (computing the plane sums in the conv's output pass measured no faster; the
+ * reductions are not bound by memory), and a backward follows. */
 size_t eng_bn_relu_epilogue_floats(const eng_layer *bn);
-bool eng_bn_relu_epilogue(eng_layer *bn, size_t N, bool train, eng_epilogue *epi, float *buf);
+bool eng_bn_relu_epilogue(eng_layer *bn, bool train, eng_epilogue *epi, float *buf);
 
 /* Counts one GEMM of op(A)[M x K] * op(B)[K x N] in `s` (may be NULL). */
 static inline void eng_stats_gemm(eng_stats *s, size_t M, size_t N, size_t K)

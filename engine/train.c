@@ -210,7 +210,7 @@ const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool 
          * BatchNorm + ReLU after it */
         eng_epilogue epi;
         const bool whole = !fuse && conv_bn_at(m, i) &&
-                           eng_bn_relu_epilogue(&m->layers[i + 1], N, train, &epi, t->epi_buf);
+                           eng_bn_relu_epilogue(&m->layers[i + 1], train, &epi, t->epi_buf);
         /* the layer whose output this writes */
         const size_t last = whole ? i + 2 : fuse ? i + 1 : i;
         float *y = kept(m, last + 1, lo, ref) ? t->act[last + 1] : t->grad_buf[pp];

@@ -297,7 +297,7 @@ static void check_conv_epilogue(test_rng *r, size_t IC, size_t OC, size_t H, siz
     fa = (eng_fwd_args){.N = N, .x = z, .y = y_ref, .train = false};
     eng_bn_relu_forward(&bn.l, &fa, NULL);
     eng_epilogue epi;
-    const bool whole = eng_bn_relu_epilogue(&bn.l, N, false, &epi, buf);
+    const bool whole = eng_bn_relu_epilogue(&bn.l, false, &epi, buf);
     test_fill(r, y, out, -9, 9);
     for (int k = 0; k < 2; k++) { /* twice: the second call on a frozen weight uses the cache */
         fa = (eng_fwd_args){.N = N, .x = x, .y = y, .train = false, .epi = &epi};
@@ -306,8 +306,8 @@ static void check_conv_epilogue(test_rng *r, size_t IC, size_t OC, size_t H, siz
     ok(whole && same(y, y_ref, out),
        "conv %zu->%zu %zux%zu s%zu bias %d frozen %d + BN + ReLU epilogue: bit-exact", IC, OC, H, H,
        S, bias, frozen);
-    ok(!eng_bn_relu_epilogue(&bn.l, N, true, &epi, buf),
-       "batch statistics: no epilogue (the pair runs after the conv)");
+    ok(!eng_bn_relu_epilogue(&bn.l, true, &epi, buf),
+       "training mode: no epilogue (batch statistics; a backward follows)");
     free(x), free(z), free(y_ref), free(y), free(buf);
     destroy(&cv);
     destroy(&bn);
