@@ -24,7 +24,8 @@
  *   the conv scratch shared by the three convs.
  * a1 is read only by conv2's weight gradient: while that weight is frozen (and bn1 + ReLU
  * run fused, which recompute the mask from c1), the forward pass writes a1 to t1 instead,
- * so that plane is never touched (fastai's freeze keeps one plane less per block).
+ * so that plane is never touched (fastai's freeze keeps one plane less per block). In eval
+ * mode bn1 + ReLU run in conv1's output pass (eng_bn_relu_epilogue): c1 is not written.
  */
 #include <math.h>
 #include <stdio.h>
@@ -294,15 +295,26 @@ static void block_forward(eng_layer *l, const eng_fwd_args *a)
     block_bufs b = bufs(l, N);
     eng_layer c;
     eng_fwd_args fa = {.N = N, .train = a->train};
+    eng_layer bn1;
+    child(l, CH_BN1, &b, &bn1);
     child(l, CH_CONV1, &b, &c);
-    run_fwd(&c, N, a->x, b.c1, a->train);
-    child(l, CH_BN1, &b, &c);
-    if (l->unfused) {
-        run_fwd(&c, N, b.c1, b.a1, a->train);
-        relu_inplace(b.a1, o);
+    /* eval: bn1 + ReLU in conv1's output pass, its arrays in t2 (free during the forward;
+     * too small only for one value per channel) */
+    eng_epilogue epi;
+    if (!l->unfused && o >= eng_bn_relu_epilogue_floats(&bn1) &&
+        eng_bn_relu_epilogue(&bn1, a->train, &epi, b.t2)) {
+        fa.x = a->x, fa.y = b.a1, fa.epi = &epi;
+        c.ops->forward(&c, &fa);
+        fa.epi = NULL;
     } else {
-        fa.x = b.c1, fa.y = b.a1;
-        eng_bn_relu_forward(&c, &fa, NULL);
+        run_fwd(&c, N, a->x, b.c1, a->train);
+        if (l->unfused) {
+            run_fwd(&bn1, N, b.c1, b.a1, a->train);
+            relu_inplace(b.a1, o);
+        } else {
+            fa.x = b.c1, fa.y = b.a1;
+            eng_bn_relu_forward(&bn1, &fa, NULL);
+        }
     }
     child(l, CH_CONV2, &b, &c);
     run_fwd(&c, N, b.a1, b.c2, a->train);
