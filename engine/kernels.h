@@ -47,8 +47,8 @@ size_t eng_conv2d_tmp_floats(const eng_conv2d_geom *g, size_t nb);
 void eng_conv2d_forward(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
                         const float *b, float *y, const eng_conv2d_scratch *s);
 
-/* eng_conv2d_forward with the epilogue epi (borrowed, NULL: none; layers.h) run on each output
- * plane after its bias, image n counted from the call's first. */
+/* eng_conv2d_forward with the epilogue epi (borrowed, NULL: none; layers.h) applied to each
+ * output plane after its bias, while the plane is in the cache. */
 void eng_conv2d_forward_epi(const eng_conv2d_geom *g, size_t N, const float *x, const float *w,
                             const float *b, float *y, const eng_conv2d_scratch *s,
                             const eng_epilogue *epi);

@@ -471,8 +471,8 @@ static void forward_part(void *ctx, size_t p, size_t T)
                                j->epi);
         return;
     }
-    /* with a bias the epilogue follows it, in the same pass over each plane */
-    const bool epi = j->epi && !b; /* in the output transform, else after the bias */
+    /* the epilogue in the output transform; with a bias, after it in the bias pass */
+    const bool epi = j->epi && !b;
     eng_wino_conv_relu_t(wino_t(g), g->IC, g->OC, g->OH, g->OW, hi - lo, j->x + lo * in, j->U,
                          j->y + lo * out, part_base(j, p), j->nbw, epi ? j->epi->scale : NULL,
                          epi ? j->epi->shift : NULL);

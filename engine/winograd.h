@@ -96,10 +96,11 @@ void eng_wino_wgrad_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, s
                       size_t nb);
 
 /* eng_wino_conv_t (accumulate = false) with a per-channel affine map and a ReLU applied as
- * the output transform stores each value v of channel c, in registers:
+ * the output transform produces each value v of channel c, in registers:
  * y = max(0, v * scale[c] + shift[c]), evaluated as v * scale[c], then + shift[c], then
- * (> 0 ? : 0) (NaN gives 0); scale, shift [C_out] borrowed. The BatchNorm + ReLU after a
- * convolution (layers.h, eng_epilogue), bit for bit as it computes them. */
+ * (> 0 ? : 0) (NaN gives 0); scale, shift [C_out] borrowed, or both NULL for none. The
+ * BatchNorm + ReLU after a convolution (layers.h, eng_epilogue), bit for bit as it computes
+ * them. */
 void eng_wino_conv_relu_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, size_t N,
                           const float *x, const float *U, float *y, float *scratch, size_t nb,
                           const float *scale, const float *shift);
