@@ -319,6 +319,7 @@ static void test_conv_epilogue(void)
     for (int bias = 0; bias < 2; bias++) {
         check_conv_epilogue(&r, 1, 8, 28, 1, bias, false);   /* im2col, one image per GEMM */
         check_conv_epilogue(&r, 8, 16, 12, 2, bias, false);  /* im2col, images side by side */
+        check_conv_epilogue(&r, 16, 32, 28, 2, bias, bias);  /* M1's stride-2 geometry */
         check_conv_epilogue(&r, 16, 12, 12, 1, bias, bias);  /* Winograd F(4x4) */
         check_conv_epilogue(&r, 16, 12, 17, 1, bias, !bias); /* F(4x4): rows of 16 + a tail */
         check_conv_epilogue(&r, 12, 16, 6, 1, bias, !bias);  /* Winograd F(2x2), even */
