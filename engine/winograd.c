@@ -581,9 +581,10 @@ static void weights4(size_t OC, size_t IC, const float *w, bool transpose_flip, 
  * columns (j) straight into V: unit-stride passes over the T tiles of the plane (rows) and
  * over the m x T tiles of a channel's m images (columns: they are contiguous in V, r holds
  * them all). Per plane that had been 12 calls of bt6 over T tiles, one AVX-512 vector and a
- * call's overhead each on M1's 14x14 maps (T = 16): the column passes over m x T tiles (64
- * on M1's 64 -> 64 layer) made it and output_transform4 about 25% cheaper there (that
- * layer's eng_wino_conv_t on 64 images, 1 thread: 4.4 -> 3.4 ms; no change on 28x28). */
+ * call's overhead each on M1's 14x14 maps (T = 16); over m x T tiles (80 on M1's 64 -> 64
+ * layer, 5 images per chunk), with output_transform4 and grad_transform4 likewise, that
+ * layer's eng_wino_conv_t on 64 images, 1 thread, went 4.4 -> 3.4 ms (no change on 28x28).
+ * Splitting the rows into phases with 4x4 transposes only, no scalar tails, was slower. */
 ENG_SIMD_AVX512 static void input_transform4(size_t C, size_t H, size_t W, size_t m, const float *x,
                                              float *V, size_t ldv, float *work)
 {
