@@ -302,6 +302,83 @@ static void row_retap(const float *restrict src, size_t ld, size_t n, size_t KK,
         retap(src, ld, n, KK, dst, accumulate);
 }
 
+/* The activations' transposes between NCHW planes and the kernel's [channel][position][image]
+ * rows: d [(u*V + v)*N + n] = p_n [u*rs + v*S] for the N images' planes p_n (ps floats apart)
+ * and positions u < U, v < V, and back. Four images at a time; with S = 1 (S <= 2 into the
+ * rows) their positions are read (written) as vectors and turned around by 4x4 transposes,
+ * where one image at a time with scalar loads and stores took about 2% of the time of
+ * resnet18's conv_tap layers; the rest goes an image at a time. */
+ENG_SIMD_AVX2
+static void planes_to_rows(const float *restrict p, size_t ps, size_t U, size_t V, size_t rs,
+                           size_t S, float *restrict d, size_t N)
+{
+    for (size_t n = 0; n < N; n += 4) {
+        const size_t K = N - n < 4 ? N - n : 4;
+        for (size_t u = 0; u < U; u++) {
+            const float *pu = p + n * ps + u * rs;
+            float *du = d + u * V * N + n;
+            size_t q = 0;
+#if TAP_VEC4
+            const tap_v4i even = {0, 2, 5, 7}; /* stride 2: 0, 2 of [0..3], 4, 6 of [3..6] */
+            if (K == 4 && S <= 2)
+                for (; q + 4 <= V; q += 4) {
+                    tap_v4 r[4];
+                    for (size_t k = 0; k < 4; k++) {
+                        const float *pk = pu + k * ps + q * S;
+                        r[k] =
+                            S == 1 ? load4(pk) : __builtin_shuffle(load4(pk), load4(pk + 3), even);
+                    }
+                    transpose4(r);
+                    for (size_t m = 0; m < 4; m++)
+                        memcpy(du + (q + m) * N, &r[m], sizeof(r[m]));
+                }
+#endif
+            for (size_t k = 0; k < K; k++) /* an image at a time: a plane's row in order */
+                for (size_t i = q; i < V; i++)
+                    du[i * N + k] = pu[k * ps + i * S];
+        }
+    }
+}
+
+/* The inverse: p_n [u*rs + v*S] = d [(u*V + v)*N + n] + bias, or += d [..] when accumulating. */
+ENG_SIMD_AVX2
+static void rows_to_planes(const float *restrict d, size_t N, size_t U, size_t V, size_t rs,
+                           size_t S, float *restrict p, size_t ps, bool accumulate, bool add_bias,
+                           float bias)
+{
+    for (size_t n = 0; n < N; n += 4) {
+        const size_t K = N - n < 4 ? N - n : 4;
+        for (size_t u = 0; u < U; u++) {
+            float *pu = p + n * ps + u * rs;
+            const float *du = d + u * V * N + n;
+            size_t q = 0;
+#if TAP_VEC4
+            if (K == 4 && S == 1)
+                for (; q + 4 <= V; q += 4) {
+                    tap_v4 r[4] = {load4(du + q * N), load4(du + (q + 1) * N),
+                                   load4(du + (q + 2) * N), load4(du + (q + 3) * N)};
+                    transpose4(r);
+                    for (size_t k = 0; k < 4; k++) {
+                        float *o = pu + k * ps + q;
+                        tap_v4 v = r[k];
+                        if (accumulate)
+                            v += load4(o);
+                        else if (add_bias)
+                            v += bias;
+                        memcpy(o, &v, sizeof(v));
+                    }
+                }
+#endif
+            for (size_t k = 0; k < K; k++)
+                for (size_t i = q; i < V; i++) {
+                    float *o = pu + k * ps + i * S;
+                    const float v = du[i * N + k];
+                    *o = accumulate ? *o + v : add_bias ? v + bias : v;
+                }
+        }
+    }
+}
+
 /* wb [t][oc - o0][ic - lo] = w [oc][ic][t] for oc in [o0, o1), ic in [lo, hi): per oc the
  * contiguous run of w holding those input channels. */
 static void weights_runs(const tap_job *j, size_t o0, size_t o1, size_t lo, size_t hi, float *wb)
@@ -316,60 +393,43 @@ static void weights_runs(const tap_job *j, size_t o0, size_t o1, size_t lo, size
     }
 }
 
-/* Channels [lo, hi) of x [N, IC, IH, IW] into xt (every phase), and back (xt_to_input).
- * One (image, channel) plane at a time, every phase of it: a plane is contiguous, while the
- * planes of consecutive images are IC*IH*IW floats apart, on these layers a multiple of
- * 4 KB, so that 32 images' planes fall into the same L1 set; going over the images inside
- * the plane loop thrashed it (the writes of the input gradient's: 3.6% of a frozen step).
- * The channel's block of xt (IH*IW*N floats) stays in L1 while its N planes go by. */
-static void input_to_xt(const tap_job *j, const float *x, size_t lo, size_t hi)
+/* Channels [lo, hi) of x [N, IC, IH, IW] into xt (every phase), and back (xt_to_input), a
+ * channel and a phase at a time. The planes of consecutive images are IC*IH*IW floats apart,
+ * on these layers a multiple of 4 KB, so that 32 images' planes fall into the same L1 set:
+ * going over all of them for each position thrashed it (the writes of the input gradient's:
+ * 3.6% of a frozen step); four at a time they stay, and so does the channel's block of xt
+ * (IH*IW*N floats). A phase of a stride-1 convolution is the whole plane, one run of
+ * positions. x non-NULL: x into xt; else dxt into dx (j->dst, j->accumulate). */
+static void planes_xt(const tap_job *j, const float *x, size_t ic)
 {
     const eng_conv2d_geom *g = j->g;
     const size_t N = j->N, IC = g->IC, IP = g->IH * g->IW;
-    for (size_t ic = lo; ic < hi; ic++)
-        for (size_t n = 0; n < N; n++) {
-            const float *plane = x + (n * IC + ic) * IP;
-            size_t off = 0; /* floats of xt before phase (a, b) */
-            for (size_t a = 0; a < g->SH; a++)
-                for (size_t b = 0; b < g->SW; b++) {
-                    const size_t Hu = phase_len(g->IH, g->SH, a), Wv = phase_len(g->IW, g->SW, b);
-                    float *ph = j->xt + off + ic * Hu * Wv * N + n;
-                    for (size_t u = 0; u < Hu; u++) {
-                        const float *s = plane + (u * g->SH + a) * g->IW + b;
-                        float *d = ph + u * Wv * N;
-                        for (size_t v = 0; v < Wv; v++)
-                            d[v * N] = s[v * g->SW];
-                    }
-                    off += Hu * Wv * IC * N;
-                }
+    size_t off = 0; /* floats of xt before phase (a, b) */
+    for (size_t a = 0; a < g->SH; a++)
+        for (size_t b = 0; b < g->SW; b++) {
+            const size_t Hu = phase_len(g->IH, g->SH, a), Wv = phase_len(g->IW, g->SW, b);
+            const bool whole = g->SH == 1 && g->SW == 1;
+            const size_t U = whole ? 1 : Hu, V = whole ? IP : Wv, rs = g->SH * g->IW;
+            const size_t at = ic * IP + a * g->IW + b, row = off + ic * Hu * Wv * N;
+            if (x)
+                planes_to_rows(x + at, IC * IP, U, V, rs, g->SW, j->xt + row, N);
+            else
+                rows_to_planes(j->dxt + row, N, U, V, rs, g->SW, j->dst + at, IC * IP,
+                               j->accumulate, false, 0.0f);
+            off += Hu * Wv * IC * N;
         }
+}
+
+static void input_to_xt(const tap_job *j, const float *x, size_t lo, size_t hi)
+{
+    for (size_t ic = lo; ic < hi; ic++)
+        planes_xt(j, x, ic);
 }
 
 static void xt_to_input(const tap_job *j, size_t lo, size_t hi)
 {
-    const eng_conv2d_geom *g = j->g;
-    const size_t N = j->N, IC = g->IC, IP = g->IH * g->IW;
     for (size_t ic = lo; ic < hi; ic++)
-        for (size_t n = 0; n < N; n++) {
-            float *plane = j->dst + (n * IC + ic) * IP;
-            size_t off = 0;
-            for (size_t a = 0; a < g->SH; a++)
-                for (size_t b = 0; b < g->SW; b++) {
-                    const size_t Hu = phase_len(g->IH, g->SH, a), Wv = phase_len(g->IW, g->SW, b);
-                    const float *ph = j->dxt + off + ic * Hu * Wv * N + n;
-                    for (size_t u = 0; u < Hu; u++) {
-                        const float *s = ph + u * Wv * N;
-                        float *d = plane + (u * g->SH + a) * g->IW + b;
-                        if (j->accumulate)
-                            for (size_t v = 0; v < Wv; v++)
-                                d[v * g->SW] += s[v * N];
-                        else
-                            for (size_t v = 0; v < Wv; v++)
-                                d[v * g->SW] = s[v * N];
-                    }
-                    off += Hu * Wv * IC * N;
-                }
-        }
+        planes_xt(j, NULL, ic);
 }
 
 /* ---- forward ----------------------------------------------------------------------------- */
@@ -418,11 +478,7 @@ static void fwd_gemm_part(void *ctx, size_t p, size_t T)
     for (size_t oc = lo; oc < hi; oc++) {
         const float *s = j->yt + oc * PN;
         const float bias = j->b ? j->b[oc] : 0.0f;
-        for (size_t n = 0; n < N; n++) {
-            float *d = j->dst + (n * OC + oc) * P;
-            for (size_t q = 0; q < P; q++)
-                d[q] = s[q * N + n] + bias;
-        }
+        rows_to_planes(s, N, 1, P, 0, 1, j->dst + oc * P, OC * P, false, true, bias);
     }
 }
 
@@ -451,11 +507,7 @@ static void bwd_transpose_part(void *ctx, size_t p, size_t T)
     eng_par_range(OC, p, T, &lo, &hi);
     for (size_t oc = lo; oc < hi; oc++) {
         float *d = j->yt + oc * P * N;
-        for (size_t n = 0; n < N; n++) {
-            const float *s = j->src + (n * OC + oc) * P;
-            for (size_t q = 0; q < P; q++)
-                d[q * N + n] = s[q];
-        }
+        planes_to_rows(j->src + oc * P, OC * P, 1, P, 0, 1, d, N);
     }
     if (j->dw) {
         eng_par_range(j->g->IC, p, T, &lo, &hi);
