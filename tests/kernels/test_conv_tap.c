@@ -105,6 +105,12 @@ static void check_all(test_rng *r)
     check(r, 2, 40, 520, 2, 2, 3, 1, 1);
     check(r, 2, 520, 24, 2, 2, 3, 1, 1);
     check(r, 2, 36, 530, 4, 4, 3, 2, 1);
+    /* four images and more: the transposes' 4x4 vectors and their tails, stride 1 (a plane of
+     * 15 positions) and 2 (phase rows of 5 and 4); 128x128 weights, whose tap GEMMs are split
+     * into 32 columns (48 on the centre tap) */
+    check(r, 6, 5, 7, 5, 3, 3, 1, 1);
+    check(r, 5, 6, 8, 9, 10, 3, 2, 1);
+    check(r, 3, 128, 128, 4, 4, 3, 1, 1);
 }
 
 /* The conv2d layer (layers.h) on small outputs, where it dispatches to conv_tap for N >= 2:
