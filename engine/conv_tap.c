@@ -133,22 +133,21 @@ static size_t tap_block(const eng_conv2d_geom *g, size_t N, const tap_span *s, s
     return (s->ow_hi - s->ow_lo) * N;
 }
 
-/* OpenBLAS (0.3.21, its SkylakeX/Cooperlake sgemm) runs a GEMM with M*N*K <= 100^3 through a
- * "small matrix" kernel that reads both operands in place, without packing them. The tap
- * GEMMs of the forward (M = K = 128) and of the input gradient (M = the part's input channels,
- * K = 32) are just above that at 64 columns and more; split into GEMMs of a power-of-two
- * number of columns under it (32 or 64 here), they ran faster (resnet18 b32, 1 thread, the
- * tap layers' forward ~16.7 -> ~14.8 ms, input gradient ~16.3 -> ~15.0 ms per step). Every
- * column is the same sum either way, but the small kernel's bits differ from the packed
- * one's. Returns the columns per GEMM (at least 16; all of them when M*K is larger). */
-#define SMALL_MNK (100 * 100 * 100)
-
-static size_t small_cols(size_t M, size_t K, size_t ncols)
+/* Columns per tap GEMM of M x K (of ncols): OpenBLAS's small-matrix kernel (gemm.h: GEMMs of
+ * M*N*K <= small, on the SkylakeX-family cores) reads the operands in place, without packing
+ * them. The tap GEMMs of the forward (M = K = 128) and of the input gradient (M = the part's
+ * input channels, K = 32) are just above that size at 64 columns and more; split into GEMMs of
+ * a power-of-two number of columns under it (32 or 64 here), they ran faster on Cooperlake
+ * (resnet18 b32, 1 thread, the tap layers' forward ~16.7 -> ~14.8 ms, input gradient ~16.3 ->
+ * ~15.0 ms per step) and 2.5% slower on the Haswell kernels, which have no such kernel (so:
+ * all the columns there). Every column is the same sum either way, but the small kernel's
+ * bits differ from the packed one's. At least 16 columns, else all of them. */
+static size_t small_cols(size_t M, size_t K, size_t ncols, size_t small)
 {
     size_t c = 16;
-    if (M * K * c > SMALL_MNK)
+    if (M * K * c > small)
         return ncols;
-    while (M * K * 2 * c <= SMALL_MNK)
+    while (M * K * 2 * c <= small)
         c *= 2;
     return c;
 }
@@ -221,6 +220,7 @@ typedef struct tap_job {
     float *dw;      /* backward: [OC, IC, KH, KW] (NULL: none) */
     bool accumulate_dw;
     float *xt, *yt, *wt, *dxt;
+    size_t small; /* eng_sgemm_small_mnk() */
 } tap_job;
 
 static size_t taps(const eng_conv2d_geom *g)
@@ -489,7 +489,7 @@ static void fwd_gemm_part(void *ctx, size_t p, size_t T)
                 const float *xt = j->xt + sp.phase_off + i0 * sp.ld_in;
                 for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
                     size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
-                    for (size_t c0 = 0, C = small_cols(bo, bi, nc); c0 < nc; c0 += C)
+                    for (size_t c0 = 0, C = small_cols(bo, bi, nc, j->small); c0 < nc; c0 += C)
                         eng_sgemm(false, false, bo, nc - c0 < C ? nc - c0 : C, bi, 1.0f, wt, bi,
                                   xt + ic_col + c0, sp.ld_in, 1.0f, yt + oc_col + c0, PN);
                 }
@@ -508,7 +508,14 @@ void eng_convtap_forward(const eng_conv2d_geom *g, size_t N, const float *x, con
 {
     if (N == 0)
         return;
-    tap_job j = {.g = g, .N = N, .src = x, .w = w, .b = b, .dst = y, .xt = scratch};
+    tap_job j = {.g = g,
+                 .N = N,
+                 .src = x,
+                 .w = w,
+                 .b = b,
+                 .dst = y,
+                 .xt = scratch,
+                 .small = eng_sgemm_small_mnk()};
     j.yt = j.xt + g->IC * g->IH * g->IW * N;
     j.wt = j.yt + g->OC * g->OH * g->OW * N + g->IC * g->IH * g->IW * N; /* after dxt */
     const size_t T = eng_par_threads();
@@ -568,7 +575,7 @@ static void bwd_input_part(void *ctx, size_t p, size_t T)
             float *dxt = j->dxt + sp.phase_off + lo * sp.ld_in;
             for (size_t i = 0, nb = tap_nblocks(&sp); i < nb; i++) {
                 size_t oc_col, ic_col, nc = tap_block(g, N, &sp, i, &oc_col, &ic_col);
-                for (size_t c0 = 0, C = small_cols(n, b, nc); c0 < nc; c0 += C)
+                for (size_t c0 = 0, C = small_cols(n, b, nc, j->small); c0 < nc; c0 += C)
                     eng_sgemm(true, false, n, nc - c0 < C ? nc - c0 : C, b, 1.0f, wt, n,
                               j->yt + o0 * PN + oc_col + c0, PN, 1.0f, dxt + ic_col + c0, sp.ld_in);
             }
@@ -624,7 +631,8 @@ void eng_convtap_backward(const eng_conv2d_geom *g, size_t N, const float *x, co
                  .x = x,
                  .dw = dw,
                  .accumulate_dw = accumulate_dw,
-                 .xt = scratch};
+                 .xt = scratch,
+                 .small = eng_sgemm_small_mnk()};
     j.yt = j.xt + g->IC * g->IH * g->IW * N;
     j.dxt = j.yt + g->OC * g->OH * g->OW * N;
     j.wt = j.dxt + g->IC * g->IH * g->IW * N;

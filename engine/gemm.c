@@ -5,6 +5,7 @@
 #include "gemm.h"
 
 #include <stddef.h>
+#include <strings.h>
 
 #include <cblas.h>
 
@@ -19,6 +20,16 @@ void eng_sgemm(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, cons
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta,
                 C, (blasint)ldc);
+}
+
+size_t eng_sgemm_small_mnk(void)
+{
+    static const char *const cores[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    const char *core = openblas_get_corename();
+    for (size_t i = 0; core && i < sizeof cores / sizeof cores[0]; i++)
+        if (strcasecmp(core, cores[i]) == 0)
+            return 100 * 100 * 100;
+    return 0;
 }
 
 void eng_sgemm_ref(bool ta, bool tb, size_t M, size_t N, size_t K, float alpha, const float *A,
