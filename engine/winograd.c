@@ -91,7 +91,8 @@ void eng_wino_wgrad(size_t C_in, size_t C_out, size_t H, size_t W, size_t N, con
     eng_wino_wgrad_t(2, C_in, C_out, H, W, N, x, dy, dw, accumulate, scratch, nb);
 }
 
-static void weights2(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
+/* weights2's reference: one kernel at a time (eng_wino_weights_naive_t) */
+static void weights2_naive(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
 {
     /* output channels of the transformed convolution: OC, or IC when transposed */
     const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
@@ -551,7 +552,58 @@ static inline void g6(float g0, float g1, float g2, float *u)
     u[5] = g2;
 }
 
-static void weights4(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
+/* The weight transforms run every step (forward and input gradient): WL kernels at a time,
+ * consecutive columns i of U, so that the arithmetic runs across the lanes (each lane through
+ * the same operations in the same order as one kernel alone: the same bits) and each of U's
+ * 36 (16) positions gets WL contiguous floats instead of one float per kernel. The loops run
+ * along o inside for the transposed kernel, whose lanes are then rows of w read in turn
+ * (o outside, each pass would read 36 bytes of every row's lines). */
+#define WL 16
+
+/* Lanes [0, nl) of kernels (o, i0 + lane) of w as g[kh * 3 + kw][lane], flipped and
+ * transposed when asked; the other lanes 0. */
+static void load_lanes(size_t IC, const float *w, bool transpose_flip, size_t o, size_t i0,
+                       size_t nl, float g[9][WL])
+{
+    for (size_t l = 0; l < WL; l++)
+        for (size_t k = 0; k < 9; k++)
+            g[k][l] = l >= nl          ? 0.0f
+                      : transpose_flip ? w[((i0 + l) * IC + o) * 9 + (8 - k)]
+                                       : w[(o * IC + i0 + l) * 9 + k];
+}
+
+/* g6 across the lanes */
+static inline void g6_lanes(const float *restrict g0, const float *restrict g1,
+                            const float *restrict g2, float u[6][WL])
+{
+    const float s6 = 1.0f / 6.0f;
+    for (size_t l = 0; l < WL; l++) {
+        u[0][l] = 0.25f * g0[l];
+        u[1][l] = -(g0[l] + g1[l] + g2[l]) * s6;
+        u[2][l] = -(g0[l] - g1[l] + g2[l]) * s6;
+        u[3][l] = (0.25f * g0[l] + 0.5f * g1[l] + g2[l]) * s6;
+        u[4][l] = (0.25f * g0[l] - 0.5f * g1[l] + g2[l]) * s6;
+        u[5][l] = g2[l];
+    }
+}
+
+ENG_SIMD_AVX512 static void weights4_lanes(size_t IC, size_t RO, size_t RI, const float *w,
+                                           bool transpose_flip, size_t o, size_t i0, float *U)
+{
+    const size_t nl = RI - i0 < WL ? RI - i0 : WL;
+    float g[9][WL], q[3][6][WL], u[6][WL]; /* q[c] = G g[.][c] */
+    load_lanes(IC, w, transpose_flip, o, i0, nl, g);
+    for (size_t c = 0; c < 3; c++)
+        g6_lanes(g[c], g[3 + c], g[6 + c], q[c]);
+    for (size_t r = 0; r < 6; r++) { /* (G g) G^T, row r */
+        g6_lanes(q[0][r], q[1][r], q[2][r], u);
+        for (size_t c = 0; c < 6; c++)
+            memcpy(U + ((r * 6 + c) * RO + o) * RI + i0, u[c], nl * sizeof(float));
+    }
+}
+
+/* weights4's reference: one kernel at a time (eng_wino_weights_naive_t) */
+static void weights4_naive(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
 {
     const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
     for (size_t o = 0; o < RO; o++)
@@ -571,6 +623,59 @@ static void weights4(size_t OC, size_t IC, const float *w, bool transpose_flip, 
                     U[((r * 6 + c) * RO + o) * RI + i] = u[c];
             }
         }
+}
+
+/* the F(2x2) u = G g across the lanes, as weights2_naive */
+static inline void g4_lanes(const float *restrict g0, const float *restrict g1,
+                            const float *restrict g2, float u[4][WL])
+{
+    for (size_t l = 0; l < WL; l++) {
+        u[0][l] = g0[l];
+        u[1][l] = 0.5f * (g0[l] + g1[l] + g2[l]);
+        u[2][l] = 0.5f * (g0[l] - g1[l] + g2[l]);
+        u[3][l] = g2[l];
+    }
+}
+
+ENG_SIMD_AVX512 static void weights2_lanes(size_t IC, size_t RO, size_t RI, const float *w,
+                                           bool transpose_flip, size_t o, size_t i0, float *U)
+{
+    const size_t nl = RI - i0 < WL ? RI - i0 : WL;
+    float g[9][WL], q[3][4][WL], u[4][WL]; /* q[c] = G g[.][c] */
+    load_lanes(IC, w, transpose_flip, o, i0, nl, g);
+    for (size_t c = 0; c < 3; c++)
+        g4_lanes(g[c], g[3 + c], g[6 + c], q[c]);
+    for (size_t r = 0; r < 4; r++) { /* (G g) G^T, row r */
+        g4_lanes(q[0][r], q[1][r], q[2][r], u);
+        for (size_t c = 0; c < 4; c++)
+            memcpy(U + ((r * 4 + c) * RO + o) * RI + i0, u[c], nl * sizeof(float));
+    }
+}
+
+static void weights2(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
+{
+    const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
+    if (transpose_flip)
+        for (size_t i0 = 0; i0 < RI; i0 += WL)
+            for (size_t o = 0; o < RO; o++)
+                weights2_lanes(IC, RO, RI, w, true, o, i0, U);
+    else
+        for (size_t o = 0; o < RO; o++)
+            for (size_t i0 = 0; i0 < RI; i0 += WL)
+                weights2_lanes(IC, RO, RI, w, false, o, i0, U);
+}
+
+static void weights4(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
+{
+    const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
+    if (transpose_flip)
+        for (size_t i0 = 0; i0 < RI; i0 += WL)
+            for (size_t o = 0; o < RO; o++)
+                weights4_lanes(IC, RO, RI, w, true, o, i0, U);
+    else
+        for (size_t o = 0; o < RO; o++)
+            for (size_t i0 = 0; i0 < RI; i0 += WL)
+                weights4_lanes(IC, RO, RI, w, false, o, i0, U);
 }
 
 /* V[e][c][n*T + t] (e = 6k + j) of the m images x [C, H, W] of a chunk. Each plane, padded by
@@ -873,6 +978,15 @@ size_t eng_wino_wgrad_scratch_floats_t(size_t t, size_t C_in, size_t C_out, size
     size_t ft =
         eng_wino_scratch_floats_t(t, C_in, C_out, H, W, nb) + eng_wino_npos(t) * C_out * C_in;
     return f2 > ft ? f2 : ft;
+}
+
+void eng_wino_weights_naive_t(size_t t, size_t OC, size_t IC, const float *w, bool transpose_flip,
+                              float *U)
+{
+    if (t == 4)
+        weights4_naive(OC, IC, w, transpose_flip, U);
+    else
+        weights2_naive(OC, IC, w, transpose_flip, U);
 }
 
 void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool transpose_flip,

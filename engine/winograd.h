@@ -83,6 +83,9 @@ size_t eng_wino_wgrad_scratch_floats_t(size_t t, size_t C_in, size_t C_out, size
 /* As eng_wino_weights: U [npos(t)][RO][RI]. */
 void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool transpose_flip,
                         float *U);
+/* eng_wino_weights_t's reference, one kernel at a time: the same bits (tests/kernels). */
+void eng_wino_weights_naive_t(size_t t, size_t OC, size_t IC, const float *w, bool transpose_flip,
+                              float *U);
 
 /* As eng_wino_conv and eng_wino_wgrad, with U from eng_wino_weights_t(t, ...) and the
  * scratch of variant t. For t = 4 the weight gradient runs as F(4x4) on maps of at least

@@ -23,6 +23,7 @@ static void check_t(test_rng *r, size_t t, size_t N, size_t IC, size_t OC, size_
     float *x = test_alloc(in), *w = test_alloc(OC * IC * 9), *y = test_alloc(out);
     float *y_ref = test_alloc(out), *dy = test_alloc(out), *dx = test_alloc(in);
     float *dx_ref = test_alloc(in), *U = test_alloc(eng_wino_npos(t) * OC * IC);
+    float *U_ref = test_alloc(eng_wino_npos(t) * OC * IC);
     size_t big = IC > OC ? IC : OC;
     float *s = test_alloc(eng_wino_wgrad_scratch_floats_t(t, big, big, H, W, nb));
     float *dw = test_alloc(OC * IC * 9), *dw_ref = test_alloc(OC * IC * 9);
@@ -31,6 +32,9 @@ static void check_t(test_rng *r, size_t t, size_t N, size_t IC, size_t OC, size_
     test_fill(r, dy, out, -1, 1);
     eng_conv2d_ref_forward(&g, N, x, w, NULL, y_ref);
     eng_wino_weights_t(t, OC, IC, w, false, U);
+    eng_wino_weights_naive_t(t, OC, IC, w, false, U_ref);
+    ok(memcmp(U, U_ref, eng_wino_npos(t) * OC * IC * sizeof(float)) == 0, "F(%zu) weights as naive",
+       t);
     eng_wino_conv_t(t, IC, OC, H, W, N, x, U, y, false, s, nb);
     CLOSE(y, y_ref, out, 1e-10, "F(%zu) forward N=%zu %zu->%zu %zux%zu nb=%zu", t, N, IC, OC, H, W,
           nb);
@@ -41,6 +45,9 @@ static void check_t(test_rng *r, size_t t, size_t N, size_t IC, size_t OC, size_
     CLOSE(y, y_ref, out, 1e-10, "forward accumulate");
     eng_conv2d_ref_backward_input(&g, N, dy, w, dx_ref);
     eng_wino_weights_t(t, OC, IC, w, true, U);
+    eng_wino_weights_naive_t(t, OC, IC, w, true, U_ref);
+    ok(memcmp(U, U_ref, eng_wino_npos(t) * OC * IC * sizeof(float)) == 0,
+       "F(%zu) transposed weights as naive", t);
     eng_wino_conv_t(t, OC, IC, H, W, N, dy, U, dx, false, s, nb);
     CLOSE(dx, dx_ref, in, 1e-10, "F(%zu) input gradient N=%zu %zu->%zu %zux%zu", t, N, IC, OC, H,
           W);
@@ -55,6 +62,7 @@ static void check_t(test_rng *r, size_t t, size_t N, size_t IC, size_t OC, size_
     eng_wino_wgrad_t(t, IC, OC, H, W, N, x, dy, dw, true, s, nb);
     CLOSE(dw, dw_ref, OC * IC * 9, 1e-10, "weight gradient accumulate");
     free(x), free(w), free(y), free(y_ref), free(dy), free(dx), free(dx_ref), free(U), free(s);
+    free(U_ref);
     free(dw), free(dw_ref);
 }
 
