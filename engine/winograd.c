@@ -376,7 +376,9 @@ ENG_SIMD_AVX512 static void grad_transform(size_t C, size_t H, size_t W, size_t 
 }
 
 /* dw (+)= G^T acc G per (oc, ic), acc [16][C_out][C_in]. */
-static void wgrad_finish2(size_t C_in, size_t C_out, const float *acc, float *dw, bool accumulate)
+/* the reference, one kernel at a time (eng_wino_wgrad_finish_naive_t) */
+static void wgrad_finish2_naive(size_t C_in, size_t C_out, const float *acc, float *dw,
+                                bool accumulate)
 {
     /* G^T = [1 1/2 1/2 0; 0 1/2 -1/2 0; 0 1/2 1/2 1] */
     const size_t es = C_out * C_in;
@@ -904,7 +906,9 @@ static inline void gt3(const float *u, float *v)
 }
 
 /* dw (+)= G^T acc G per (oc, ic), acc [36][C_out][C_in]. */
-static void wgrad_finish4(size_t C_in, size_t C_out, const float *acc, float *dw, bool accumulate)
+/* the reference, one kernel at a time (eng_wino_wgrad_finish_naive_t) */
+static void wgrad_finish4_naive(size_t C_in, size_t C_out, const float *acc, float *dw,
+                                bool accumulate)
 {
     const size_t es = C_out * C_in;
     for (size_t o = 0; o < C_out; o++)
@@ -925,6 +929,98 @@ static void wgrad_finish4(size_t C_in, size_t C_out, const float *acc, float *dw
                     gw[r * 3 + k] = accumulate ? gw[r * 3 + k] + v[k] : v[k];
             }
         }
+}
+
+/* The weight-gradient finish across WL kernels (o, i0 + lane) at a time, as the weight
+ * transforms: acc's rows are read as WL contiguous floats, each lane through the same
+ * operations in the same order as the naive loop (the same bits). */
+static void store_lanes(size_t nl, float v[9][WL], float *dw, bool accumulate)
+{
+    for (size_t l = 0; l < nl; l++)
+        for (size_t k = 0; k < 9; k++)
+            dw[l * 9 + k] = accumulate ? dw[l * 9 + k] + v[k][l] : v[k][l];
+}
+
+ENG_SIMD_AVX512 static void finish4_lanes(size_t C_in, size_t es, const float *acc, float *dw,
+                                          bool accumulate, size_t o, size_t i0)
+{
+    const size_t nl = C_in - i0 < WL ? C_in - i0 : WL;
+    const float s6 = 1.0f / 6.0f;
+    float q[6][3][WL], v[9][WL]; /* q[c] = G^T acc[.][c] */
+    for (size_t c = 0; c < 6; c++) {
+        float u[6][WL];
+        for (size_t r = 0; r < 6; r++) {
+            memcpy(u[r], acc + (r * 6 + c) * es + o * C_in + i0, nl * sizeof(float));
+            memset(u[r] + nl, 0, (WL - nl) * sizeof(float));
+        }
+        for (size_t l = 0; l < WL; l++) { /* gt3 */
+            q[c][0][l] = 0.25f * u[0][l] + (0.25f * (u[3][l] + u[4][l]) - (u[1][l] + u[2][l])) * s6;
+            q[c][1][l] = ((u[2][l] - u[1][l]) + 0.5f * (u[3][l] - u[4][l])) * s6;
+            q[c][2][l] = ((u[3][l] + u[4][l]) - (u[1][l] + u[2][l])) * s6 + u[5][l];
+        }
+    }
+    for (size_t r = 0; r < 3; r++)
+        for (size_t l = 0; l < WL; l++) { /* gt3 of q[0..5][r] */
+            const float u0 = q[0][r][l], u1 = q[1][r][l], u2 = q[2][r][l], u3 = q[3][r][l],
+                        u4 = q[4][r][l], u5 = q[5][r][l];
+            v[r * 3][l] = 0.25f * u0 + (0.25f * (u3 + u4) - (u1 + u2)) * s6;
+            v[r * 3 + 1][l] = ((u2 - u1) + 0.5f * (u3 - u4)) * s6;
+            v[r * 3 + 2][l] = ((u3 + u4) - (u1 + u2)) * s6 + u5;
+        }
+    store_lanes(nl, v, dw + (o * C_in + i0) * 9, accumulate);
+}
+
+ENG_SIMD_AVX512 static void finish2_lanes(size_t C_in, size_t es, const float *acc, float *dw,
+                                          bool accumulate, size_t o, size_t i0)
+{
+    const size_t nl = C_in - i0 < WL ? C_in - i0 : WL;
+    float q[3][4][WL], v[9][WL]; /* G^T acc */
+    for (size_t c = 0; c < 4; c++) {
+        float u[4][WL];
+        for (size_t r = 0; r < 4; r++) {
+            memcpy(u[r], acc + (r * 4 + c) * es + o * C_in + i0, nl * sizeof(float));
+            memset(u[r] + nl, 0, (WL - nl) * sizeof(float));
+        }
+        for (size_t l = 0; l < WL; l++) {
+            q[0][c][l] = u[0][l] + 0.5f * (u[1][l] + u[2][l]);
+            q[1][c][l] = 0.5f * (u[1][l] - u[2][l]);
+            q[2][c][l] = 0.5f * (u[1][l] + u[2][l]) + u[3][l];
+        }
+    }
+    for (size_t r = 0; r < 3; r++)
+        for (size_t l = 0; l < WL; l++) {
+            v[r * 3][l] = q[r][0][l] + 0.5f * (q[r][1][l] + q[r][2][l]);
+            v[r * 3 + 1][l] = 0.5f * (q[r][1][l] - q[r][2][l]);
+            v[r * 3 + 2][l] = 0.5f * (q[r][1][l] + q[r][2][l]) + q[r][3][l];
+        }
+    store_lanes(nl, v, dw + (o * C_in + i0) * 9, accumulate);
+}
+
+/* dw (+)= G^T acc G per (oc, ic), acc [npos(t)][C_out][C_in]. */
+static void wgrad_finish(size_t t, size_t C_in, size_t C_out, const float *acc, float *dw,
+                         bool accumulate)
+{
+    for (size_t o = 0; o < C_out; o++)
+        for (size_t i0 = 0; i0 < C_in; i0 += WL)
+            if (t == 4)
+                finish4_lanes(C_in, C_out * C_in, acc, dw, accumulate, o, i0);
+            else
+                finish2_lanes(C_in, C_out * C_in, acc, dw, accumulate, o, i0);
+}
+
+void eng_wino_wgrad_finish_t(size_t t, size_t C_in, size_t C_out, const float *acc, float *dw,
+                             bool accumulate)
+{
+    wgrad_finish(t, C_in, C_out, acc, dw, accumulate);
+}
+
+void eng_wino_wgrad_finish_naive_t(size_t t, size_t C_in, size_t C_out, const float *acc, float *dw,
+                                   bool accumulate)
+{
+    if (t == 4)
+        wgrad_finish4_naive(C_in, C_out, acc, dw, accumulate);
+    else
+        wgrad_finish2_naive(C_in, C_out, acc, dw, accumulate);
 }
 
 /* ---- entry points of both variants ------------------------------------------------------- */
@@ -1070,7 +1166,7 @@ void eng_wino_wgrad_t(size_t t, size_t C_in, size_t C_out, size_t H, size_t W, s
                       ld, n0 == 0 ? 0.0f : 1.0f, acc + e * C_out * C_in, C_in);
     }
     if (t == 4)
-        wgrad_finish4(C_in, C_out, acc, dw, accumulate);
+        wgrad_finish(4, C_in, C_out, acc, dw, accumulate);
     else
-        wgrad_finish2(C_in, C_out, acc, dw, accumulate);
+        wgrad_finish(2, C_in, C_out, acc, dw, accumulate);
 }

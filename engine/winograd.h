@@ -86,6 +86,12 @@ void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool tra
 /* eng_wino_weights_t's reference, one kernel at a time: the same bits (tests/kernels). */
 void eng_wino_weights_naive_t(size_t t, size_t OC, size_t IC, const float *w, bool transpose_flip,
                               float *U);
+/* The last step of eng_wino_wgrad_t: dw [C_out][C_in][3][3] (+)= G^T acc G per kernel, acc
+ * [npos(t)][C_out][C_in] (the transformed sums); and its one-kernel reference (the same bits). */
+void eng_wino_wgrad_finish_t(size_t t, size_t C_in, size_t C_out, const float *acc, float *dw,
+                             bool accumulate);
+void eng_wino_wgrad_finish_naive_t(size_t t, size_t C_in, size_t C_out, const float *acc, float *dw,
+                                   bool accumulate);
 
 /* As eng_wino_conv and eng_wino_wgrad, with U from eng_wino_weights_t(t, ...) and the
  * scratch of variant t. For t = 4 the weight gradient runs as F(4x4) on maps of at least

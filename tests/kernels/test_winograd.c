@@ -61,6 +61,15 @@ static void check_t(test_rng *r, size_t t, size_t N, size_t IC, size_t OC, size_
         dw_ref[i] *= 2.0f;
     eng_wino_wgrad_t(t, IC, OC, H, W, N, x, dy, dw, true, s, nb);
     CLOSE(dw, dw_ref, OC * IC * 9, 1e-10, "weight gradient accumulate");
+    /* the finish of the weight gradient against its one-kernel reference, bit for bit (U as
+     * transformed sums; once overwriting, once accumulating) */
+    for (int acc = 0; acc < 2; acc++) {
+        memcpy(dw_ref, dw, OC * IC * 9 * sizeof(float));
+        eng_wino_wgrad_finish_t(t, IC, OC, U, dw, acc);
+        eng_wino_wgrad_finish_naive_t(t, IC, OC, U, dw_ref, acc);
+        ok(memcmp(dw, dw_ref, OC * IC * 9 * sizeof(float)) == 0,
+           "F(%zu) weight gradient finish%s as naive", t, acc ? " accumulating" : "");
+    }
     free(x), free(w), free(y), free(y_ref), free(dy), free(dx), free(dx_ref), free(U), free(s);
     free(U_ref);
     free(dw), free(dw_ref);
