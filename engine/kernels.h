@@ -66,6 +66,12 @@ void eng_conv2d_backward_bias(const eng_conv2d_geom *g, size_t N, const float *d
 void eng_conv2d_backward_input(const eng_conv2d_geom *g, size_t N, const float *w, const float *dy,
                                float *dx, bool accumulate, const eng_conv2d_scratch *s);
 
+/* eng_conv2d_backward_weight and eng_conv2d_backward_input (the same GEMMs, the same bits) in
+ * one pass over the chunks: each chunk's x is unfolded and its dy gathered once for both. */
+void eng_conv2d_backward_weight_input(const eng_conv2d_geom *g, size_t N, const float *x,
+                                      const float *w, const float *dy, float *dw, bool acc_dw,
+                                      float *dx, bool acc_dx, const eng_conv2d_scratch *s);
+
 /* ---- batch normalisation ----------------------------------------------------------------- */
 
 /* Both BatchNorm2d (x [N, C, H, W], S = H*W) and BatchNorm1d (x [N, C], S = 1) are handled as

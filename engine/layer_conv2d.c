@@ -190,6 +190,43 @@ void eng_conv2d_backward_input(const eng_conv2d_geom *g, size_t N, const float *
     }
 }
 
+void eng_conv2d_backward_weight_input(const eng_conv2d_geom *g, size_t N, const float *x,
+                                      const float *w, const float *dy, float *dw, bool acc_dw,
+                                      float *dx, bool acc_dx, const eng_conv2d_scratch *s)
+{
+    const size_t K = eng_conv2d_kdim(g), P = g->OH * g->OW, OC = g->OC;
+    const size_t in = g->IC * g->IH * g->IW, out = OC * P;
+    const size_t nb = s->nb ? s->nb : 1;
+    if (is_pointwise(g) || N == 0) { /* no unfolding, nothing to share */
+        eng_conv2d_backward_weight(g, N, x, dy, dw, acc_dw, s);
+        eng_conv2d_backward_input(g, N, w, dy, dx, acc_dx, s);
+        return;
+    }
+    for (size_t n0 = 0; n0 < N; n0 += nb) {
+        const size_t m = N - n0 < nb ? N - n0 : nb;
+        const float beta = n0 == 0 && !acc_dw ? 0.0f : 1.0f;
+        const float *xn = x + n0 * in;    /* [m, IC, IH, IW] */
+        const float *dyn = dy + n0 * out; /* [m, OC, OH, OW] */
+        float *dxn = dx + n0 * in;
+        const float *dyc = dyn; /* [OC, m*P] */
+        if (m == 1)
+            eng_im2col(g, xn, s->col, P);
+        else {
+            unfold_chunk(g, m, xn, s->col);
+            gather_chunk(OC, P, m, dyn, s->tmp);
+            dyc = s->tmp;
+        }
+        /* the GEMMs of eng_conv2d_backward_weight and _input, on one gathered dyc */
+        eng_sgemm(false, true, OC, K, m * P, 1.0f, dyc, m * P, s->col, m * P, beta, dw, K);
+        eng_sgemm(true, false, K, m * P, OC, 1.0f, w, K, dyc, m * P, 0.0f, s->col, m * P);
+        for (size_t i = 0; i < m; i++)
+            if (acc_dx)
+                eng_col2im(g, s->col + i * P, m * P, dxn + i * in);
+            else
+                eng_col2im_set(g, s->col + i * P, m * P, dxn + i * in);
+    }
+}
+
 /* ---- operator-table entry ---------------------------------------------------------------- */
 
 /* Images per GEMM: enough that one GEMM has about 512 output columns (small late-stage
@@ -579,6 +616,11 @@ static void backward_part(void *ctx, size_t p, size_t T)
     const size_t in = j->g.IC * j->g.IH * j->g.IW, out = j->g.OC * j->g.OH * j->g.OW;
     /* part 0 writes the weight gradient, the others partial sums (reduced later) */
     float *dw = j->want_dw ? (p == 0 ? j->dw : dw_partial(j, p)) : NULL;
+    if (dw && j->dx && !j->wino) { /* the chunks' unfolded x and gathered dy used once */
+        eng_conv2d_backward_weight_input(&j->g, hi - lo, j->x + lo * in, j->l->param[0],
+                                         j->dy + lo * out, dw, false, j->dx + lo * in, false, &s);
+        return;
+    }
     if (dw && j->wino)
         eng_wino_wgrad_t(wino_t(&j->g), j->g.IC, j->g.OC, j->g.OH, j->g.OW, hi - lo, j->x + lo * in,
                          j->dy + lo * out, dw, false, part_base(j, p), j->nbw);

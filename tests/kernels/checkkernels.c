@@ -125,6 +125,22 @@ static void check_conv(test_rng *r, const eng_conv2d_geom *g, size_t N, bool bia
         for (size_t i = 0; i < in; i++)
             dx[i] -= pre[i];
         CLOSE(dx, dx_ref, in, 1e-8, "conv %s nb=%zu: input grad accumulates", name, nb);
+        /* both in one pass: the bits of the two separate calls, accumulating or not */
+        for (int acc = 0; acc < 2; acc++) {
+            float *dw2 = test_alloc(wn), *dx2 = test_alloc(in);
+            memcpy(dw, pre, wn * sizeof(float));
+            memcpy(dx, pre, in * sizeof(float));
+            memcpy(dw2, pre, wn * sizeof(float));
+            memcpy(dx2, pre, in * sizeof(float));
+            eng_conv2d_backward_weight(g, N, x, dy, dw, acc, &s);
+            eng_conv2d_backward_input(g, N, w, dy, dx, acc, &s);
+            eng_conv2d_backward_weight_input(g, N, x, w, dy, dw2, acc, dx2, acc, &s);
+            is_int(memcmp(dw, dw2, wn * sizeof(float)) == 0 &&
+                       memcmp(dx, dx2, in * sizeof(float)) == 0,
+                   1, "conv %s nb=%zu: weight and input grads in one pass, acc %d: same bits", name,
+                   nb, acc);
+            free(dw2), free(dx2);
+        }
         free(col), free(tmp);
     }
     eng_conv2d_backward_bias(g, N, dy, db, false);
