@@ -66,8 +66,8 @@ void eng_conv2d_backward_bias(const eng_conv2d_geom *g, size_t N, const float *d
 void eng_conv2d_backward_input(const eng_conv2d_geom *g, size_t N, const float *w, const float *dy,
                                float *dx, bool accumulate, const eng_conv2d_scratch *s);
 
-/* eng_conv2d_backward_weight and eng_conv2d_backward_input (the same GEMMs, the same bits) in
- * one pass over the chunks: each chunk's x is unfolded and its dy gathered once for both. */
+/* Both backward GEMMs in one pass over the chunks (dw or dx may be NULL: the two calls above
+ * are this with one of them): each chunk's x is unfolded and its dy gathered once for both. */
 void eng_conv2d_backward_weight_input(const eng_conv2d_geom *g, size_t N, const float *x,
                                       const float *w, const float *dy, float *dw, bool acc_dw,
                                       float *dx, bool acc_dx, const eng_conv2d_scratch *s);

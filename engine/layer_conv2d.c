@@ -116,31 +116,7 @@ void eng_conv2d_forward_epi(const eng_conv2d_geom *g, size_t N, const float *x, 
 void eng_conv2d_backward_weight(const eng_conv2d_geom *g, size_t N, const float *x, const float *dy,
                                 float *dw, bool accumulate, const eng_conv2d_scratch *s)
 {
-    const size_t K = eng_conv2d_kdim(g), P = g->OH * g->OW, OC = g->OC;
-    const size_t in = g->IC * g->IH * g->IW, out = OC * P;
-    const size_t nb = s->nb ? s->nb : 1;
-    if (N == 0 && !accumulate)
-        memset(dw, 0, OC * K * sizeof(float));
-    for (size_t n0 = 0; n0 < N; n0 += nb) {
-        const size_t m = N - n0 < nb ? N - n0 : nb;
-        const float beta = n0 == 0 && !accumulate ? 0.0f : 1.0f;
-        const float *xn = x + n0 * in;    /* [m, IC, IH, IW] */
-        const float *dyn = dy + n0 * out; /* [m, OC, OH, OW] */
-        const float *col = xn;            /* [K, m*P] */
-        const float *dyc = dyn;           /* [OC, m*P] */
-        if (m == 1) {
-            if (!is_pointwise(g)) {
-                eng_im2col(g, xn, s->col, P);
-                col = s->col;
-            }
-        } else {
-            unfold_chunk(g, m, xn, s->col);
-            gather_chunk(OC, P, m, dyn, s->tmp);
-            col = s->col;
-            dyc = s->tmp;
-        }
-        eng_sgemm(false, true, OC, K, m * P, 1.0f, dyc, m * P, col, m * P, beta, dw, K);
-    }
+    eng_conv2d_backward_weight_input(g, N, x, NULL, dy, dw, accumulate, NULL, false, s);
 }
 
 void eng_conv2d_backward_bias(const eng_conv2d_geom *g, size_t N, const float *dy, float *db,
@@ -163,31 +139,7 @@ void eng_conv2d_backward_bias(const eng_conv2d_geom *g, size_t N, const float *d
 void eng_conv2d_backward_input(const eng_conv2d_geom *g, size_t N, const float *w, const float *dy,
                                float *dx, bool accumulate, const eng_conv2d_scratch *s)
 {
-    const size_t K = eng_conv2d_kdim(g), P = g->OH * g->OW, OC = g->OC;
-    const size_t in = g->IC * g->IH * g->IW, out = OC * P;
-    const size_t nb = s->nb ? s->nb : 1;
-    for (size_t n0 = 0; n0 < N; n0 += nb) {
-        const size_t m = N - n0 < nb ? N - n0 : nb;
-        const float *dyn = dy + n0 * out; /* [m, OC, OH, OW] */
-        float *dxn = dx + n0 * in;        /* [m, IC, IH, IW] */
-        if (m == 1 && is_pointwise(g)) {
-            /* dx [IC, P] (+)= w^T [IC, OC] * dy [OC, P] */
-            eng_sgemm(true, false, K, P, OC, 1.0f, w, K, dyn, P, accumulate ? 1.0f : 0.0f, dxn, P);
-            continue;
-        }
-        const float *dyc = dyn; /* [OC, m*P] */
-        if (m > 1) {
-            gather_chunk(OC, P, m, dyn, s->tmp);
-            dyc = s->tmp;
-        }
-        /* col [K, m*P] = w^T [K, OC] * dyc */
-        eng_sgemm(true, false, K, m * P, OC, 1.0f, w, K, dyc, m * P, 0.0f, s->col, m * P);
-        for (size_t i = 0; i < m; i++) /* _set: no zeroing pass over dx */
-            if (accumulate)
-                eng_col2im(g, s->col + i * P, m * P, dxn + i * in);
-            else
-                eng_col2im_set(g, s->col + i * P, m * P, dxn + i * in);
-    }
+    eng_conv2d_backward_weight_input(g, N, NULL, w, dy, NULL, false, dx, accumulate, s);
 }
 
 void eng_conv2d_backward_weight_input(const eng_conv2d_geom *g, size_t N, const float *x,
@@ -197,29 +149,42 @@ void eng_conv2d_backward_weight_input(const eng_conv2d_geom *g, size_t N, const 
     const size_t K = eng_conv2d_kdim(g), P = g->OH * g->OW, OC = g->OC;
     const size_t in = g->IC * g->IH * g->IW, out = OC * P;
     const size_t nb = s->nb ? s->nb : 1;
-    if (is_pointwise(g) || N == 0) { /* no unfolding, nothing to share */
-        eng_conv2d_backward_weight(g, N, x, dy, dw, acc_dw, s);
-        eng_conv2d_backward_input(g, N, w, dy, dx, acc_dx, s);
+    if (dw && N == 0 && !acc_dw)
+        memset(dw, 0, OC * K * sizeof(float));
+    if (!dw && !dx)
         return;
-    }
     for (size_t n0 = 0; n0 < N; n0 += nb) {
         const size_t m = N - n0 < nb ? N - n0 : nb;
-        const float beta = n0 == 0 && !acc_dw ? 0.0f : 1.0f;
-        const float *xn = x + n0 * in;    /* [m, IC, IH, IW] */
         const float *dyn = dy + n0 * out; /* [m, OC, OH, OW] */
-        float *dxn = dx + n0 * in;
-        const float *dyc = dyn; /* [OC, m*P] */
-        if (m == 1)
-            eng_im2col(g, xn, s->col, P);
-        else {
-            unfold_chunk(g, m, xn, s->col);
+        const float *dyc = dyn;           /* [OC, m*P], gathered once for both GEMMs */
+        if (m > 1) {
             gather_chunk(OC, P, m, dyn, s->tmp);
             dyc = s->tmp;
         }
-        /* the GEMMs of eng_conv2d_backward_weight and _input, on one gathered dyc */
-        eng_sgemm(false, true, OC, K, m * P, 1.0f, dyc, m * P, s->col, m * P, beta, dw, K);
+        if (dw) {                          /* dw (+)= dyc * col^T */
+            const float *xn = x + n0 * in; /* [m, IC, IH, IW] */
+            const float *col = xn;         /* [K, m*P] */
+            if (m > 1 || !is_pointwise(g)) {
+                if (m > 1)
+                    unfold_chunk(g, m, xn, s->col);
+                else
+                    eng_im2col(g, xn, s->col, P);
+                col = s->col;
+            }
+            const float beta = n0 == 0 && !acc_dw ? 0.0f : 1.0f;
+            eng_sgemm(false, true, OC, K, m * P, 1.0f, dyc, m * P, col, m * P, beta, dw, K);
+        }
+        if (!dx)
+            continue;
+        float *dxn = dx + n0 * in; /* [m, IC, IH, IW] */
+        if (m == 1 && is_pointwise(g)) {
+            /* dx [IC, P] (+)= w^T [IC, OC] * dy [OC, P] */
+            eng_sgemm(true, false, K, P, OC, 1.0f, w, K, dyn, P, acc_dx ? 1.0f : 0.0f, dxn, P);
+            continue;
+        }
+        /* col [K, m*P] = w^T [K, OC] * dyc (the weight GEMM is done with the unfolded x) */
         eng_sgemm(true, false, K, m * P, OC, 1.0f, w, K, dyc, m * P, 0.0f, s->col, m * P);
-        for (size_t i = 0; i < m; i++)
+        for (size_t i = 0; i < m; i++) /* _set: no zeroing pass over dx */
             if (acc_dx)
                 eng_col2im(g, s->col + i * P, m * P, dxn + i * in);
             else
@@ -616,22 +581,18 @@ static void backward_part(void *ctx, size_t p, size_t T)
     const size_t in = j->g.IC * j->g.IH * j->g.IW, out = j->g.OC * j->g.OH * j->g.OW;
     /* part 0 writes the weight gradient, the others partial sums (reduced later) */
     float *dw = j->want_dw ? (p == 0 ? j->dw : dw_partial(j, p)) : NULL;
-    if (dw && j->dx && !j->wino) { /* the chunks' unfolded x and gathered dy used once */
+    float *dx = j->dx ? j->dx + lo * in : NULL;
+    if (!j->wino) { /* both gradients in one pass over the chunks */
         eng_conv2d_backward_weight_input(&j->g, hi - lo, j->x + lo * in, j->l->param[0],
-                                         j->dy + lo * out, dw, false, j->dx + lo * in, false, &s);
+                                         j->dy + lo * out, dw, false, dx, false, &s);
         return;
     }
-    if (dw && j->wino)
+    if (dw)
         eng_wino_wgrad_t(wino_t(&j->g), j->g.IC, j->g.OC, j->g.OH, j->g.OW, hi - lo, j->x + lo * in,
                          j->dy + lo * out, dw, false, part_base(j, p), j->nbw);
-    else if (dw)
-        eng_conv2d_backward_weight(&j->g, hi - lo, j->x + lo * in, j->dy + lo * out, dw, false, &s);
-    if (j->dx && j->wino) /* the transposed convolution, from the same scratch after dw */
+    if (dx) /* the transposed convolution, from the same scratch after dw */
         eng_wino_conv_t(wino_t(&j->g), j->g.OC, j->g.IC, j->g.OH, j->g.OW, hi - lo,
-                        j->dy + lo * out, j->U, j->dx + lo * in, false, part_base(j, p), j->nbw);
-    else if (j->dx)
-        eng_conv2d_backward_input(&j->g, hi - lo, j->l->param[0], j->dy + lo * out, j->dx + lo * in,
-                                  false, &s);
+                        j->dy + lo * out, j->U, dx, false, part_base(j, p), j->nbw);
 }
 
 static void conv_backward(eng_layer *l, const eng_bwd_args *a)
