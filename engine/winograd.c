@@ -654,32 +654,6 @@ ENG_SIMD_AVX512 static void weights2_lanes(size_t IC, size_t RO, size_t RI, cons
     }
 }
 
-static void weights2(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
-{
-    const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
-    if (transpose_flip)
-        for (size_t i0 = 0; i0 < RI; i0 += WL)
-            for (size_t o = 0; o < RO; o++)
-                weights2_lanes(IC, RO, RI, w, true, o, i0, U);
-    else
-        for (size_t o = 0; o < RO; o++)
-            for (size_t i0 = 0; i0 < RI; i0 += WL)
-                weights2_lanes(IC, RO, RI, w, false, o, i0, U);
-}
-
-static void weights4(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
-{
-    const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
-    if (transpose_flip)
-        for (size_t i0 = 0; i0 < RI; i0 += WL)
-            for (size_t o = 0; o < RO; o++)
-                weights4_lanes(IC, RO, RI, w, true, o, i0, U);
-    else
-        for (size_t o = 0; o < RO; o++)
-            for (size_t i0 = 0; i0 < RI; i0 += WL)
-                weights4_lanes(IC, RO, RI, w, false, o, i0, U);
-}
-
 /* V[e][c][n*T + t] (e = 6k + j) of the m images x [C, H, W] of a chunk. Each plane, padded by
  * 1 pixel left/top, is split in one pass into ph[k][j] [TH + 1][TW] (k < 4, j < 6):
  * ph[k][j][ty][tx] = padded row 4ty + k, column 4tx + j (positions outside stay 0). The tile
@@ -1088,10 +1062,17 @@ void eng_wino_weights_naive_t(size_t t, size_t OC, size_t IC, const float *w, bo
 void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool transpose_flip,
                         float *U)
 {
-    if (t == 4)
-        weights4(OC, IC, w, transpose_flip, U);
+    void (*lanes)(size_t, size_t, size_t, const float *, bool, size_t, size_t, float *) =
+        t == 4 ? weights4_lanes : weights2_lanes;
+    const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
+    if (transpose_flip) /* o inside: w's rows in turn (above WL) */
+        for (size_t i0 = 0; i0 < RI; i0 += WL)
+            for (size_t o = 0; o < RO; o++)
+                lanes(IC, RO, RI, w, true, o, i0, U);
     else
-        weights2(OC, IC, w, transpose_flip, U);
+        for (size_t o = 0; o < RO; o++)
+            for (size_t i0 = 0; i0 < RI; i0 += WL)
+                lanes(IC, RO, RI, w, false, o, i0, U);
 }
 
 /* eng_wino_conv_t, with eng_wino_conv_relu_t's map when scale is not NULL */
