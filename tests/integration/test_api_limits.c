@@ -7,6 +7,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +204,24 @@ static void early_answers(th_daemon *d)
                                         "Expect: 100-continue\r\n\r\n");
     int status = sent ? read_status(fd, buf, sizeof buf) : 0;
     is_int(status, 413, "Expect: 100-continue with an oversized body: 413 instead of 100");
+    if (fd >= 0)
+        close(fd);
+
+    /* without Expect, the answer waits for the body: nothing to read while half of it is
+     * sent (answering then is what let the connection reset), the 413 once all of it is */
+    char half[8192];
+    memset(half, ' ', sizeof half - 1);
+    half[sizeof half - 1] = '\0';
+    fd = dial(d);
+    sent = fd >= 0 &&
+           send_all(fd, "POST /v1/jobs HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Type: application/json\r\n"
+                        "Content-Length: 16382\r\nConnection: close\r\n\r\n") &&
+           send_all(fd, half);
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    ok(sent && poll(&pf, 1, 300) == 0, "half an oversized body sent: no answer yet");
+    status = sent && send_all(fd, half) ? read_status(fd, buf, sizeof buf) : 0;
+    is_int(status, 413, "the rest sent: 413");
     if (fd >= 0)
         close(fd);
 }
