@@ -2,6 +2,18 @@
  * par.c: per-thread pools of compute helpers (see par.h). A pool is created the first time
  * a thread asks for more than one part and is destroyed by a pthread key destructor when
  * that thread exits (or at process exit for the main thread, when the OS reclaims it).
+ *
+ * Waiting is spin-then-block. A run is published by bumping `gen`; a helper that finished
+ * the previous run watches gen for up to SPIN_NS before it sleeps on `go`, and the caller
+ * watches `pending` as long before it sleeps on `done`. The layers of a step call
+ * eng_par_run back to back, so helpers are normally still watching and no futex wake-up is
+ * paid: on this project's 2-vCPU VM a wake-up made an empty two-part run cost 19.5 us,
+ * with the spin 0.17 us (one run with 16 us of work per part: 34.5 -> 16.2 us). Sleepers
+ * are counted (`sleepers`, `waiter`) so that a run signals the condvars only when someone
+ * sleeps; the counter and the value it guards are both sequentially consistent, so of the
+ * publisher (write gen, read sleepers) and a helper going to sleep (count itself, re-read
+ * gen) at least one sees the other, and the sleeper holds the mutex from its count to its
+ * wait, so a broadcast made under the mutex cannot fall between them.
  */
 #include "par.h"
 
@@ -10,16 +22,60 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "util.h"
 
+/* How long a helper, or the caller, spins before it sleeps: longer than the gaps between
+ * the parallel calls of a training step, short next to a step. */
+#define SPIN_NS 100000
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static inline void cpu_relax(void)
+{
+    _mm_pause();
+}
+#else
+static inline void cpu_relax(void)
+{
+}
+#endif
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Spins while (*v == ref) == equal, at most SPIN_NS; returns the last value read (acquire). */
+static uint64_t spin_while(const _Atomic uint64_t *v, uint64_t ref, bool equal)
+{
+    uint64_t x = atomic_load_explicit(v, memory_order_acquire);
+    for (uint64_t t0 = 0, k = 0; (x == ref) == equal; k++) {
+        cpu_relax();
+        if (k % 16 == 0) { /* the clock costs about one pause */
+            uint64_t t = now_ns();
+            if (!t0)
+                t0 = t;
+            else if (t - t0 > SPIN_NS)
+                break;
+        }
+        x = atomic_load_explicit(v, memory_order_acquire);
+    }
+    return x;
+}
+
 typedef struct par_pool {
-    pthread_mutex_t mu;  /* guards gen, pending, stop, fn, ctx, n */
+    pthread_mutex_t mu;  /* held to sleep on go/done and to signal them */
     pthread_cond_t go;   /* gen changed or stop set */
     pthread_cond_t done; /* pending reached 0 */
-    uint64_t gen;
-    size_t pending;
-    bool stop;
+    _Atomic uint64_t gen;     /* bumped to publish a run (fn, ctx, n, pending) */
+    _Atomic uint64_t pending; /* helpers still in the current run */
+    atomic_size_t sleepers;   /* helpers asleep on go, or about to be */
+    atomic_bool waiter;       /* the caller asleep on done, or about to be */
+    atomic_bool stop;
     eng_par_fn fn;
     void *ctx;
     size_t n;
@@ -59,25 +115,27 @@ static void *helper_main(void *arg)
     in_helper = true;
     par_pool *p = a.p;
     uint64_t seen = 0; /* helpers start before the pool's first run (gen 0) */
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (p->gen == seen && !p->stop)
-            pthread_cond_wait(&p->go, &p->mu);
-        if (p->stop)
-            break;
-        seen = p->gen;
-        if (a.id < p->n) {
-            eng_par_fn fn = p->fn;
-            void *ctx = p->ctx;
-            size_t n = p->n;
-            pthread_mutex_unlock(&p->mu);
-            fn(ctx, a.id, n);
+        uint64_t g = spin_while(&p->gen, seen, true);
+        if (g == seen) {
             pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
+            while ((g = atomic_load(&p->gen)) == seen && !atomic_load(&p->stop))
+                pthread_cond_wait(&p->go, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
+            pthread_mutex_unlock(&p->mu);
         }
-        if (--p->pending == 0)
+        if (atomic_load(&p->stop))
+            break;
+        seen = g;
+        if (a.id < p->n)
+            p->fn(p->ctx, a.id, p->n);
+        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->waiter)) {
+            pthread_mutex_lock(&p->mu);
             pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -87,7 +145,7 @@ static void pool_destroy(void *ptr)
     if (!p)
         return;
     pthread_mutex_lock(&p->mu);
-    p->stop = true;
+    atomic_store(&p->stop, true);
     pthread_cond_broadcast(&p->go);
     pthread_mutex_unlock(&p->mu);
     for (size_t i = 0; i < p->n_helpers; i++)
@@ -169,17 +227,23 @@ void eng_par_run(size_t n, eng_par_fn fn, void *ctx)
             fn(ctx, i, n);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
     p->n = n;
-    p->pending = p->n_helpers;
-    p->gen++;
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store_explicit(&p->pending, p->n_helpers, memory_order_relaxed);
+    atomic_fetch_add(&p->gen, 1); /* publishes the stores above */
+    if (atomic_load(&p->sleepers)) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->go);
+        pthread_mutex_unlock(&p->mu);
+    }
     fn(ctx, 0, n);
+    if (spin_while(&p->pending, 0, false) == 0)
+        return;
     pthread_mutex_lock(&p->mu);
-    while (p->pending > 0)
+    atomic_store(&p->waiter, true);
+    while (atomic_load(&p->pending))
         pthread_cond_wait(&p->done, &p->mu);
+    atomic_store(&p->waiter, false);
     pthread_mutex_unlock(&p->mu);
 }

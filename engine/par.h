@@ -8,8 +8,9 @@
  * parts and run each part's single-threaded GEMMs and element-wise work on its own thread,
  * which measured faster on the small-M GEMMs of CNNs than one batched GEMM on several
  * OpenBLAS threads. Each thread that calls eng_par_run (a daemon worker, the CLI's main
- * thread) gets its own helpers (budget - 1 threads) on first use; they sleep on a condvar
- * between calls (no busy-waiting) and are joined when that thread exits. Parts are fixed
+ * thread) gets its own helpers (budget - 1 threads) on first use; between calls they spin
+ * for at most 0.1 ms, then sleep on a condvar (par.c), and they are joined when that thread
+ * exits. Parts are fixed
  * ranges, reduced in a fixed order by the callers, so results do not depend on timing.
  */
 #pragma once

@@ -1,7 +1,9 @@
 /*
  * test_par_layers.c: the engine's compute threads (engine/par.h) and the layers that split
  * their work over them. eng_par_run must run every part exactly once per call (many calls,
- * so a lost wake-up hangs and the test times out), serially when nested; conv2d (im2col and
+ * so a lost wake-up hangs and the test times out), serially when nested, also when the
+ * helpers or the caller have stopped spinning and sleep (gaps and parts longer than par.c's
+ * spin, and lengths around it to meet the hand-over between the two); conv2d (im2col and
  * Winograd paths), batchnorm2d, relu and maxpool2d must give the naive references' results with a
  * budget of 3 threads, batches that do not divide evenly, and the thresholds above which the split
  * starts. Prints TAP.
@@ -10,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "im2col.h"
 #include "kernels.h"
@@ -64,6 +67,45 @@ static void test_run(void)
         ok(hi - lo == 3 || hi - lo == 4, "range part %zu has 3 or 4 of 10", p);
     }
     is_int(sum, 10, "ranges cover [0, 10)");
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = us * 1000};
+    nanosleep(&ts, NULL);
+}
+
+typedef struct slow_ctx {
+    atomic_int hits[2];
+    long part_us[2]; /* how long each part takes */
+} slow_ctx;
+
+static void slow_part(void *ctx, size_t p, size_t n)
+{
+    slow_ctx *c = ctx;
+    (void)n;
+    if (c->part_us[p])
+        sleep_us(c->part_us[p]);
+    atomic_fetch_add(&c->hits[p], 1);
+}
+
+/* par.c spins 100 us: gaps and parts of 0-400 us cover spinning, sleeping and the switch. */
+static void test_sleepers(void)
+{
+    slow_ctx c;
+    memset(&c, 0, sizeof(c));
+    const int calls = 300;
+    int bad = 0;
+    for (int i = 0; i < calls; i++) {
+        c.part_us[0] = i % 3 == 0 ? 0 : (i * 37) % 400; /* the caller's own part */
+        c.part_us[1] = i % 5 == 0 ? 0 : (i * 53) % 400; /* the helper's */
+        eng_par_run(2, slow_part, &c);
+        /* eng_par_run returned: both parts are done, not just started */
+        bad += atomic_load(&c.hits[0]) != i + 1 || atomic_load(&c.hits[1]) != i + 1;
+        if (i % 4)
+            sleep_us((i * 71) % 400); /* a gap: helpers fall asleep past the spin */
+    }
+    is_int(bad, 0, "every call returned after both parts, across spin and sleep");
 }
 
 /* A layer with parameters, gradients and aux of its own, sized for N. */
@@ -218,6 +260,7 @@ int main(void)
     eng_par_set_threads(3);
     is_int(eng_par_threads(), 3, "budget set to 3");
     test_run();
+    test_sleepers();
     test_conv(&r, 7, 3, 12, 8, 1);  /* parts 3, 2, 2 images; nb > 1 per part */
     test_conv(&r, 2, 4, 9, 5, 2);   /* fewer images than threads */
     test_conv(&r, 5, 2, 40, 4, 1);  /* one image per GEMM */
