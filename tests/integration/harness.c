@@ -411,6 +411,17 @@ bool th_daemon_log_contains(const th_daemon *d, const char *needle)
     return found;
 }
 
+bool th_daemon_log_wait(const th_daemon *d, const char *needle, double timeout_s)
+{
+    for (int waited_ms = 0;; waited_ms += 10) {
+        if (th_daemon_log_contains(d, needle))
+            return true;
+        if (waited_ms >= timeout_s * 1000.0)
+            return false;
+        th_sleep_ms(10);
+    }
+}
+
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb; /* remove() handles files and empty dirs alike */

@@ -84,6 +84,10 @@ void th_daemon_dump_log(const th_daemon *d, int lines);
 /* True when the latest start's log contains `needle`. */
 bool th_daemon_log_contains(const th_daemon *d, const char *needle);
 
+/* th_daemon_log_contains, waiting up to `timeout_s` for the line to appear: the daemon logs
+ * a request when it completes, after the client already has the answer. */
+bool th_daemon_log_wait(const th_daemon *d, const char *needle, double timeout_s);
+
 /* One HTTP exchange. `content_type` NULL = no Content-Type header; `body` may be NULL (no
  * body; a POST then sends an empty one). Returns 0 with *r filled (free with th_resp_fini)
  * or -1 when the transfer failed (r->status 0). */

@@ -169,7 +169,7 @@ static void body_limits(th_daemon *d)
     post_json(d, deep, &r);
     ok(th_is_problem(&r, 400, "invalid-json"), "JSON nested 34 levels: 400");
     th_resp_fini(&r);
-    ok(th_daemon_log_contains(d, "request method=POST path=/v1/jobs status=413"),
+    ok(th_daemon_log_wait(d, "request method=POST path=/v1/jobs status=413", 5.0),
        "one log line per request, with its status");
 }
 
