@@ -4,12 +4,14 @@
  * running-statistics semantics (momentum 0.1, unbiased variance in the running estimate,
  * num_batches_tracked).
  *
- * DESIGN: statistics are computed in two passes (mean, then the sum of squared deviations)
- * with per-plane float sums accumulated in double, which avoids the cancellation of the
- * one-pass E[x^2] - E[x]^2 formula when |mean| >> std. The backward needs two reductions per
- * channel (sum g, sum g*xhat) and then one element-wise pass.
+ * DESIGN: statistics are computed in two passes (mean, then the sum of squared deviations),
+ * which avoids the cancellation of the one-pass E[x^2] - E[x]^2 formula when |mean| >> std:
+ * float sums over the batch per element of a group of channels' planes, then per channel in
+ * double (group_stats). The backward needs two reductions per channel (sum g, sum g*xhat),
+ * gathered the same way (group_gsums), and then one element-wise pass.
  */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "engine.h"
@@ -21,31 +23,17 @@
 /* Plane of channel c in sample n: [S] */
 #define PLANE(p, d, n, c) ((p) + ((n) * (d)->C + (c)) * (d)->S)
 
-/* Plane reductions in LANES independent float partial sums, added pairwise at the end: the
- * compiler vectorises these (a single running float sum it may not reorder), and the
- * partial sums are more accurate than one running sum. Planes are then summed in double. */
-#define LANES 16
-
-static float lanes_total(float *a)
-{
-    for (size_t w = LANES / 2; w > 0; w /= 2)
-        for (size_t k = 0; k < w; k++)
-            a[k] += a[k + w];
-    return a[0];
-}
-
-/* The LANES partial sums are kept as LANES / VW vectors of VW floats (the GNU C vector
- * extension, which gcc and clang accept): partial sum k is element k % VW of vector k / VW,
- * so the arithmetic and its order are those of a plain loop over k, but the code is straight
- * vector adds (gcc vectorised that loop with shuffles, about 3x slower on these planes). */
+/* The kernels below are element-wise loops; on x86-64 with GCC they are also built for AVX2
+ * and picked at load time (ifunc). The clone's target does not enable FMA (and C17 mode keeps
+ * GCC from contracting), so both clones compute the same bits.
+ *
+ * The reductions' inner loops are written with vectors of VW floats (the GNU C vector
+ * extension, which gcc and clang accept): gcc does not vectorise them from plain loops (the
+ * masks are control flow to it). Each element's arithmetic is the scalar tail's, in the same
+ * order. */
 #define VW 8
 typedef float vfw __attribute__((vector_size(VW * sizeof(float))));
 typedef int32_t viw __attribute__((vector_size(VW * sizeof(float))));
-#define VL (LANES / VW)
-
-/* The plane kernels are element-wise loops and lane sums; on x86-64 with GCC they are also
- * built for AVX2 and picked at load time (ifunc). The clone's target does not enable FMA
- * (and C17 mode keeps GCC from contracting), so both clones compute the same bits. */
 
 /* The helpers below take and return vectors by value: a 32-byte vector's calling convention
  * differs with AVX, which GCC and clang warn about (-Wpsabi); they are static and inlined into
@@ -61,24 +49,18 @@ static inline vfw vload(const float *p)
     return v;
 }
 
-static inline vfw vsplat(float a)
+static inline void vstore(float *p, vfw v)
 {
-    return (vfw){a, a, a, a, a, a, a, a};
+    memcpy(p, &v, sizeof(v));
 }
 
 /* per element: v > 0 ? d : 0 (false for NaN, as the scalar test); a macro, as GCC notes a
  * changed ABI for any function taking 32-byte vectors */
-#define VPOS_SELECT(v, d) ((vfw)((viw)(d) & ((v) > vsplat(0.0f))))
+#define VPOS_SELECT(v, d) ((vfw)((viw)(d) & ((v) > (vfw){0})))
 
-/* The partial sums as LANES floats, for the tail and lanes_total. */
-static inline void vspill(const vfw *acc, float *a)
-{
-    memcpy(a, acc, LANES * sizeof(float));
-}
-
-/* A channel's planes are C * S floats apart, so every plane starts a new memory stream that
- * the hardware prefetcher has to detect again; the reductions over a channel, which read
- * planes cold, fetch the next plane's cache lines while they work on this one. */
+/* A group's runs are C * S floats apart, so every run starts a new memory stream that the
+ * hardware prefetcher has to detect again; the first pass over a group, which reads the runs
+ * cold, fetches the next run's cache lines while it works on this one. */
 static inline void prefetch_plane(const float *p, size_t S)
 {
     for (size_t s = 0; s < S; s += 64 / sizeof(float))
@@ -108,7 +90,10 @@ ENG_SIMD_AVX2 static void runs_sum(const float *x, size_t stride, size_t N, size
         const float *restrict xn = x + n * stride;
         if (n + 1 < N)
             prefetch_plane(xn + stride, L);
-        for (size_t e = 0; e < L; e++)
+        size_t e = 0;
+        for (; e + VW <= L; e += VW)
+            vstore(acc + e, vload(acc + e) + vload(xn + e));
+        for (; e < L; e++)
             acc[e] += xn[e];
     }
 }
@@ -120,7 +105,12 @@ ENG_SIMD_AVX2 static void runs_sqdev(const float *x, size_t stride, size_t N, si
 {
     for (size_t n = N; n-- > 0;) {
         const float *restrict xn = x + n * stride;
-        for (size_t e = 0; e < L; e++) {
+        size_t e = 0;
+        for (; e + VW <= L; e += VW) {
+            const vfw t = vload(xn + e) - vload(mu + e);
+            vstore(acc + e, vload(acc + e) + t * t);
+        }
+        for (; e < L; e++) {
             const float t = xn[e] - mu[e];
             acc[e] += t * t;
         }
@@ -152,6 +142,17 @@ static void add_plane_sums(const float *acc, size_t e0, size_t L, size_t S, doub
     }
 }
 
+/* out[e - e0] = v[e / S] for e in [e0, e0 + L): per-channel values v of a group (its first
+ * channel at 0) spread over the elements [e0, e0 + L) of its run. */
+static void expand(const float *v, size_t e0, size_t L, size_t S, float *out)
+{
+    for (size_t e = e0; e < e0 + L;) {
+        const size_t i = e / S, end = (i + 1) * S < e0 + L ? (i + 1) * S : e0 + L;
+        for (; e < end; e++)
+            out[e - e0] = v[i];
+    }
+}
+
 /* Batch mean and invstd of channels [c0, c0 + g) (two passes) and the running statistics'
  * update. g <= group_channels(S). */
 static void group_stats(const eng_bn_dims *d, size_t c0, size_t g, const float *x, float *mean,
@@ -175,11 +176,7 @@ static void group_stats(const eng_bn_dims *d, size_t c0, size_t g, const float *
     for (size_t e0 = len; e0 > 0;) { /* backwards, as runs_sqdev */
         const size_t L = e0 % RUN_FLOATS ? e0 % RUN_FLOATS : RUN_FLOATS;
         e0 -= L;
-        for (size_t e = e0; e < e0 + L;) { /* mu[e - e0] = mean of e's plane */
-            const size_t i = e / S, end = (i + 1) * S < e0 + L ? (i + 1) * S : e0 + L;
-            for (; e < end; e++)
-                mu[e - e0] = mean[c0 + i];
-        }
+        expand(mean + c0, e0, L, S, mu);
         memset(acc, 0, L * sizeof(float));
         runs_sqdev(x0 + e0, stride, N, L, mu, acc);
         add_plane_sums(acc, e0, L, S, ss);
@@ -196,28 +193,136 @@ static void group_stats(const eng_bn_dims *d, size_t c0, size_t g, const float *
     }
 }
 
-/* sum(g) into *sg and sum(g * (x - mu)) into *sgx */
-ENG_SIMD_AVX2 static void plane_gsums(const float *restrict x, const float *restrict g, float mu,
-                                      size_t S, float *sg, float *sgx)
+/* The backward's per-channel sums, sum(g) and sum(g * (x - mu)), where g is dy (plain), or
+ * dy where the ReLU after the BatchNorm passed, its mask recomputed from x (x * a + b > 0) or
+ * read from its output y (y > 0, g then also stored into gout when given); gathered a group of
+ * channels at a time like the statistics. */
+typedef enum { G_PLAIN, G_RELU_X, G_RELU_Y } gsums_mask;
+
+typedef struct gsums_args {
+    gsums_mask mask;
+    const float *x, *y, *dy; /* y only for G_RELU_Y */
+    float *gout;             /* G_RELU_Y, may be NULL */
+    const float *mu, *a, *b; /* per channel of the group (its first channel at 0); a, b only
+                              * for G_RELU_X */
+} gsums_args;
+
+/* The ReLU-masked gradient of one element: dy where the ReLU passed (see gsums_args). */
+static inline float masked(gsums_mask mask, float x, float y, float dy, float a, float b)
 {
-    vfw va[VL] = {0}, vb[VL] = {0};
-    const vfw vmu = vsplat(mu);
-    size_t s = 0;
-    for (; s + LANES <= S; s += LANES)
-        for (size_t i = 0; i < VL; i++) {
-            vfw gv = vload(g + s + VW * i);
-            va[i] += gv;
-            vb[i] += gv * (vload(x + s + VW * i) - vmu);
-        }
-    float a[LANES], b[LANES];
-    vspill(va, a);
-    vspill(vb, b);
-    for (size_t k = 0; s < S; s++, k++) {
-        a[k] += g[s];
-        b[k] += g[s] * (x[s] - mu);
+    if (mask == G_RELU_X)
+        return x * a + b > 0.0f ? dy : 0.0f;
+    if (mask == G_RELU_Y)
+        return y > 0.0f ? dy : 0.0f;
+    return dy;
+}
+
+/* accg[e] += g and accx[e] += g * (x - mu[e]) over images [n0, n0 + m) of the runs of L
+ * floats at offset off of every image (images stride floats apart), m <= 4: the images are
+ * added one after the other, but each accumulator is loaded and stored once per call. */
+static inline void runs_gsums_m(const gsums_args *ga, gsums_mask mask, size_t off, size_t stride,
+                                size_t n0, size_t m, size_t L, const float *restrict mu,
+                                const float *restrict a, const float *restrict b,
+                                float *restrict accg, float *restrict accx)
+{
+    const float *x[4], *y[4], *dy[4];
+    float *gout[4];
+    for (size_t k = 0; k < m; k++) {
+        const size_t o = (n0 + k) * stride + off;
+        x[k] = ga->x + o;
+        dy[k] = ga->dy + o;
+        y[k] = mask == G_RELU_Y ? ga->y + o : NULL;
+        gout[k] = mask == G_RELU_Y && ga->gout ? ga->gout + o : NULL;
     }
-    *sg = lanes_total(a);
-    *sgx = lanes_total(b);
+    size_t e = 0;
+    for (; e + VW <= L; e += VW) {
+        vfw sg = vload(accg + e), sx = vload(accx + e);
+        const vfw me = vload(mu + e);
+        const vfw ae = mask == G_RELU_X ? vload(a + e) : (vfw){0};
+        const vfw be = mask == G_RELU_X ? vload(b + e) : (vfw){0};
+        for (size_t k = 0; k < m; k++) {
+            const vfw xv = vload(x[k] + e), d = vload(dy[k] + e);
+            vfw g = d;
+            if (mask == G_RELU_X)
+                g = VPOS_SELECT(xv * ae + be, d);
+            else if (mask == G_RELU_Y)
+                g = VPOS_SELECT(vload(y[k] + e), d);
+            if (gout[k])
+                vstore(gout[k] + e, g);
+            sg += g;
+            sx += g * (xv - me);
+        }
+        vstore(accg + e, sg);
+        vstore(accx + e, sx);
+    }
+    for (; e < L; e++) {
+        float sg = accg[e], sx = accx[e];
+        const float ae = mask == G_RELU_X ? a[e] : 0.0f, be = mask == G_RELU_X ? b[e] : 0.0f;
+        for (size_t k = 0; k < m; k++) {
+            const float xv = x[k][e];
+            const float g = masked(mask, xv, y[k] ? y[k][e] : 0.0f, dy[k][e], ae, be);
+            if (gout[k])
+                gout[k][e] = g;
+            sg += g;
+            sx += g * (xv - mu[e]);
+        }
+        accg[e] = sg;
+        accx[e] = sx;
+    }
+}
+
+/* runs_gsums_m over all N images, four at a time, for one mask (the mask a constant in each
+ * instance, so the compiler keeps one loop body per mask). */
+#define RUNS_GSUMS(name, MASK)                                                                     \
+    ENG_SIMD_AVX2 static void name(const gsums_args *ga, size_t off, size_t stride, size_t N,      \
+                                   size_t L, const float *restrict mu, const float *restrict a,    \
+                                   const float *restrict b, float *restrict accg,                  \
+                                   float *restrict accx)                                           \
+    {                                                                                              \
+        for (size_t n = 0; n < N; n += 4) {                                                        \
+            const size_t m = N - n < 4 ? N - n : 4;                                                \
+            if (n + m < N)                                                                         \
+                for (size_t k = 0; k < 4 && n + m + k < N; k++) {                                  \
+                    prefetch_plane(ga->x + (n + m + k) * stride + off, L);                         \
+                    prefetch_plane(ga->dy + (n + m + k) * stride + off, L);                        \
+                }                                                                                  \
+            if (m == 4)                                                                            \
+                runs_gsums_m(ga, MASK, off, stride, n, 4, L, mu, a, b, accg, accx);                \
+            else                                                                                   \
+                runs_gsums_m(ga, MASK, off, stride, n, m, L, mu, a, b, accg, accx);                \
+        }                                                                                          \
+    }
+RUNS_GSUMS(runs_gsums_plain, G_PLAIN)
+RUNS_GSUMS(runs_gsums_relu_x, G_RELU_X)
+RUNS_GSUMS(runs_gsums_relu_y, G_RELU_Y)
+
+/* The sums of channels [c0, c0 + g) into sdy[i], sdyx[i]. g <= group_channels(S). */
+static void group_gsums(const eng_bn_dims *d, size_t c0, size_t g, const gsums_args *ga,
+                        double *sdy, double *sdyx)
+{
+    const size_t S = d->S, len = g * S;
+    float accg[RUN_FLOATS], accx[RUN_FLOATS], mu[RUN_FLOATS], a[RUN_FLOATS], b[RUN_FLOATS];
+    for (size_t i = 0; i < g; i++)
+        sdy[i] = sdyx[i] = 0.0;
+    for (size_t e0 = 0; e0 < len; e0 += RUN_FLOATS) {
+        const size_t L = len - e0 < RUN_FLOATS ? len - e0 : RUN_FLOATS;
+        expand(ga->mu, e0, L, S, mu);
+        if (ga->mask == G_RELU_X) {
+            expand(ga->a, e0, L, S, a);
+            expand(ga->b, e0, L, S, b);
+        }
+        memset(accg, 0, L * sizeof(float));
+        memset(accx, 0, L * sizeof(float));
+        const size_t off = c0 * S + e0, stride = d->C * S;
+        if (ga->mask == G_PLAIN)
+            runs_gsums_plain(ga, off, stride, d->N, L, mu, NULL, NULL, accg, accx);
+        else if (ga->mask == G_RELU_X)
+            runs_gsums_relu_x(ga, off, stride, d->N, L, mu, a, b, accg, accx);
+        else
+            runs_gsums_relu_y(ga, off, stride, d->N, L, mu, NULL, NULL, accg, accx);
+        add_plane_sums(accg, e0, L, S, sdy);
+        add_plane_sums(accx, e0, L, S, sdyx);
+    }
 }
 
 /* Channels [c0, c1) of eng_batchnorm_train_forward (channels are independent). */
@@ -282,22 +387,6 @@ void eng_batchnorm_eval_forward(const eng_bn_dims *d, const float *x, const floa
     eval_forward_range(d, 0, d->C, x, gamma, beta, running_mean, running_var, eps, y);
 }
 
-/* Per channel: sum(dy) and sum(dy * (x - mu)) over N*S. */
-static void dy_sums(const eng_bn_dims *d, size_t c, const float *x, const float *dy, float mu,
-                    double *sdy, double *sdyx)
-{
-    double a = 0.0, b = 0.0;
-    for (size_t n = 0; n < d->N; n++) {
-        const float *xp = PLANE(x, d, n, c), *gp = PLANE(dy, d, n, c);
-        float pa, pb;
-        plane_gsums(xp, gp, mu, d->S, &pa, &pb);
-        a += (double)pa;
-        b += (double)pb;
-    }
-    *sdy = a;
-    *sdyx = b;
-}
-
 static void store(float *dst, float v, bool accumulate)
 {
     *dst = accumulate ? *dst + v : v;
@@ -308,11 +397,15 @@ static void train_backward_range(const eng_bn_dims *d, size_t c0, size_t c1, con
                                  const float *invstd, float *dx, float *dgamma, float *dbeta,
                                  bool accumulate)
 {
-    const size_t M = d->N * d->S;
+    const size_t M = d->N * d->S, G = group_channels(d->S);
+    double sdys[RUN_FLOATS], sdyxs[RUN_FLOATS]; /* of the group */
     for (size_t c = c0; c < c1; c++) {
+        if ((c - c0) % G == 0) {
+            const gsums_args ga = {.mask = G_PLAIN, .x = x, .dy = dy, .mu = mean + c};
+            group_gsums(d, c, c1 - c < G ? c1 - c : G, &ga, sdys, sdyxs);
+        }
         const float mu = mean[c], is = invstd[c], gm = gamma ? gamma[c] : 1.0f;
-        double sdy, sdyx;
-        dy_sums(d, c, x, dy, mu, &sdy, &sdyx);
+        const double sdy = sdys[(c - c0) % G], sdyx = sdyxs[(c - c0) % G];
         /* sum(dy * xhat) = invstd * sum(dy * (x - mu)) */
         const double sdyxhat = sdyx * (double)is;
         if (dgamma)
@@ -351,12 +444,16 @@ static void eval_backward_range(const eng_bn_dims *d, size_t c0, size_t c1, cons
                                 const float *running_var, float eps, float *dx, float *dgamma,
                                 float *dbeta, bool accumulate)
 {
+    const size_t G = group_channels(d->S);
+    double sdys[RUN_FLOATS], sdyxs[RUN_FLOATS]; /* of the group */
     for (size_t c = c0; c < c1; c++) {
-        const float mu = running_mean[c];
         const float is = (float)(1.0 / sqrt((double)running_var[c] + (double)eps));
         if (dgamma || dbeta) {
-            double sdy, sdyx;
-            dy_sums(d, c, x, dy, mu, &sdy, &sdyx);
+            if ((c - c0) % G == 0) {
+                const gsums_args ga = {.mask = G_PLAIN, .x = x, .dy = dy, .mu = running_mean + c};
+                group_gsums(d, c, c1 - c < G ? c1 - c : G, &ga, sdys, sdyxs);
+            }
+            const double sdy = sdys[(c - c0) % G], sdyx = sdyxs[(c - c0) % G];
             if (dgamma)
                 store(&dgamma[c], (float)(sdyx * (double)is), accumulate);
             if (dbeta)
@@ -626,67 +723,6 @@ ENG_SIMD_AVX2 static void plane_affine_add_relu(const float *restrict x, const f
     }
 }
 
-/* g = (x * a + b > 0 ? dy : 0): sum(g) into *sg and sum(g * (x - mu)) into *sgx, in the lanes
- * of plane_gsums. */
-ENG_SIMD_AVX2 static void plane_gsums_relu_x(const float *restrict x, const float *restrict dy,
-                                             float a, float b, float mu, size_t S, float *sg,
-                                             float *sgx)
-{
-    vfw vs[VL] = {0}, vx[VL] = {0};
-    const vfw va = vsplat(a), vb = vsplat(b), vmu = vsplat(mu);
-    size_t s = 0;
-    for (; s + LANES <= S; s += LANES)
-        for (size_t i = 0; i < VL; i++) {
-            const vfw xv = vload(x + s + VW * i);
-            const vfw g = VPOS_SELECT(xv * va + vb, vload(dy + s + VW * i));
-            vs[i] += g;
-            vx[i] += g * (xv - vmu);
-        }
-    float ps[LANES], px[LANES];
-    vspill(vs, ps);
-    vspill(vx, px);
-    for (size_t k = 0; s < S; s++, k++) {
-        const float v = x[s] * a + b;
-        const float d = dy[s];
-        const float g = v > 0.0f ? d : 0.0f;
-        ps[k] += g;
-        px[k] += g * (x[s] - mu);
-    }
-    *sg = lanes_total(ps);
-    *sgx = lanes_total(px);
-}
-
-/* The same with g = (y > 0 ? dy : 0), also stored into gout when it is not NULL. */
-ENG_SIMD_AVX2 static void plane_gsums_relu_y(const float *restrict x, const float *restrict y,
-                                             const float *restrict dy, float *restrict gout,
-                                             float mu, size_t S, float *sg, float *sgx)
-{
-    vfw vs[VL] = {0}, vx[VL] = {0};
-    const vfw vmu = vsplat(mu);
-    size_t s = 0;
-    for (; s + LANES <= S; s += LANES)
-        for (size_t i = 0; i < VL; i++) {
-            const vfw g = VPOS_SELECT(vload(y + s + VW * i), vload(dy + s + VW * i));
-            if (gout)
-                memcpy(gout + s + VW * i, &g, sizeof(g));
-            vs[i] += g;
-            vx[i] += g * (vload(x + s + VW * i) - vmu);
-        }
-    float ps[LANES], px[LANES];
-    vspill(vs, ps);
-    vspill(vx, px);
-    for (size_t k = 0; s < S; s++, k++) {
-        const float d = dy[s];
-        const float g = y[s] > 0.0f ? d : 0.0f;
-        if (gout)
-            gout[s] = g;
-        ps[k] += g;
-        px[k] += g * (x[s] - mu);
-    }
-    *sg = lanes_total(ps);
-    *sgx = lanes_total(px);
-}
-
 /* dx = k * g - k0 - (x - mu) * k1 with g = (x * a + b > 0 ? dy : 0); eval (constant
  * statistics): dx = k * g. */
 ENG_SIMD_AVX2 static void plane_dx_relu_x(const float *restrict x, const float *restrict dy,
@@ -816,38 +852,40 @@ static void bnrelu_backward_part(void *ctx, size_t p, size_t T)
     const bnrelu_job *j = ctx;
     const eng_layer *l = j->l;
     const eng_bn_dims *d = &j->d;
-    const size_t M = d->N * d->S;
+    const size_t M = d->N * d->S, G = group_channels(d->S);
     size_t c0, c1;
     eng_par_range(d->C, p, T, &c0, &c1);
+    const bool sums = j->dgamma || j->dbeta || (j->train && j->dx) || j->gout;
+    /* the group's per-channel values (its first channel at 0) and sums */
+    float mus[RUN_FLOATS], as[RUN_FLOATS], bs[RUN_FLOATS];
+    double sdys[RUN_FLOATS], sdyxs[RUN_FLOATS];
     for (size_t c = c0; c < c1; c++) {
-        float a, b;
-        channel_affine(l, c, j->train, &a, &b);
+        const size_t i = (c - c0) % G; /* c's place in its group */
+        if (i == 0) {
+            const size_t g = c1 - c < G ? c1 - c : G;
+            for (size_t k = 0; k < g; k++) {
+                channel_affine(l, c + k, j->train, &as[k], &bs[k]);
+                mus[k] = j->train ? l->aux[c + k] : l->param[BN_RUNNING_MEAN][c + k];
+            }
+            if (sums) {
+                const gsums_args ga = {.mask = j->y ? G_RELU_Y : G_RELU_X,
+                                       .x = j->x,
+                                       .y = j->y,
+                                       .dy = j->dy,
+                                       .gout = j->gout,
+                                       .mu = mus,
+                                       .a = as,
+                                       .b = bs};
+                group_gsums(d, c, g, &ga, sdys, sdyxs);
+            }
+        }
+        const float a = as[i], b = bs[i], mu = mus[i];
         const float *gamma = l->param[BN_WEIGHT];
-        const float mu = j->train ? l->aux[c] : l->param[BN_RUNNING_MEAN][c];
         const float is = j->train ? l->aux[d->C + c]
                                   : (float)(1.0 / sqrt((double)l->param[BN_RUNNING_VAR][c] +
                                                        (double)l->cfg.norm.eps));
         const float k = is * (gamma ? gamma[c] : 1.0f); /* as the unfused backward */
-        const bool sums = j->dgamma || j->dbeta || (j->train && j->dx);
-        double sdy = 0.0, sdyx = 0.0;
-        if (sums || j->gout) {
-            for (size_t n = 0; n < d->N; n++) {
-                float pa, pb;
-                if (n + 1 < d->N) {
-                    prefetch_plane(PLANE(j->x, d, n + 1, c), d->S);
-                    prefetch_plane(PLANE(j->dy, d, n + 1, c), d->S);
-                }
-                if (j->y)
-                    plane_gsums_relu_y(
-                        PLANE(j->x, d, n, c), PLANE(j->y, d, n, c), PLANE(j->dy, d, n, c),
-                        j->gout ? PLANE(j->gout, d, n, c) : NULL, mu, d->S, &pa, &pb);
-                else
-                    plane_gsums_relu_x(PLANE(j->x, d, n, c), PLANE(j->dy, d, n, c), a, b, mu, d->S,
-                                       &pa, &pb);
-                sdy += (double)pa;
-                sdyx += (double)pb;
-            }
-        }
+        const double sdy = sums ? sdys[i] : 0.0, sdyx = sums ? sdyxs[i] : 0.0;
         const double sdyxhat = sdyx * (double)is;
         if (j->dgamma)
             j->dgamma[c] = (float)sdyxhat;
