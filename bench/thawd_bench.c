@@ -17,7 +17,9 @@
  *
  * usage: thawd-bench [--models m1,resnet18] [--modes train,frozen_bn,frozen_nograd,infer]
  *                    [--batches 64,128,256] [--repeats 7] [--iters 10] [--warmup 3]
- *                    [--threads 2]
+ *                    [--threads 2] [--layers]
+ * --layers adds a profile per layer to each config's run (on stderr: wall time per step of
+ * each layer's forward and backward, eng_trainer.layer_s), for finding where a step goes.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -52,6 +54,7 @@ typedef struct opts {
     size_t batches[MAX_LIST];
     size_t n_batches;
     long repeats, iters, warmup, threads;
+    bool layers; /* --layers */
     const char *child[3];
 } opts;
 
@@ -109,7 +112,7 @@ static int usage(const char *msg)
     fprintf(stderr,
             "thawd-bench: %s\nusage: thawd-bench [--models m1,resnet18] [--modes "
             "train,frozen_bn,frozen_nograd,infer] [--batches 64,128,256] [--repeats 7] "
-            "[--iters 10] [--warmup 3] [--threads 2]\n",
+            "[--iters 10] [--warmup 3] [--threads 2] [--layers]\n",
             msg);
     return 2;
 }
@@ -133,6 +136,10 @@ static int parse_args(int argc, char **argv, opts *o)
             o->child[1] = argv[i + 2];
             o->child[2] = argv[i + 3];
             i += 3;
+            continue;
+        }
+        if (strcmp(a, "--layers") == 0) {
+            o->layers = true;
             continue;
         }
         if (i + 1 >= argc)
@@ -236,6 +243,44 @@ static double count_flops(const eng_model *m, size_t N, const char *mode)
     return total * (double)N;
 }
 
+/* The --layers table on stderr: per layer, ms per step of its forward and backward (a fused
+ * step under its first layer) and the share of the profiled time. */
+static void print_layers(const eng_model *m, const double *prof, double steps, const char *model,
+                         size_t N, const char *mode, long threads)
+{
+    const size_t L = m->n_layers;
+    double total = 0.0;
+    for (size_t i = 0; i <= 2 * L; i++)
+        total += prof[i];
+    fprintf(stderr, "\n%s batch %zu %s, %ld threads: ms per step by layer (%.3f ms profiled)\n",
+            model, N, mode, threads, 1e3 * total / steps);
+    fprintf(stderr, "%-4s %-12s %-26s %-12s %9s %9s %6s\n", "#", "layer", "kind", "output",
+            "forward", "backward", "share");
+    for (size_t i = 0; i < L; i++) {
+        const eng_layer *l = &m->layers[i];
+        if (prof[2 * i] == 0.0 && prof[2 * i + 1] == 0.0)
+            continue; /* ran inside the step of the layer before it */
+        /* the kinds of the layers that ran inside this one's step, e.g. batchnorm2d+relu */
+        char kind[64], shape[32] = "";
+        size_t o = (size_t)snprintf(kind, sizeof(kind), "%s", l->ops->kind), last = i;
+        for (size_t k = i + 1; k < L && prof[2 * k] == 0.0 && prof[2 * k + 1] == 0.0; k++) {
+            if (o < sizeof(kind))
+                o += (size_t)snprintf(kind + o, sizeof(kind) - o, "+%s", m->layers[k].ops->kind);
+            last = k;
+        }
+        const eng_layer *out = &m->layers[last];
+        o = 0;
+        for (size_t k = 0; k < out->out_ndim && o < sizeof(shape); k++)
+            o += (size_t)snprintf(shape + o, sizeof(shape) - o, k ? "x%zu" : "%zu",
+                                  out->out_shape[k]);
+        fprintf(stderr, "%-4zu %-12s %-26s %-12s %9.3f %9.3f %5.1f%%\n", i, l->name, kind, shape,
+                1e3 * prof[2 * i] / steps, 1e3 * prof[2 * i + 1] / steps,
+                100.0 * (prof[2 * i] + prof[2 * i + 1]) / total);
+    }
+    fprintf(stderr, "%-4s %-12s %-26s %-12s %9s %9.3f %5.1f%%\n", "", "optimizer", "", "", "",
+            1e3 * prof[2 * L] / steps, 100.0 * prof[2 * L] / total);
+}
+
 static int run_child(const opts *o)
 {
     const char *model = o->child[0], *mode = o->child[2];
@@ -253,6 +298,7 @@ static int run_child(const opts *o)
     eng_model *m = NULL;
     eng_trainer t;
     bool t_ready = false;
+    double *prof = NULL; /* --layers: eng_trainer.layer_s, from the first timed step */
 
     double load_before = 0.0, load_after = 0.0;
     if (getloadavg(&load_before, 1) != 1) /* optional field: 0 when unavailable */
@@ -303,6 +349,8 @@ static int run_child(const opts *o)
     eng_model_freeze_to(m, strcmp(mode, "train") == 0 ? 0 : -1);
     double flops = count_flops(m, N, mode);
 
+    if (o->layers && !(prof = calloc(2 * m->n_layers + 1, sizeof(double))))
+        goto done;
     long step_no = 0;
     const long total = o->warmup + o->repeats * o->iters;
     double *times = calloc((size_t)o->repeats, sizeof(double));
@@ -315,6 +363,7 @@ static int run_child(const opts *o)
                 times[rep] = now() - times[rep];
             rep++;
             times[rep] = now();
+            t.layer_s = prof;
         }
         if (infer) {
             memcpy(t.act[0], d.x_train, N * in_size * sizeof(float));
@@ -358,8 +407,11 @@ static int run_child(const opts *o)
            median_sorted(ips, R), ips[0], ips[R - 1], 1e3 * median_sorted(steps, R),
            median_sorted(gf, R), gf[0], gf[R - 1], flops, flops / (double)N,
            (double)ru.ru_maxrss / 1024.0, o->repeats, o->iters, o->warmup, load_before, load_after);
+    if (prof)
+        print_layers(m, prof, (double)(o->repeats * o->iters), model, N, mode, o->threads);
     rc = 0;
 done:
+    free(prof);
     if (t_ready)
         eng_trainer_fini(&t);
     eng_model_destroy(m);
@@ -403,7 +455,10 @@ static int spawn_child(const opts *o, const char *self, const char *model, size_
         snprintf(mo, sizeof(mo), "%s", model);
         snprintf(md, sizeof(md), "%s", mode);
         char *args[] = {exe,       "--child", mo,         nb, md,          "--repeats", rep,
-                        "--iters", it,        "--warmup", wu, "--threads", th,          NULL};
+                        "--iters", it,        "--warmup", wu, "--threads", th,          NULL,
+                        NULL};
+        if (o->layers)
+            args[13] = "--layers";
         execv(self, args);
         _exit(127);
     }

@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels.h"
 #include "loader.h"
@@ -29,6 +30,22 @@ float eng_smooth_add(eng_smooth *s, float loss)
     /* torch.lerp(loss, val, beta) = loss + beta*(val - loss) */
     s->val = (double)loss + SMOOTH_BETA * (s->val - (double)loss);
     return (float)(s->val / (1.0 - pow(SMOOTH_BETA, (double)s->count)));
+}
+
+/* The profile's clock (eng_trainer.layer_s): seconds, only read when the profile is on. */
+static double profile_now(const eng_trainer *t)
+{
+    if (!t->layer_s)
+        return 0.0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void profile_add(eng_trainer *t, size_t slot, double t0)
+{
+    if (t->layer_s)
+        t->layer_s[slot] += profile_now(t) - t0;
 }
 
 /* Whether layers i, i+1 are a BatchNorm + ReLU pair run as one step (eng_bn_relu_forward).
@@ -219,10 +236,12 @@ const float *eng_trainer_forward(eng_trainer *t, const float *x, size_t N, bool 
         else if (y == t->grad_buf[pp])
             pp = 1 - pp;
         eng_fwd_args a = {.N = N, .x = in, .y = y, .train = train, .epi = whole ? &epi : NULL};
+        const double t0 = profile_now(t);
         if (fuse)
             eng_bn_relu_forward(&m->layers[i], &a, NULL);
         else
             m->layers[i].ops->forward(&m->layers[i], &a);
+        profile_add(t, 2 * i, t0);
         i = last;
         in = y;
     }
@@ -257,19 +276,23 @@ float eng_trainer_step(eng_trainer *t, const uint32_t *idx, size_t N)
                           .y = kept(m, i + 1, lo, ref) ? t->act[i + 1] : NULL,
                           .dy = dy,
                           .dx = dx};
+        const double t0 = profile_now(t);
         if (fuse) {
             a.y = NULL; /* the ReLU mask is recomputed from x: y is not read */
             eng_bn_relu_backward(l, &a, NULL);
         } else {
             l->ops->backward(l, &a);
         }
+        profile_add(t, 2 * first + 1, t0);
         i = first;
         dy = dx;
         cur = 1 - cur;
     }
     if (t->clip)
         eng_clip_grad_norm(m, t->clip_max_norm, t->clip_norm_type);
+    const double t0 = profile_now(t);
     eng_optim_step(&t->opt, m);
+    profile_add(t, 2 * L, t0);
     return loss;
 }
 

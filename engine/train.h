@@ -42,6 +42,11 @@ typedef struct eng_trainer {
      * clip_norm_type (INFINITY: max |g|) is clipped to clip_max_norm before each update. */
     bool clip;
     float clip_max_norm, clip_norm_type;
+    /* Optional profile (NULL: none; thawd-bench --layers sets it): seconds of wall time added
+     * up per layer, forward at [2i] and backward at [2i + 1], the optimizer step at
+     * [2 * n_layers]. A fused step (BatchNorm + ReLU; a conv with its BatchNorm + ReLU in eval
+     * mode) counts under its first layer. Two clock reads per layer and pass. */
+    double *layer_s;
 } eng_trainer;
 
 /* Sizes and allocates the arena for training batches up to max_batch (and validation

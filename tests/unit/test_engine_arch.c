@@ -2,7 +2,8 @@
  * resnet18/34 and cnn-small parameter counts, state_dict names, layer groups and heads;
  * finite-difference gradients of the residual BasicBlock (with and without downsample,
  * and with frozen children); freezing that skips work (GEMM and FLOP counters of a
- * cnn-small step, frozen vs unfrozen); strict and body_only weight loading with I64
+ * cnn-small step, frozen vs unfrozen); the trainer's per-layer profile (eng_trainer.layer_s:
+ * the slots that ran, not the others, and the same weights as without it); strict and body_only weight loading with I64
  * num_batches_tracked; the summary text and totals; eng_net prediction. */
 #include <math.h>
 #include <stdio.h>
@@ -494,6 +495,74 @@ static void test_freeze_work(void)
     free(d.y_train);
 }
 
+/* ---- the per-layer profile ---------------------------------------------------------------- */
+
+/* One cnn-small step with and without eng_trainer.layer_s: the profile fills the slots of the
+ * layers that ran a pass (a fused ReLU's stay 0; with train_bn=false no body backward) and
+ * changes no result. */
+static void test_profile(void)
+{
+    const size_t N = 8, classes = 4, in = 144;
+    eng_dataset d = {0};
+    d.n_train = N;
+    d.in_ndim = 3;
+    d.in_shape[0] = 1;
+    d.in_shape[1] = d.in_shape[2] = 12;
+    d.in_size = in;
+    d.n_classes = classes;
+    d.x_train = malloc(N * in * sizeof(float));
+    d.y_train = malloc(N * sizeof(int32_t));
+    fill(d.x_train, N * in, 1.0f);
+    for (size_t i = 0; i < N; i++)
+        d.y_train[i] = (int32_t)(i % classes);
+    uint32_t idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    eng_opt_spec opt;
+    eng_opt_spec_defaults(&opt);
+    for (int frozen = 0; frozen < 2; frozen++) {
+        eng_model *m[2] = {build("cnn-small", ENG_HEAD_DEFAULT, 1, 12, 12, classes, !frozen),
+                           build("cnn-small", ENG_HEAD_DEFAULT, 1, 12, 12, classes, !frozen)};
+        eng_trainer t[2];
+        eng_error err;
+        if (!m[0] || !m[1] || eng_trainer_init(&t[0], m[0], &d, &opt, N, 1, &err) ||
+            eng_trainer_init(&t[1], m[1], &d, &opt, N, 1, &err)) {
+            ok(0, "trainer");
+            return;
+        }
+        const size_t L = m[0]->n_layers;
+        double *prof = calloc(2 * L + 1, sizeof(double));
+        t[1].layer_s = prof;
+        for (int k = 0; k < 2; k++) {
+            eng_model_freeze_to(m[k], frozen ? -1 : 0);
+            eng_trainer_step(&t[k], idx, N);
+        }
+        bool convs = true, relus = true, body_bwd = false;
+        size_t lo = eng_model_lowest_trainable(m[1]);
+        for (size_t i = 0; i < L; i++) {
+            const eng_layer *l = &m[1]->layers[i];
+            if (l->ops == &eng_layer_conv2d)
+                convs = convs && prof[2 * i] > 0.0 && (frozen || prof[2 * i + 1] > 0.0);
+            if (l->ops == &eng_layer_relu && i > 0 && eng_bn_relu_pair(&m[1]->layers[i - 1], l))
+                relus = relus && prof[2 * i] == 0.0 && prof[2 * i + 1] == 0.0;
+            if (i < lo && prof[2 * i + 1] != 0.0)
+                body_bwd = true;
+        }
+        const char *what = frozen ? "train_bn=false" : "unfrozen";
+        ok(convs, "%s: every conv's forward%s timed", what, frozen ? "" : " and backward");
+        ok(relus, "%s: the ReLUs fused into their BatchNorm have no time of their own", what);
+        ok(!body_bwd, "%s: no backward time below the lowest trainable layer (%zu)", what, lo);
+        ok(prof[2 * L] > 0.0, "%s: the optimizer step timed", what);
+        ok(memcmp(m[0]->w, m[1]->w, m[0]->n_floats * sizeof(float)) == 0,
+           "%s: the same weights with the profile on", what);
+        free(prof);
+        for (int k = 0; k < 2; k++) {
+            eng_trainer_fini(&t[k]);
+            eng_model_destroy(m[k]);
+        }
+    }
+    free(d.x_train);
+    free(d.y_train);
+}
+
 /* ---- weights ----------------------------------------------------------------------------- */
 
 static int save_model(const eng_model *m, const char *path, const char *skip, const char *extra)
@@ -670,6 +739,7 @@ int main(void)
     check_block_scratch(8, 16, 2, false, "8->16 stride 2 (tap)");
     check_block_scratch(8, 16, 2, true, "8->16 stride 2 (tap), convs frozen");
     test_freeze_work();
+    test_profile();
     test_weights();
     test_summary_predict();
     return done_testing();
