@@ -38,21 +38,85 @@ static void naive_im2col(const eng_conv2d_geom *g, const float *x, float *col, s
                     }
 }
 
+/* eng_col2im_set's sum for input (ih, iw) of a 3x3, stride-2, padding-1 kernel, written out
+ * in the order the kernel promises (that of eng_col2im onto zeros, bit for bit): within a
+ * kernel row kw = 2 then kw = 0 (+ 0.0f when kw = 0 falls past the last output column), and
+ * kernel row kh = 0 before kh = 2. */
+static float k3s2p1_row_sum(const eng_conv2d_geom *g, const float *c, size_t ldcol, size_t kh,
+                            size_t oh, size_t iw)
+{
+    const float *r = c + 3 * kh * ldcol + oh * g->OW; /* kw = 0; kw at r + kw * ldcol */
+    if (iw % 2 == 0)
+        return r[ldcol + iw / 2];
+    const size_t ow = iw / 2;
+    return r[2 * ldcol + ow] + (ow + 1 < g->OW ? r[ow + 1] : 0.0f);
+}
+
+static void naive_col2im_set_k3s2p1(const eng_conv2d_geom *g, const float *col, size_t ldcol,
+                                    float *dx)
+{
+    for (size_t ic = 0; ic < g->IC; ic++)
+        for (size_t ih = 0; ih < g->IH; ih++)
+            for (size_t iw = 0; iw < g->IW; iw++) {
+                const float *c = col + ic * 9 * ldcol;
+                const size_t k = ih / 2;
+                float v;
+                if (ih % 2 == 0)
+                    v = k3s2p1_row_sum(g, c, ldcol, 1, k, iw);
+                else if (k + 1 < g->OH)
+                    v = k3s2p1_row_sum(g, c, ldcol, 0, k + 1, iw) +
+                        k3s2p1_row_sum(g, c, ldcol, 2, k, iw);
+                else
+                    v = k3s2p1_row_sum(g, c, ldcol, 2, k, iw);
+                dx[(ic * g->IH + ih) * g->IW + iw] = v;
+            }
+}
+
 static void check_im2col(test_rng *r, const eng_conv2d_geom *g, const char *name)
 {
-    const size_t K = eng_conv2d_kdim(g), P = g->OH * g->OW, ld = P + 3;
+    const size_t K = eng_conv2d_kdim(g), P = g->OH * g->OW;
     const size_t in = g->IC * g->IH * g->IW;
-    float *x = test_alloc(in), *col = test_alloc(K * ld), *want = test_alloc(K * ld);
-    float *c = test_alloc(K * P), *dx = test_alloc(in), *base = test_alloc(in);
-    test_fill(r, x, in, -1, 1);
-    /* the 3 spare columns of each row must survive: fill both with the same sentinel */
-    for (size_t i = 0; i < K * ld; i++)
-        col[i] = want[i] = 7.0f;
-    eng_im2col(g, x, col, ld);
-    naive_im2col(g, x, want, ld);
-    ok(memcmp(col, want, K * ld * sizeof(float)) == 0, "im2col %s: exact, ldcol > OH*OW", name);
+    const bool k3s2p1 =
+        g->KH == 3 && g->KW == 3 && g->SH == 2 && g->SW == 2 && g->PH == 1 && g->PW == 1;
+    /* column layouts: one image (ldcol = P), spare columns, image 1 of a chunk of three */
+    const size_t lds[3] = {P, P + 3, 3 * P}, offs[3] = {0, 0, P};
+    float *x = test_alloc(in), *c = test_alloc(K * P), *dx = test_alloc(in);
+    float *base = test_alloc(in);
+    for (int t = 0; t < 3; t++) {
+        const size_t ld = lds[t], off = offs[t];
+        float *col = test_alloc(K * ld), *want = test_alloc(K * ld);
+        test_fill(r, x, in, -1, 1);
+        /* the columns outside the image's must survive: fill both with the same sentinel */
+        for (size_t i = 0; i < K * ld; i++)
+            col[i] = want[i] = 7.0f;
+        eng_im2col(g, x, col + off, ld);
+        naive_im2col(g, x, want + off, ld);
+        ok(memcmp(col, want, K * ld * sizeof(float)) == 0, "im2col %s: exact, ldcol %zu at %zu",
+           name, ld, off);
+
+        /* eng_col2im_set == eng_col2im onto zeros, value for value, whatever dx held */
+        test_fill(r, col, K * ld, -1, 1);
+        for (size_t i = 0; i < K * ld; i += 5) /* signed zeros: +0 + -0 is +0, -0 + -0 is -0 */
+            col[i] = i % 2 ? -0.0f : 0.0f;
+        memset(base, 0, in * sizeof(float));
+        eng_col2im(g, col + off, ld, base);
+        test_fill(r, dx, in, -9, 9);
+        eng_col2im_set(g, col + off, ld, dx);
+        size_t same = 0;
+        for (size_t i = 0; i < in; i++)
+            same += dx[i] == base[i];
+        is_int(same, in, "col2im_set %s: overwrites with col2im's sums, ldcol %zu at %zu", name, ld,
+               off);
+        if (k3s2p1) {
+            naive_col2im_set_k3s2p1(g, col + off, ld, base);
+            ok(memcmp(dx, base, in * sizeof(float)) == 0,
+               "col2im_set %s: the promised order bit for bit, ldcol %zu at %zu", name, ld, off);
+        }
+        free(col), free(want);
+    }
 
     /* col2im is the adjoint: <im2col(x), c> == <x, col2im(c)>, and it adds to dx. */
+    float *col = test_alloc(K * P);
     test_fill(r, c, K * P, -1, 1);
     test_fill(r, base, in, -1, 1);
     memcpy(dx, base, in * sizeof(float));
@@ -66,16 +130,27 @@ static void check_im2col(test_rng *r, const eng_conv2d_geom *g, const char *name
     for (size_t i = 0; i < in; i++)
         rhs += (double)x[i] * ((double)dx[i] - (double)base[i]);
     is_near(lhs, rhs, 1e-5 * (scale + 1.0), "col2im %s: adjoint of im2col, accumulates", name);
-    /* eng_col2im_set == eng_col2im onto zeros, value for value, whatever dx held */
-    memset(base, 0, in * sizeof(float));
-    eng_col2im(g, c, P, base);
-    test_fill(r, dx, in, -9, 9);
-    eng_col2im_set(g, c, P, dx);
-    size_t same = 0;
-    for (size_t i = 0; i < in; i++)
-        same += dx[i] == base[i];
-    is_int(same, in, "col2im_set %s: overwrites with col2im's sums", name);
-    free(x), free(col), free(want), free(c), free(dx), free(base);
+    free(x), free(col), free(c), free(dx), free(base);
+}
+
+/* The 3x3 stride-2 padding-1 unfolding on the sizes its vector kernels treat apart: rows of
+ * 1..16 columns (two rows per vector), 17..32 (one), over 32 (16-column chunks), odd and even
+ * widths and heights, maps under 16 floats. */
+static void check_im2col_k3s2p1(test_rng *r)
+{
+    static const size_t hs[] = {1, 2, 3, 4, 5, 6, 8, 12, 14, 15, 16};
+    static const size_t ws[] = {1, 2, 3, 7, 8, 9, 13, 14, 15, 16, 17, 28, 31, 32, 33, 34, 65};
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
+        for (size_t j = 0; j < sizeof ws / sizeof ws[0]; j++) {
+            eng_conv2d_geom g;
+            char name[64];
+            snprintf(name, sizeof name, "3x3 s2 p1 2x%zux%zu", hs[i], ws[j]);
+            if (eng_conv2d_geom_init(&g, 2, hs[i], ws[j], 1, 3, 3, 2, 2, 1, 1)) {
+                ok(false, "conv %s: geometry accepted", name);
+                continue;
+            }
+            check_im2col(r, &g, name);
+        }
 }
 
 /* ---- conv2d ------------------------------------------------------------------------------ */
@@ -674,5 +749,6 @@ int main(int argc, char **argv)
     check_conv_all(&r);
     check_bn_all(&r);
     check_pool_all(&r);
+    check_im2col_k3s2p1(&r);
     return done_testing();
 }
