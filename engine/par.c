@@ -7,8 +7,8 @@
  * the previous run watches gen for up to SPIN_NS before it sleeps on `go`, and the caller
  * watches `pending` as long before it sleeps on `done`. The layers of a step call
  * eng_par_run back to back, so helpers are normally still watching and no futex wake-up is
- * paid: on this project's 2-vCPU VM a wake-up made an empty two-part run cost 19.5 us,
- * with the spin 0.17 us (one run with 16 us of work per part: 34.5 -> 16.2 us). Sleepers
+ * paid: on this project's 2-vCPU VM a wake-up made an empty two-part run cost 19.5-23 us,
+ * with the spin 0.17-0.9 us (one run with 16 us of work per part: 34.5-39 -> 16.2-16.6 us). Sleepers
  * are counted (`sleepers`, `waiter`) so that a run signals the condvars only when someone
  * sleeps; the counter and the value it guards are both sequentially consistent, so of the
  * publisher (write gen, read sleepers) and a helper going to sleep (count itself, re-read
@@ -27,8 +27,13 @@
 #include "util.h"
 
 /* How long a helper, or the caller, spins before it sleeps: longer than the gaps between
- * the parallel calls of a training step, short next to a step. */
-#define SPIN_NS 100000
+ * the parallel calls of a training step, short next to a step, and all that a spinning
+ * thread can take from another runnable thread on its CPU per call when the machine is
+ * oversubscribed. 50 us measured at least as fast as 20 and 100 us (thawd-bench, 2 threads,
+ * 3 alternated rounds: M1 batch 8 / 64 train, resnet18 batch 32 train, and two M1 batch 64
+ * processes at once), ahead of the condvar alone by 15% / 2% / 10% / 5%, within the noise
+ * but never behind. */
+#define SPIN_NS 50000
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -9,9 +9,9 @@
  * which measured faster on the small-M GEMMs of CNNs than one batched GEMM on several
  * OpenBLAS threads. Each thread that calls eng_par_run (a daemon worker, the CLI's main
  * thread) gets its own helpers (budget - 1 threads) on first use; between calls they spin
- * for at most 0.1 ms, then sleep on a condvar (par.c), and they are joined when that thread
- * exits. Parts are fixed
- * ranges, reduced in a fixed order by the callers, so results do not depend on timing.
+ * for at most 50 us, then sleep on a condvar (par.c), and they are joined when that thread
+ * exits. Parts are fixed ranges, reduced in a fixed order by the callers, so results do not
+ * depend on timing.
  */
 #pragma once
 

@@ -89,7 +89,7 @@ static void slow_part(void *ctx, size_t p, size_t n)
     atomic_fetch_add(&c->hits[p], 1);
 }
 
-/* par.c spins 100 us: gaps and parts of 0-400 us cover spinning, sleeping and the switch. */
+/* par.c spins 50 us: gaps and parts of 0-400 us cover spinning, sleeping and the switch. */
 static void test_sleepers(void)
 {
     slow_ctx c;
