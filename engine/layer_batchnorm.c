@@ -273,24 +273,24 @@ static inline void runs_gsums_m(const gsums_args *ga, gsums_mask mask, size_t of
 
 /* runs_gsums_m over all N images, four at a time, for one mask (the mask a constant in each
  * instance, so the compiler keeps one loop body per mask). */
-#define RUNS_GSUMS(name, MASK)                                                                     \
-    ENG_SIMD_AVX2 static void name(const gsums_args *ga, size_t off, size_t stride, size_t N,      \
-                                   size_t L, const float *restrict mu, const float *restrict a,    \
-                                   const float *restrict b, float *restrict accg,                  \
-                                   float *restrict accx)                                           \
-    {                                                                                              \
-        for (size_t n = 0; n < N; n += 4) {                                                        \
-            const size_t m = N - n < 4 ? N - n : 4;                                                \
-            if (n + m < N)                                                                         \
-                for (size_t k = 0; k < 4 && n + m + k < N; k++) {                                  \
-                    prefetch_plane(ga->x + (n + m + k) * stride + off, L);                         \
-                    prefetch_plane(ga->dy + (n + m + k) * stride + off, L);                        \
-                }                                                                                  \
-            if (m == 4)                                                                            \
-                runs_gsums_m(ga, MASK, off, stride, n, 4, L, mu, a, b, accg, accx);                \
-            else                                                                                   \
-                runs_gsums_m(ga, MASK, off, stride, n, m, L, mu, a, b, accg, accx);                \
-        }                                                                                          \
+#define RUNS_GSUMS(name, MASK)                                                                  \
+    ENG_SIMD_AVX2 static void name(const gsums_args *ga, size_t off, size_t stride, size_t N,   \
+                                   size_t L, const float *restrict mu, const float *restrict a, \
+                                   const float *restrict b, float *restrict accg,               \
+                                   float *restrict accx)                                        \
+    {                                                                                           \
+        for (size_t n = 0; n < N; n += 4) {                                                     \
+            const size_t m = N - n < 4 ? N - n : 4;                                             \
+            if (n + m < N)                                                                      \
+                for (size_t k = 0; k < 4 && n + m + k < N; k++) {                               \
+                    prefetch_plane(ga->x + (n + m + k) * stride + off, L);                      \
+                    prefetch_plane(ga->dy + (n + m + k) * stride + off, L);                     \
+                }                                                                               \
+            if (m == 4)                                                                         \
+                runs_gsums_m(ga, MASK, off, stride, n, 4, L, mu, a, b, accg, accx);             \
+            else                                                                                \
+                runs_gsums_m(ga, MASK, off, stride, n, m, L, mu, a, b, accg, accx);             \
+        }                                                                                       \
     }
 RUNS_GSUMS(runs_gsums_plain, G_PLAIN)
 RUNS_GSUMS(runs_gsums_relu_x, G_RELU_X)

@@ -8,8 +8,8 @@
  * watches `pending` as long before it sleeps on `done`. The layers of a step call
  * eng_par_run back to back, so helpers are normally still watching and no futex wake-up is
  * paid: on this project's 2-vCPU VM a wake-up made an empty two-part run cost 19.5-23 us,
- * with the spin 0.17-0.9 us (one run with 16 us of work per part: 34.5-39 -> 16.2-16.6 us). Sleepers
- * are counted (`sleepers`, `waiter`) so that a run signals the condvars only when someone
+ * with the spin 0.17-0.9 us (one run with 16 us of work per part: 34.5-39 -> 16.2-16.6 us).
+ * Sleepers are counted (`sleepers`, `waiter`) so that a run signals the condvars only when someone
  * sleeps; the counter and the value it guards are both sequentially consistent, so of the
  * publisher (write gen, read sleepers) and a helper going to sleep (count itself, re-read
  * gen) at least one sees the other, and the sleeper holds the mutex from its count to its
@@ -73,9 +73,9 @@ static uint64_t spin_while(const _Atomic uint64_t *v, uint64_t ref, bool equal)
 }
 
 typedef struct par_pool {
-    pthread_mutex_t mu;  /* held to sleep on go/done and to signal them */
-    pthread_cond_t go;   /* gen changed or stop set */
-    pthread_cond_t done; /* pending reached 0 */
+    pthread_mutex_t mu;       /* held to sleep on go/done and to signal them */
+    pthread_cond_t go;        /* gen changed or stop set */
+    pthread_cond_t done;      /* pending reached 0 */
     _Atomic uint64_t gen;     /* bumped to publish a run (fn, ctx, n, pending) */
     _Atomic uint64_t pending; /* helpers still in the current run */
     atomic_size_t sleepers;   /* helpers asleep on go, or about to be */

@@ -3,8 +3,8 @@
  * finite-difference gradients of the residual BasicBlock (with and without downsample,
  * and with frozen children); freezing that skips work (GEMM and FLOP counters of a
  * cnn-small step, frozen vs unfrozen); the trainer's per-layer profile (eng_trainer.layer_s:
- * the slots that ran, not the others, and the same weights as without it); strict and body_only weight loading with I64
- * num_batches_tracked; the summary text and totals; eng_net prediction. */
+ * the slots that ran, not the others, and the same weights as without it); strict and body_only
+ * weight loading with I64 num_batches_tracked; the summary text and totals; eng_net prediction. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
