@@ -34,6 +34,7 @@
 #include "arch.h"
 #include "build_config.h"
 #include "dataset.h"
+#include "git_version.h"
 #include "kernels.h"
 #include "model.h"
 #include "rng.h"
@@ -454,9 +455,8 @@ static int spawn_child(const opts *o, const char *self, const char *model, size_
         snprintf(exe, sizeof(exe), "%s", self);
         snprintf(mo, sizeof(mo), "%s", model);
         snprintf(md, sizeof(md), "%s", mode);
-        char *args[] = {exe,       "--child", mo,         nb, md,          "--repeats", rep,
-                        "--iters", it,        "--warmup", wu, "--threads", th,          NULL,
-                        NULL};
+        char *args[] = {exe, "--child",  mo, nb,          md, "--repeats", rep, "--iters",
+                        it,  "--warmup", wu, "--threads", th, NULL,        NULL};
         if (o->layers)
             args[13] = "--layers";
         execv(self, args);

@@ -30,6 +30,7 @@
 #include "datasets.h"
 #include "engine.h"
 #include "files.h"
+#include "git_version.h"
 #include "http.h"
 #include "log.h"
 #include "workers.h"
@@ -247,10 +248,10 @@ static int serve(int argc, char **argv)
 done:
     if (app_ok)
         atomic_store(&app.shutting_down, true);
-    srv_http_stop(http);       /* no new requests; joins the HTTP threads */
+    srv_http_stop(http); /* no new requests; joins the HTTP threads */
     if (app_ok)
         srv_datasets_stop(&app); /* unfinished datasets stay processing for the next start */
-    srv_workers_stop(workers); /* interrupts, checkpoints and requeues running jobs */
+    srv_workers_stop(workers);   /* interrupts, checkpoints and requeues running jobs */
     if (app_ok)
         srv_app_fini(&app);
     if (lock_fd >= 0)
