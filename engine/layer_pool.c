@@ -307,8 +307,27 @@ void eng_avgpool2d_backward(const eng_pool2d_geom *g, size_t N, bool count_inclu
 /* ---- adaptive pooling -------------------------------------------------------------------- */
 
 /* One plane: x [IH, IW] -> y [OH, OW]. */
+/* sum(x[0..n)) in 8 interleaved partial sums added pairwise: a loop the compiler vectorises
+ * (one running sum it may not reorder waits on every add: M1's global pooling of 7x7 planes
+ * took 0.34 ms per batch of 128, 2.4% of an inference step). */
+ENG_SIMD_AVX2 static float lane_sum(const float *x, size_t n)
+{
+    float p[8] = {0};
+    size_t k = 0;
+    for (; k + 8 <= n; k += 8)
+        for (size_t i = 0; i < 8; i++)
+            p[i] += x[k + i];
+    for (size_t i = 0; k < n; k++, i++)
+        p[i] += x[k];
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
 static void ada_avg_plane(const eng_adapool_dims *d, const float *x, float *y)
 {
+    if (d->OH == 1 && d->OW == 1) { /* global pooling: one contiguous window */
+        y[0] = lane_sum(x, d->IH * d->IW) / (float)(d->IH * d->IW);
+        return;
+    }
     for (size_t oh = 0; oh < d->OH; oh++) {
         size_t h0, h1;
         ada_window(oh, d->IH, d->OH, &h0, &h1);
@@ -361,10 +380,31 @@ void eng_adaptive_avgpool2d_forward(const eng_adapool_dims *d, const float *x, f
         ada_avg_plane(d, x + pl * IP, y + pl * OP);
 }
 
+/* Global pooling's backward: every element of plane pl gets dy[pl] / IP, written (or added)
+ * in one pass instead of a zeroing pass and an adding one. */
+ENG_SIMD_AVX2 static void ada_avg_global_back(size_t planes, size_t IP, const float *dy,
+                                              float *dx, bool accumulate)
+{
+    for (size_t pl = 0; pl < planes; pl++) {
+        const float v = dy[pl] / (float)IP;
+        float *dxp = dx + pl * IP;
+        if (accumulate)
+            for (size_t s = 0; s < IP; s++)
+                dxp[s] += v;
+        else
+            for (size_t s = 0; s < IP; s++)
+                dxp[s] = v;
+    }
+}
+
 void eng_adaptive_avgpool2d_backward(const eng_adapool_dims *d, const float *dy, float *dx,
                                      bool accumulate)
 {
     const size_t IP = d->IH * d->IW, OP = d->OH * d->OW;
+    if (OP == 1) {
+        ada_avg_global_back(d->N * d->C, IP, dy, dx, accumulate);
+        return;
+    }
     set_or_add(dx, d->N * d->C * IP, accumulate);
     for (size_t pl = 0; pl < d->N * d->C; pl++)
         ada_avg_plane_back(d, dy + pl * OP, dx + pl * IP);

@@ -522,6 +522,11 @@ static void check_adaptive(test_rng *r, const eng_adapool_dims *d, const char *n
     eng_adaptive_avgpool2d_backward(d, dy, dx, false);
     ref_adaptive_avgpool2d_backward(d, dy, dx_ref);
     CLOSE(dx, dx_ref, in, TOL, "adaptive avg %s: backward", name);
+    memcpy(dx, pre, in * sizeof(float));
+    eng_adaptive_avgpool2d_backward(d, dy, dx, true);
+    for (size_t i = 0; i < in; i++)
+        dx[i] -= pre[i];
+    CLOSE(dx, dx_ref, in, 1e-6, "adaptive avg %s: backward accumulates", name);
 
     eng_adaptive_maxpool2d_forward(d, x, y, idx);
     ref_adaptive_maxpool2d_forward(d, x, y_ref);
