@@ -382,8 +382,8 @@ void eng_adaptive_avgpool2d_forward(const eng_adapool_dims *d, const float *x, f
 
 /* Global pooling's backward: every element of plane pl gets dy[pl] / IP, written (or added)
  * in one pass instead of a zeroing pass and an adding one. */
-ENG_SIMD_AVX2 static void ada_avg_global_back(size_t planes, size_t IP, const float *dy,
-                                              float *dx, bool accumulate)
+ENG_SIMD_AVX2 static void ada_avg_global_back(size_t planes, size_t IP, const float *dy, float *dx,
+                                              bool accumulate)
 {
     for (size_t pl = 0; pl < planes; pl++) {
         const float v = dy[pl] / (float)IP;
