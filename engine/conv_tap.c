@@ -228,6 +228,17 @@ static size_t taps(const eng_conv2d_geom *g)
     return g->KH * g->KW;
 }
 
+/* The scratch's layout (eng_convtap_scratch_floats): xt [IC*IH*IW*N], yt [OC*OH*OW*N],
+ * dxt [IC*IH*IW*N] (backward only), then the weight blocks wt. */
+static void set_scratch(tap_job *j, float *scratch)
+{
+    const eng_conv2d_geom *g = j->g;
+    j->xt = scratch;
+    j->yt = j->xt + g->IC * g->IH * g->IW * j->N;
+    j->dxt = j->yt + g->OC * g->OH * g->OW * j->N;
+    j->wt = j->dxt + g->IC * g->IH * g->IW * j->N;
+}
+
 /* Part p's weight block. */
 static float *block_of(const tap_job *j, size_t p)
 {
@@ -508,16 +519,9 @@ void eng_convtap_forward(const eng_conv2d_geom *g, size_t N, const float *x, con
 {
     if (N == 0)
         return;
-    tap_job j = {.g = g,
-                 .N = N,
-                 .src = x,
-                 .w = w,
-                 .b = b,
-                 .dst = y,
-                 .xt = scratch,
-                 .small = eng_sgemm_small_mnk()};
-    j.yt = j.xt + g->IC * g->IH * g->IW * N;
-    j.wt = j.yt + g->OC * g->OH * g->OW * N + g->IC * g->IH * g->IW * N; /* after dxt */
+    tap_job j = {
+        .g = g, .N = N, .src = x, .w = w, .b = b, .dst = y, .small = eng_sgemm_small_mnk()};
+    set_scratch(&j, scratch);
     const size_t T = eng_par_threads();
     eng_par_run(T < g->IC ? T : g->IC, fwd_transpose_part, &j);
     eng_par_run(T < g->OC ? T : g->OC, fwd_gemm_part, &j);
@@ -631,11 +635,8 @@ void eng_convtap_backward(const eng_conv2d_geom *g, size_t N, const float *x, co
                  .x = x,
                  .dw = dw,
                  .accumulate_dw = accumulate_dw,
-                 .xt = scratch,
                  .small = eng_sgemm_small_mnk()};
-    j.yt = j.xt + g->IC * g->IH * g->IW * N;
-    j.dxt = j.yt + g->OC * g->OH * g->OW * N;
-    j.wt = j.dxt + g->IC * g->IH * g->IW * N;
+    set_scratch(&j, scratch);
     const size_t T = eng_par_threads(), C = g->OC > g->IC ? g->OC : g->IC;
     eng_par_run(T < C ? T : C, bwd_transpose_part, &j);
     if (dx)

@@ -589,21 +589,6 @@ static inline void g6_lanes(const float *restrict g0, const float *restrict g1,
     }
 }
 
-ENG_SIMD_AVX512 static void weights4_lanes(size_t IC, size_t RO, size_t RI, const float *w,
-                                           bool transpose_flip, size_t o, size_t i0, float *U)
-{
-    const size_t nl = RI - i0 < WL ? RI - i0 : WL;
-    float g[9][WL], q[3][6][WL], u[6][WL]; /* q[c] = G g[.][c] */
-    load_lanes(IC, w, transpose_flip, o, i0, nl, g);
-    for (size_t c = 0; c < 3; c++)
-        g6_lanes(g[c], g[3 + c], g[6 + c], q[c]);
-    for (size_t r = 0; r < 6; r++) { /* (G g) G^T, row r */
-        g6_lanes(q[0][r], q[1][r], q[2][r], u);
-        for (size_t c = 0; c < 6; c++)
-            memcpy(U + ((r * 6 + c) * RO + o) * RI + i0, u[c], nl * sizeof(float));
-    }
-}
-
 /* weights4's reference: one kernel at a time (eng_wino_weights_naive_t) */
 static void weights4_naive(size_t OC, size_t IC, const float *w, bool transpose_flip, float *U)
 {
@@ -639,18 +624,27 @@ static inline void g4_lanes(const float *restrict g0, const float *restrict g1,
     }
 }
 
-ENG_SIMD_AVX512 static void weights2_lanes(size_t IC, size_t RO, size_t RI, const float *w,
-                                           bool transpose_flip, size_t o, size_t i0, float *U)
+/* U of kernels (o, i0 .. i0 + WL) for variant t: u = G g G^T per kernel, WL kernels at once,
+ * with g6_lanes (t = 4) or g4_lanes (t = 2) as the one-dimensional G. */
+ENG_SIMD_AVX512 static void weights_lanes(size_t t, size_t IC, size_t RO, size_t RI, const float *w,
+                                          bool transpose_flip, size_t o, size_t i0, float *U)
 {
-    const size_t nl = RI - i0 < WL ? RI - i0 : WL;
-    float g[9][WL], q[3][4][WL], u[4][WL]; /* q[c] = G g[.][c] */
+    const size_t n = t + 2, nl = RI - i0 < WL ? RI - i0 : WL;
+    float g[9][WL], q[3][6][WL], u[6][WL]; /* q[c] = G g[.][c] */
     load_lanes(IC, w, transpose_flip, o, i0, nl, g);
-    for (size_t c = 0; c < 3; c++)
-        g4_lanes(g[c], g[3 + c], g[6 + c], q[c]);
-    for (size_t r = 0; r < 4; r++) { /* (G g) G^T, row r */
-        g4_lanes(q[0][r], q[1][r], q[2][r], u);
-        for (size_t c = 0; c < 4; c++)
-            memcpy(U + ((r * 4 + c) * RO + o) * RI + i0, u[c], nl * sizeof(float));
+    for (size_t c = 0; c < 3; c++) {
+        if (t == 4)
+            g6_lanes(g[c], g[3 + c], g[6 + c], q[c]);
+        else
+            g4_lanes(g[c], g[3 + c], g[6 + c], q[c]);
+    }
+    for (size_t r = 0; r < n; r++) { /* (G g) G^T, row r */
+        if (t == 4)
+            g6_lanes(q[0][r], q[1][r], q[2][r], u);
+        else
+            g4_lanes(q[0][r], q[1][r], q[2][r], u);
+        for (size_t c = 0; c < n; c++)
+            memcpy(U + ((r * n + c) * RO + o) * RI + i0, u[c], nl * sizeof(float));
     }
 }
 
@@ -1062,17 +1056,15 @@ void eng_wino_weights_naive_t(size_t t, size_t OC, size_t IC, const float *w, bo
 void eng_wino_weights_t(size_t t, size_t OC, size_t IC, const float *w, bool transpose_flip,
                         float *U)
 {
-    void (*lanes)(size_t, size_t, size_t, const float *, bool, size_t, size_t, float *) =
-        t == 4 ? weights4_lanes : weights2_lanes;
     const size_t RO = transpose_flip ? IC : OC, RI = transpose_flip ? OC : IC;
     if (transpose_flip) /* o inside: w's rows in turn (above WL) */
         for (size_t i0 = 0; i0 < RI; i0 += WL)
             for (size_t o = 0; o < RO; o++)
-                lanes(IC, RO, RI, w, true, o, i0, U);
+                weights_lanes(t, IC, RO, RI, w, true, o, i0, U);
     else
         for (size_t o = 0; o < RO; o++)
             for (size_t i0 = 0; i0 < RI; i0 += WL)
-                lanes(IC, RO, RI, w, false, o, i0, U);
+                weights_lanes(t, IC, RO, RI, w, false, o, i0, U);
 }
 
 /* eng_wino_conv_t, with eng_wino_conv_relu_t's map when scale is not NULL */
